@@ -1,0 +1,181 @@
+"""The local dev stack: a real S3-compatible server and a real STAC API server on 127.0.0.1.
+
+Shared by the tests and ``ofa demo``. Each server runs as a child process on a random free
+port and is stopped (process group killed) when its context manager exits, even on error::
+
+    with s3_server() as s3, stac_server(collections, items) as stac_url:
+        fs = s3fs.S3FileSystem(**s3.storage_options)
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+# moto accepts any credentials; these are the conventional fake ones, never real secrets.
+FAKE_KEY_ID = "testing"
+FAKE_SECRET = "testing"
+FAKE_REGION = "us-east-1"
+
+
+class ServerError(RuntimeError):
+    """A local server failed to start or to answer."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _which(name: str) -> str:
+    """Find an executable next to this Python first (a venv that is not activated), then on PATH."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise ServerError(f"cannot find the '{name}' executable; install ofa with its dependencies")
+    return found
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerError(f"server for {url} exited with code {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers, even if not 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            time.sleep(0.1)
+    raise ServerError(f"server for {url} did not answer within {timeout:.0f} s: {log.read_text()[-2000:]}")
+
+
+@contextlib.contextmanager
+def _process(cmd: Sequence[str], url: str, timeout: float, log_dir: Path) -> Iterator[subprocess.Popen]:
+    log = log_dir / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_http(url, proc, timeout, log)
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@dataclass
+class S3Server:
+    """A running S3-compatible endpoint."""
+
+    endpoint_url: str
+    port: int
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def storage_options(self) -> dict:
+        """fsspec/s3fs options that reach this server."""
+        return {
+            "key": FAKE_KEY_ID,
+            "secret": FAKE_SECRET,
+            # no region_name: s3fs would send it as a LocationConstraint, which us-east-1 rejects
+            "client_kwargs": {"endpoint_url": self.endpoint_url},
+        }
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment variables for child processes (AWS SDK conventions)."""
+        return {
+            "AWS_ACCESS_KEY_ID": FAKE_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
+            "AWS_DEFAULT_REGION": FAKE_REGION,
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ENDPOINT_URL_S3": self.endpoint_url,
+        }
+
+    def make_bucket(self, name: str) -> str:
+        """Create a bucket and return its ``s3://`` URL."""
+        import s3fs
+
+        fs = s3fs.S3FileSystem(**self.storage_options)
+        fs.mkdir(name)
+        return f"s3://{name}"
+
+
+@contextlib.contextmanager
+def s3_server(port: int | None = None, timeout: float = 30.0) -> Iterator[S3Server]:
+    """Run moto's S3-compatible server on 127.0.0.1 for the duration of the block."""
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix="ofa-s3-") as tmp:
+        cmd = [_which("moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+        with _process(cmd, url, timeout, Path(tmp)) as proc:
+            yield S3Server(endpoint_url=url, port=port, process=proc)
+
+
+@contextlib.contextmanager
+def stac_server(
+    collections: Sequence[dict], items: Sequence[dict], port: int | None = None, timeout: float = 30.0
+) -> Iterator[str]:
+    """Serve STAC ``collections`` and ``items`` from ``rustac serve`` (memory backend); yield its URL.
+
+    The memory backend supports bbox, datetime, ids, collections and paging, not the
+    filter/query extensions: clients must apply property filters themselves.
+    """
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix="ofa-stac-") as tmp:
+        hrefs = []
+        for i, collection in enumerate(collections):
+            path = Path(tmp) / f"collection-{i}.json"
+            path.write_text(json.dumps(collection))
+            hrefs.append(str(path))
+        items_path = Path(tmp) / "items.json"
+        items_path.write_text(json.dumps({"type": "FeatureCollection", "features": list(items)}))
+        hrefs.append(str(items_path))
+        cmd = [_which("rustac"), "serve", *hrefs, "--addr", f"127.0.0.1:{port}"]
+        with _process(cmd, url, timeout, Path(tmp)):
+            yield url
+
+
+def collection_for(collection_id: str, items: Sequence[dict], description: str = "") -> dict:
+    """A minimal valid STAC Collection whose extent covers ``items``."""
+    bboxes = [it["bbox"] for it in items if it.get("bbox")] or [[-180, -90, 180, 90]]
+    times = sorted(it["properties"].get("datetime") for it in items if it["properties"].get("datetime"))
+    return {
+        "type": "Collection",
+        "stac_version": "1.0.0",
+        "id": collection_id,
+        "description": description or collection_id,
+        "license": "other",
+        "extent": {
+            "spatial": {"bbox": [[
+                min(b[0] for b in bboxes), min(b[1] for b in bboxes),
+                max(b[2] for b in bboxes), max(b[3] for b in bboxes),
+            ]]},
+            "temporal": {"interval": [[times[0] if times else None, times[-1] if times else None]]},
+        },
+        "links": [],
+    }

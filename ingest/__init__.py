@@ -1,0 +1,1 @@
+"""STAC catalogs -> cloud-filtered chips -> WebDataset shards + manifest."""

@@ -1,0 +1,112 @@
+"""The dataset contract between ``ingest`` (writer) and ``pipeline`` (reader).
+
+Written down once here and versioned by ``FORMAT_VERSION``; the README repeats it for people.
+
+A dataset is a folder (local path, ``file://`` or ``s3://``) holding::
+
+    manifest.json                                 # see ``MANIFEST_KEYS``
+    shards/{sensor}/{sensor}-{index:06d}.tar      # WebDataset tar shards, one sensor per shard
+
+A shard is a plain POSIX tar with fixed headers (mtime 0, uid/gid 0, mode 0644, members in
+sample order) so the same inputs give byte-identical shards. A sample is a key plus members:
+
+- ``{key}.pixels.npy``: C x H x W array in the asset's native dtype, values untouched
+  (no scaling, no resampling of values: lower-resolution bands are nearest-resampled onto the
+  chip grid).
+- ``{key}.meta.json``: see ``META_KEYS``.
+
+Keys hold no dots (WebDataset splits key and extension at the first dot).
+Statistics in the manifest are per sensor and per band, over valid (non-nodata) pixels after
+applying each band's scale and offset, so readers normalise ``(x * scale + offset - mean) / std``.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+FORMAT_NAME = "ofa-webdataset"
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+MANIFEST_NAME = "manifest.json"
+SHARD_DIR = "shards"
+PIXELS_EXT = "pixels.npy"
+META_EXT = "meta.json"
+
+#: keys every sample's meta.json carries
+META_KEYS = (
+    "sensor",           # registry id, e.g. "sentinel-2"; also the model modality name
+    "bands",            # band names in channel order, e.g. ["B01", "B02", ...]
+    "wavelengths",      # centre wavelength per band, micrometres (SAR: DOFA convention 5.405)
+    "gsd",              # metres per pixel of the chip grid
+    "dtype",            # numpy dtype name of pixels.npy
+    "nodata",           # per band, or null
+    "scale",            # per band; physical = raw * scale + offset
+    "offset",           # per band
+    "crs",              # e.g. "EPSG:32633"
+    "transform",        # affine of the chip: [a, b, c, d, e, f] (rasterio order)
+    "bbox",             # WGS84 [west, south, east, north]
+    "datetime",         # ISO 8601
+    "item_id",
+    "collection",
+    "window",           # {"col_off", "row_off", "width", "height"} in the reference asset grid
+    "cloud_fraction",   # 0..1, from the sensor's cloud mask (null if it has none)
+    "nodata_fraction",  # 0..1
+)
+
+#: top-level keys of manifest.json
+MANIFEST_KEYS = (
+    "format",           # FORMAT_NAME
+    "format_version",   # FORMAT_VERSION
+    "created",          # ISO time; the only field allowed to differ between rebuilds
+    "software",         # {"ofa": version, ...}
+    "catalog",          # catalog URL (no credentials, no signed query strings)
+    "search",           # collections, bbox/intersects, datetime, max_cloud, max_items, ...
+    "items",            # [{"id", "collection", "updated", "etag"}] selected items, in order
+    "chips",            # chip parameters: chip_size, bands, thresholds, ...
+    "shards",           # [{"path" (relative), "sensor", "count", "bytes", "sha256"}]
+    "statistics",       # {sensor: {"bands", "count", "mean", "std", "min", "max"}} (lists per band)
+    "skipped",          # [{"item_id", "collection", "reason"}]
+    "counts",           # {"kept": n, "dropped": {reason: n}}
+)
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read: bad JSON, wrong format or an unknown version."""
+
+
+def check_manifest(manifest: Any, source: str = "manifest") -> dict:
+    """Validate the envelope of a parsed manifest; return it or raise ``ManifestError``."""
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"{source}: not a JSON object")
+    if manifest.get("format") != FORMAT_NAME:
+        raise ManifestError(f"{source}: format is {manifest.get('format')!r}, expected {FORMAT_NAME!r}")
+    version = manifest.get("format_version")
+    if version not in SUPPORTED_VERSIONS:
+        raise ManifestError(
+            f"{source}: format_version {version!r} is not supported by this ofa "
+            f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))}); upgrade ofa or rebuild the dataset"
+        )
+    missing = [k for k in ("shards", "statistics") if k not in manifest]
+    if missing:
+        raise ManifestError(f"{source}: missing keys {missing}")
+    return manifest
+
+
+def parse_manifest(text: str | bytes, source: str = "manifest") -> dict:
+    """Parse and validate manifest JSON text."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{source}: not valid JSON ({exc})") from None
+    return check_manifest(data, source)
+
+
+def sample_key(item_id: str, row_off: int, col_off: int) -> str:
+    """Deterministic, dot-free sample key for a chip of an item."""
+    safe = "".join(c if (c.isalnum() or c in "-_") else "-" for c in item_id)
+    return f"{safe}_r{row_off:06d}_c{col_off:06d}"
+
+
+def shard_path(sensor: str, index: int) -> str:
+    """Relative path of a shard inside a dataset."""
+    return f"{SHARD_DIR}/{sensor}/{sensor}-{index:06d}.tar"

@@ -1,0 +1,63 @@
+"""The ``ofa`` command: one parser, subcommands contributed by each package.
+
+Each module in ``SUBCOMMAND_MODULES`` exposes ``register(subparsers)``, which adds its
+subcommand(s) and sets ``func`` (``args -> exit code``) as a default. Modules import their
+heavy dependencies inside ``func`` so ``ofa --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+SUBCOMMAND_MODULES = (
+    "pipeline.demo",        # ofa demo
+    "ingest.cli",           # ofa ingest, ofa manifest verify|show
+    "pipeline.train",       # ofa train
+    "pipeline.evaluate.cli",  # ofa eval geobench
+    "model.cli",            # ofa model info
+)
+
+
+def package_version() -> str:
+    """The installed ofa version ("unknown" when run from a bare checkout)."""
+    try:
+        return version("ofa")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ofa",
+        description="One-for-All Earth observation foundation model: STAC ingest, shards, pretraining, evaluation.",
+    )
+    parser.add_argument("--version", action="version", version=f"ofa {package_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue  # that part of ofa is not built yet
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
