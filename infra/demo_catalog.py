@@ -114,7 +114,7 @@ def _downsample(a: np.ndarray, factor: int) -> np.ndarray:
 def _write_cog(path: Path, data: np.ndarray, epsg: int, transform: Affine, nodata: float | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     count, height, width = data.shape
-    block = 256 if min(height, width) >= 256 else 128 if min(height, width) >= 128 else 64
+    block = 256 if min(height, width) >= 512 else 128  # GDAL's COG driver wants >= 128
     with rasterio.open(
         path, "w", driver="COG", width=width, height=height, count=count, dtype=data.dtype.name,
         crs=f"EPSG:{epsg}", transform=transform, nodata=nodata, blocksize=block, compress="deflate",
