@@ -179,3 +179,38 @@ def collection_for(collection_id: str, items: Sequence[dict], description: str =
         },
         "links": [],
     }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m infra.localstack``: run the dev stack (S3 + the demo catalog's STAC API) until Ctrl-C."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.localstack",
+        description="Run a local S3-compatible server and a STAC API serving the embedded demo catalog on 127.0.0.1.",
+    )
+    parser.add_argument("--catalog-dir", default="ofa-demo/catalog", help="where the demo catalog is written (default: %(default)s)")
+    parser.add_argument("--s3-port", type=int, default=None, help="S3 port (default: a free one)")
+    parser.add_argument("--stac-port", type=int, default=None, help="STAC API port (default: a free one)")
+    args = parser.parse_args(argv)
+
+    from infra.demo_catalog import write_demo_catalog
+
+    collections, items = write_demo_catalog(args.catalog_dir)
+    # SIGTERM (kill, timeout, docker stop) must also stop the servers: turn it into a clean exit
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with s3_server(args.s3_port) as s3, stac_server(collections, items, args.stac_port) as stac_url:
+        print(f"S3 endpoint : {s3.endpoint_url}  (key/secret: {FAKE_KEY_ID}/{FAKE_SECRET})")
+        print(f"STAC API    : {stac_url}  ({len(items)} demo items)")
+        print("export " + " ".join(f"{k}={v}" for k, v in s3.env.items()))
+        print("Ctrl-C to stop.", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
