@@ -17,3 +17,23 @@ Public API (the contract other packages code against)::
     save_pretrained(mae, "s3://bucket/ckpt", storage_options=...) # safetensors + config.json
     mae = from_pretrained("s3://bucket/ckpt")                     # never unpickles
 """
+from .config import DEFAULT_MODALITIES, DEFAULT_WAVELENGTHS, SIZES, ModelConfig
+from .flops import flops_per_image
+from .io import CheckpointError, from_pretrained, load_config, save_pretrained
+from .mae import MAEOutput, MaskedAutoencoder
+from .timm_export import export_timm_state_dict
+
+__all__ = [
+    "DEFAULT_MODALITIES",
+    "DEFAULT_WAVELENGTHS",
+    "SIZES",
+    "ModelConfig",
+    "MaskedAutoencoder",
+    "MAEOutput",
+    "save_pretrained",
+    "from_pretrained",
+    "load_config",
+    "CheckpointError",
+    "flops_per_image",
+    "export_timm_state_dict",
+]
