@@ -173,9 +173,8 @@ class MaskedAutoencoder(nn.Module):
             target = (target - mean) / (var + 1e-6) ** 0.5
         per_patch = ((pred.float() - target) ** 2).mean(dim=-1)  # [N, L]
         masked = mask.sum()
-        if masked.item() == 0:  # mask_ratio 0: plain autoencoding
-            return per_patch.mean()
-        return (per_patch * mask).sum() / masked
+        # mask_ratio 0 (nothing masked): plain autoencoding over all patches; no host sync either way
+        return torch.where(masked > 0, (per_patch * mask).sum() / masked.clamp_min(1.0), per_patch.mean())
 
     def forward(
         self,
