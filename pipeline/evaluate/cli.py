@@ -1,0 +1,121 @@
+"""``ofa eval geobench``: evaluate checkpoints on GEO-Bench tasks; write CSV, markdown and a bar chart."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``ofa eval`` with its ``geobench`` subcommand."""
+    ev = subparsers.add_parser("eval", help="evaluate checkpoints on downstream benchmarks",
+                               description="Evaluate checkpoints on downstream benchmarks.")
+    ev.set_defaults(func=lambda args: (ev.print_help(), 2)[1])
+    sub = ev.add_subparsers(dest="eval_command", metavar="BENCHMARK")
+    p = sub.add_parser(
+        "geobench", help="GEO-Bench classification and segmentation tasks",
+        description="Evaluate one checkpoint (or several with --compare) on GEO-Bench as released "
+                    "(classification_v1.0/ and segmentation_v1.0/ under --root). Writes geobench_runs.csv "
+                    "(per seed), geobench_results.csv and geobench_results.md (mean ± std over seeds) and "
+                    "geobench_results.png into --out.",
+    )
+    p.add_argument("--root", required=True, help="GEO-Bench folder (holding classification_v1.0/, segmentation_v1.0/)")
+    p.add_argument("--checkpoint", help="checkpoint path or URL (file://, s3://), or 'random' for a random init")
+    p.add_argument("--compare", nargs="+", metavar="LABEL=CHECKPOINT",
+                   help="several checkpoints side by side, e.g. random=random s2=ckpt/s2 multi=s3://b/multi")
+    p.add_argument("--tasks", default="all", help="'all' or comma-separated task names (default: all)")
+    p.add_argument("--protocol", choices=("linear", "finetune"), default="linear",
+                   help="linear: frozen backbone + linear head / UPerNet-style decoder; finetune: train everything")
+    p.add_argument("--partition", default="default", help="partition file prefix: default, 0.10x_train, ... (default: default)")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1) (default: 3)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--img-size", type=int, default=None, help="model input size (default: the checkpoint's; 224 for random)")
+    p.add_argument("--size", default="tiny", help="backbone size for --checkpoint random (default: tiny)")
+    p.add_argument("--patch-size", type=int, default=16, help="patch size for --checkpoint random (default: 16)")
+    p.add_argument("--embedding", choices=("ofa", "wavelength"), default=None,
+                   help="patch embedding: per-sensor (ofa) or wavelength-conditioned (default: the checkpoint's; ofa for random)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-workers", type=int, default=0, help="data loader worker processes (default: 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: auto)")
+    p.add_argument("--probe-epochs", type=int, default=100, help="linear-probe epochs over cached features (default: 100)")
+    p.add_argument("--seg-epochs", type=int, default=30, help="frozen-decoder epochs over cached features (default: 30)")
+    p.add_argument("--decoder-channels", type=int, default=128, help="width of the segmentation decoder (default: 128)")
+    p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default: 10)")
+    p.add_argument("--lr", type=float, default=1e-4, help="fine-tuning backbone learning rate (default: 1e-4)")
+    p.add_argument("--max-samples", type=int, default=None, help="use at most N samples per split (quick runs)")
+    p.add_argument("--storage-options", default=None, help="JSON dict of fsspec options for s3:// checkpoints")
+    p.set_defaults(func=run_geobench)
+
+
+def _checkpoints(args: argparse.Namespace) -> list[tuple[str, str]]:
+    pairs: list[tuple[str, str]] = []
+    if args.checkpoint:
+        label = "random" if args.checkpoint == "random" else Path(args.checkpoint.rstrip("/")).name or args.checkpoint
+        pairs.append((label, args.checkpoint))
+    for item in args.compare or []:
+        label, sep, ckpt = item.partition("=")
+        if not sep or not label or not ckpt:
+            raise SystemExit(f"ofa eval geobench: --compare expects LABEL=CHECKPOINT, got {item!r}")
+        pairs.append((label, ckpt))
+    if not pairs:
+        raise SystemExit("ofa eval geobench: give --checkpoint PATH|random or --compare LABEL=CHECKPOINT ...")
+    labels = [p[0] for p in pairs]
+    if len(set(labels)) != len(labels):
+        raise SystemExit(f"ofa eval geobench: checkpoint labels must differ, got {labels}")
+    return pairs
+
+
+def run_geobench(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .features import BackboneSpec
+    from .geobench import GeoBenchError, discover_tasks, load_task
+    from .report import markdown_table, summarise, write_reports
+    from .runner import EvalOptions, MaeSource, evaluate_task
+
+    pairs = _checkpoints(args)
+    if args.seeds < 1:
+        raise SystemExit("ofa eval geobench: --seeds must be >= 1")
+    storage = json.loads(args.storage_options) if args.storage_options else None
+    try:
+        found = discover_tasks(args.root)
+    except GeoBenchError as exc:
+        print(f"ofa eval geobench: {exc}", file=sys.stderr)
+        return 2
+    if args.tasks == "all":
+        names = list(found)
+    else:
+        names = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        unknown = [t for t in names if t not in found]
+        if unknown:
+            print(f"ofa eval geobench: unknown task(s) {unknown}; found under {args.root}: {sorted(found)}", file=sys.stderr)
+            return 2
+    tasks = [load_task(found[n]) for n in names]
+    opts = EvalOptions(protocol=args.protocol, partition=args.partition, seeds=args.seeds, batch_size=args.batch_size,
+                       num_workers=args.num_workers, device=args.device, probe_epochs=args.probe_epochs,
+                       seg_epochs=args.seg_epochs, decoder_channels=args.decoder_channels, finetune_epochs=args.epochs, lr=args.lr, max_samples=args.max_samples)
+    results, failures = [], []
+    bar = tqdm(total=len(pairs) * len(tasks), desc="geobench", dynamic_ncols=True)
+    for label, ckpt in pairs:
+        source = MaeSource(BackboneSpec(ckpt, size=args.size, embedding=args.embedding, img_size=args.img_size,
+                                        patch_size=args.patch_size, storage_options=storage))
+        for task in tasks:
+            bar.set_postfix_str(f"{label} {task.name}")
+            try:
+                results.extend(evaluate_task(task, label, source, opts))
+            except (GeoBenchError, ValueError) as exc:
+                failures.append(f"{label} / {task.name}: {exc}")
+                print(f"ofa eval geobench: skipped {label} / {task.name}: {exc}", file=sys.stderr)
+            bar.update(1)
+    bar.close()
+    if not results:
+        print("ofa eval geobench: no task could be evaluated", file=sys.stderr)
+        return 1
+    paths = write_reports(results, args.out)
+    if failures:
+        (Path(args.out) / "geobench_skipped.txt").write_text("\n".join(failures) + "\n")
+    print(markdown_table(summarise(results)))
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 1 if failures else 0

@@ -1,0 +1,70 @@
+"""``ofa eval geobench`` end to end on the toy GEO-Bench: two checkpoints side by side
+(a random init and a real saved checkpoint read back with ``from_pretrained``)."""
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from geobench_fixtures import write_toy_geobench  # noqa: E402
+
+from pipeline.cli import main  # noqa: E402
+
+FAST = ["--img-size", "32", "--patch-size", "8", "--max-samples", "16", "--probe-epochs", "20",
+        "--seg-epochs", "3", "--decoder-channels", "16", "--batch-size", "16"]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return write_toy_geobench(tmp_path_factory.mktemp("geobench"))
+
+
+def test_compare_writes_csv_markdown_png(root: Path, tmp_path: Path, capsys) -> None:
+    from model import MaskedAutoencoder, ModelConfig, save_pretrained
+
+    ckpt = tmp_path / "ckpt-multi"
+    save_pretrained(MaskedAutoencoder(ModelConfig(size="tiny", img_size=32, patch_size=8)), str(ckpt))
+    out = tmp_path / "out"
+    rc = main(["eval", "geobench", "--root", str(root), "--compare", "random=random", f"multi={ckpt}",
+               "--seeds", "2", "--out", str(out), *FAST])
+    assert rc == 0
+    runs = list(csv.DictReader(open(out / "geobench_runs.csv")))
+    assert len(runs) == 2 * 3 * 2
+    assert {(r["checkpoint"], r["task"]) for r in runs} == {
+        (c, t) for c in ("random", "multi") for t in ("m-toy-s2", "m-toy-multilabel", "m-toy-seg")}
+    assert all(0.0 <= float(r["value"]) <= 1.0 for r in runs)
+    summary = list(csv.DictReader(open(out / "geobench_results.csv")))
+    assert len(summary) == 6 and {r["metric"] for r in summary} == {"accuracy", "f1_micro", "miou"}
+    assert all(r["n_seeds"] == "2" for r in summary)
+    table = (out / "geobench_results.md").read_text()
+    assert "| task | metric | protocol | random | multi |" in table
+    rows = [line for line in table.splitlines() if line.startswith("| m-toy")]
+    assert len(rows) == 3 and all(line.count(" ± ") == 2 for line in rows)
+    png = (out / "geobench_results.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert "m-toy-multilabel" in capsys.readouterr().out
+
+
+def test_wavelength_embedding_single_task(root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    rc = main(["eval", "geobench", "--root", str(root / "classification_v1.0"), "--checkpoint", "random",
+               "--embedding", "wavelength", "--tasks", "m-toy-s2", "--seeds", "1", "--out", str(out), *FAST])
+    assert rc == 0
+    (row,) = list(csv.DictReader(open(out / "geobench_runs.csv")))
+    assert row["task"] == "m-toy-s2" and row["checkpoint"] == "random" and float(row["value"]) > 0.4
+
+
+def test_bad_arguments(root: Path, tmp_path: Path, capsys) -> None:
+    assert main(["eval", "geobench", "--root", str(root), "--checkpoint", "random", "--tasks", "m-nope",
+                 "--out", str(tmp_path)]) == 2
+    assert "unknown task(s) ['m-nope']" in capsys.readouterr().err
+    assert main(["eval", "geobench", "--root", str(tmp_path), "--checkpoint", "random", "--out", str(tmp_path)]) == 2
+    assert "no GEO-Bench task" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--checkpoint PATH|random"):
+        main(["eval", "geobench", "--root", str(root), "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "geobench", "--help"])
+    assert exc.value.code == 0 and "--partition" in capsys.readouterr().out
