@@ -16,6 +16,8 @@ Public API (the contract other packages code against)::
     feats = mae.encode_features(x, modality="sentinel-2")        # list of [N, D, H/p, W/p]
     save_pretrained(mae, "s3://bucket/ckpt", storage_options=...) # safetensors + config.json
     mae = from_pretrained("s3://bucket/ckpt")                     # never unpickles
+    sd = export_timm_state_dict(mae)            # backbone under timm ViT key names
+    flops_per_image(cfg)                        # training FLOPs of one image (MFU)
 """
 from .config import DEFAULT_MODALITIES, DEFAULT_WAVELENGTHS, SIZES, ModelConfig
 from .flops import flops_per_image

@@ -16,6 +16,13 @@ Bands = Union[str, torch.Tensor]  # a modality name (OFA) or band wavelengths [C
 GSD = Union[float, Sequence[float], torch.Tensor, None]
 
 
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device argument
+        return torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
+
+
 @dataclass
 class MAEOutput:
     """What one MAE forward returns."""
@@ -99,8 +106,8 @@ class MaskedAutoencoder(nn.Module):
         """Patch tokens plus position embedding: [N, C, H, W] -> [N, L, D]."""
         p = self.config.patch_size
         ref = self.backbone.norm.weight
-        if not torch.is_autocast_enabled(x.device.type):
-            x = x.to(ref.dtype)
+        if not _autocast_on(x.device.type):
+            x = x.to(ref.dtype)  # e.g. bf16 input into a float32 model
         tokens = self.patch_embed(x, bands)
         pos = self._pos(tokens.shape[-1], x.shape[-2] // p, x.shape[-1] // p, x.shape[0], gsd, tokens)
         return tokens + pos

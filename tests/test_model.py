@@ -190,3 +190,18 @@ def test_bf16_input_and_feature_layers(ofa: MaskedAutoencoder) -> None:
     # the last block's map, normalised, is the encoder output
     normed = ofa.backbone.norm(last.flatten(2).transpose(1, 2))
     assert torch.allclose(normed, tokens, atol=1e-5)
+
+
+def test_autocast_bf16_forward(ofa: MaskedAutoencoder) -> None:
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ofa(torch.randn(2, 4, IMG, IMG), modality="naip")
+    assert out.pred.dtype == torch.bfloat16 and out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+
+
+def test_model_package_imports_no_ingest_or_pipeline() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, model, model.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in ('ingest', 'pipeline')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
