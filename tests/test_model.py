@@ -205,3 +205,25 @@ def test_model_package_imports_no_ingest_or_pipeline() -> None:
     code = "import sys, model, model.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in ('ingest', 'pipeline')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_random_masking_property() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=40, deadline=None)
+    @given(n=st.integers(1, 6), l=st.integers(1, 64), ratio=st.floats(0.0, 0.95))
+    def check(n: int, l: int, ratio: float) -> None:
+        cfg = ModelConfig(size="tiny", mask_ratio=ratio)
+        keep = cfg.num_visible(l)
+        tokens = torch.arange(float(l)).view(1, l, 1).repeat(n, 1, 2)
+        kept, mask, restore = MaskedAutoencoder.random_masking(tokens, keep)
+        assert 1 <= keep <= l and kept.shape == (n, keep, 2)
+        assert torch.equal(mask.sum(1), torch.full((n,), float(l - keep)))
+        assert torch.equal(torch.gather(mask, 1, torch.argsort(restore, 1))[:, :keep], torch.zeros(n, keep))
+        # kept tokens are distinct and unmasked
+        for row in range(n):
+            ids = kept[row, :, 0].long()
+            assert len(set(ids.tolist())) == keep and mask[row, ids].sum() == 0
+
+    check()
