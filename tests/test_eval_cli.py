@@ -51,10 +51,12 @@ def test_compare_writes_csv_markdown_png(root: Path, tmp_path: Path, capsys) -> 
 def test_wavelength_embedding_single_task(root: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     rc = main(["eval", "geobench", "--root", str(root / "classification_v1.0"), "--checkpoint", "random",
-               "--embedding", "wavelength", "--tasks", "m-toy-s2", "--seeds", "1", "--out", str(out), *FAST])
+               "--embedding", "wavelength", "--tasks", "m-toy-s2", "--partition", "0.25x_train", "--seeds", "1",
+               "--out", str(out), *FAST])
     assert rc == 0
     (row,) = list(csv.DictReader(open(out / "geobench_runs.csv")))
-    assert row["task"] == "m-toy-s2" and row["checkpoint"] == "random" and float(row["value"]) > 0.4
+    assert row["task"] == "m-toy-s2" and row["checkpoint"] == "random" and row["partition"] == "0.25x_train"
+    assert float(row["value"]) > 0.4
 
 
 def test_bad_arguments(root: Path, tmp_path: Path, capsys) -> None:

@@ -89,3 +89,12 @@ def test_finetune(root: Path) -> None:
     after = mae.state_dict()
     assert not torch.equal(before["backbone.blocks.0.attn.qkv.weight"], after["backbone.blocks.0.attn.qkv.weight"])
     assert torch.equal(before["mask_token"], after["mask_token"])
+
+
+def test_finetune_protocol_segmentation(root: Path) -> None:
+    task = load_task(root / "segmentation_v1.0" / "m-toy-seg")
+    opts = EvalOptions(protocol="finetune", seeds=1, finetune_epochs=1, batch_size=4, max_samples=8, decoder_channels=16)
+    (run,) = evaluate_task(task, "random", _source(32), opts)
+    assert run.protocol == "finetune" and run.metric == "miou" and 0.0 <= run.value <= 1.0
+    with pytest.raises(ValueError, match="protocol 'probe'"):
+        evaluate_task(task, "random", _source(32), EvalOptions(protocol="probe"))

@@ -44,7 +44,8 @@ TASK_BAND_FIXES: dict[str, list[str | None]] = {
 
 _S2_IDS = {"1": "B01", "2": "B02", "3": "B03", "4": "B04", "5": "B05", "6": "B06", "7": "B07",
            "8": "B08", "8A": "B8A", "9": "B09", "10": "B10", "11": "B11", "12": "B12"}
-_AERIAL = {"red": "R", "r": "R", "green": "G", "g": "G", "blue": "B", "b": "B", "nir": "NIR"}
+_AERIAL = {"red": "R", "r": "R", "green": "G", "g": "G", "blue": "B", "b": "B", "nir": "NIR",
+           "nearinfrared": "NIR", "near infrared": "NIR"}
 
 
 def _number(name: str) -> str | None:

@@ -24,6 +24,7 @@ class RunResult:
     seed: int
     value: float        # in [0, 1]
     seconds: float = 0.0
+    partition: str = "default"
     missing_bands: str = ""   # model bands zero-filled, "modality:B01+B09;..."
 
 

@@ -108,5 +108,6 @@ def evaluate_task(task: Task, label: str, source: MaeSource, opts: EvalOptions) 
             value, _ = finetune(backbone, task.kind, task.n_classes, loaders, device, seed=seed,
                                 epochs=opts.finetune_epochs, lr=opts.lr, decoder_channels=opts.decoder_channels)
         results.append(RunResult(label, task.name, task.kind, opts.protocol, METRIC_NAMES[task.kind], seed,
-                                 float(value), round(time.perf_counter() - start, 2), missing_text(groups)))
+                                 float(value), round(time.perf_counter() - start, 2), opts.partition,
+                                 missing_text(groups)))
     return results
