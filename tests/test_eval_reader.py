@@ -133,3 +133,16 @@ def test_normalised_tensors(root: Path) -> None:
     x = np.stack([t.numpy() for t in xs])
     assert x.shape == (20, 4, 64, 64)
     assert abs(x[:, :3].mean()) < 0.2 and 0.7 < x[:, :3].std() < 1.3 and (x[:, 3] == 0).all()
+
+
+def test_ndarray_cannot_be_called_directly() -> None:
+    # numpy.ndarray may only appear as the subtype handed to numpy's _reconstruct
+    data = b"\x80\x04cnumpy\nndarray\n(K\x03\x85\x8c\x01O\x94tR."
+    with pytest.raises(UnsafePickleError, match="direct call of numpy.ndarray"):
+        safe_loads(data, source="z")
+    with geobench_classes() as gb:  # pickled attributes cannot replace the stand-in's own methods
+        band = gb.Sentinel2("02 - Blue", (), 10, 0.49)
+        band.get = "shadow"
+        data = pickle.dumps(band)
+    restored = safe_loads(data)
+    assert restored.get("name") == "02 - Blue" and restored.get("wavelength") == 0.49

@@ -165,6 +165,8 @@ def load_task(path: str | Path) -> Task:
         kind = "classification"
     else:
         raise GeoBenchError(f"{specs_path}: unsupported label type {type(label_type).__name__}")
+    if not isinstance(label_type.get("n_classes"), (int, np.integer)):
+        raise GeoBenchError(f"{specs_path}: the label type has no integer n_classes")
     n_classes = int(label_type.get("n_classes"))
     names = label_type.get("_class_names", label_type.get("class_name"))
     bands = [_band_spec(b, str(specs_path)) for b in (specs.get("bands_info") or [])]

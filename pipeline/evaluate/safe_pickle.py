@@ -53,17 +53,19 @@ class StandIn:
         pass  # never runs any GEO-Bench logic
 
     def __setstate__(self, state: Any) -> None:
-        if isinstance(state, tuple) and len(state) == 2 and all(s is None or isinstance(s, dict) for s in state):
-            for part in state:  # (__dict__, __slots__ state)
-                self.__dict__.update(part or {})
-        elif isinstance(state, dict):
-            self.__dict__.update(state)
+        parts = state if isinstance(state, tuple) and len(state) == 2 else (state,)
+        if all(p is None or isinstance(p, dict) for p in parts):  # __dict__ (and __slots__) state
+            for part in parts:
+                for key, value in (part or {}).items():
+                    # never shadow dunders or the stand-in's own attributes (``get``, ``geobench_class``)
+                    if isinstance(key, str) and not key.startswith("__") and not hasattr(type(self), key):
+                        self.__dict__[key] = value
         else:
             self.__dict__["_state"] = state
 
     def get(self, name: str, default: Any = None) -> Any:
-        """An attribute of the original object, or ``default``."""
-        return self.__dict__.get(name, default)
+        """An attribute of the original object, or ``default`` (immune to pickled attributes named "get")."""
+        return object.__getattribute__(self, "__dict__").get(name, default)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items() if not k.startswith("_"))
@@ -160,6 +162,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, file: Any, source: str = "<pickle>") -> None:
         super().__init__(file)
         self.source = source
+        self._token = self._ndarray_token()
 
     # -- guarded numpy rebuilders -------------------------------------------------------------
     def _dtype(self, *args: Any, **kwargs: Any) -> np.dtype:
@@ -169,7 +172,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         return dtype
 
     def _reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
-        if subtype is not np.ndarray:
+        if subtype is not self._token:
             raise UnsafePickleError(self.source, f"ndarray subclass {subtype!r}")
         return _np_module("multiarray")._reconstruct(np.ndarray, shape, self._dtype(dtype))
 
@@ -185,6 +188,16 @@ class RestrictedUnpickler(pickle.Unpickler):
         # protocol <= 2 pickles write bytes as _codecs.encode(str, "latin1")
         if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
             raise UnsafePickleError(self.source, "_codecs.encode with unexpected arguments")
+
+    def _ndarray_token(self) -> type:
+        """What ``numpy.ndarray`` resolves to: a marker accepted by ``_reconstruct`` that cannot be called."""
+        source = self.source
+
+        class NdarrayToken:
+            def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+                raise UnsafePickleError(source, "a direct call of numpy.ndarray")
+
+        return NdarrayToken
         return text.encode("latin1")
 
     def _reconstructor(self, cls: Any, base: Any, state: Any) -> Any:
@@ -196,7 +209,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     def _numpy_globals(self) -> dict[tuple[str, str], Callable[..., Any]]:
         table: dict[tuple[str, str], Callable[..., Any]] = {
             ("numpy", "dtype"): self._dtype,
-            ("numpy", "ndarray"): np.ndarray,
+            ("numpy", "ndarray"): self._token,
             ("_codecs", "encode"): self._codecs_encode,
             ("copyreg", "_reconstructor"): self._reconstructor,
         }
