@@ -104,9 +104,10 @@ def bar_chart(summaries: list[Summary], path: Path) -> None:
     ax.set_xticklabels([f"{t}\n({cell[(t, ckpts[0])].metric if (t, ckpts[0]) in cell else ''})" for t in tasks],
                        rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("score (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title("GEO-Bench")
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, 112)
+    ax.set_yticks(range(0, 101, 20))
+    ax.set_title("GEO-Bench (mean ± std over seeds)")
+    ax.legend(fontsize=8, loc="upper center", ncol=max(1, len(ckpts)), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
