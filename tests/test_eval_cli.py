@@ -59,6 +59,14 @@ def test_wavelength_embedding_single_task(root: Path, tmp_path: Path) -> None:
     assert float(row["value"]) > 0.4
 
 
+def test_list_tasks(root: Path, capsys) -> None:
+    assert main(["eval", "geobench", "--root", str(root), "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    seg = next(line for line in lines if line.startswith("m-toy-seg"))
+    assert "segmentation" in seg and "64/24/40" in seg and "naip[4] zero-filled NIR" in seg
+
+
 def test_bad_arguments(root: Path, tmp_path: Path, capsys) -> None:
     assert main(["eval", "geobench", "--root", str(root), "--checkpoint", "random", "--tasks", "m-nope",
                  "--out", str(tmp_path)]) == 2
@@ -67,6 +75,8 @@ def test_bad_arguments(root: Path, tmp_path: Path, capsys) -> None:
     assert "no GEO-Bench task" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="--checkpoint PATH|random"):
         main(["eval", "geobench", "--root", str(root), "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--out DIR is required"):
+        main(["eval", "geobench", "--root", str(root), "--checkpoint", "random"])
     with pytest.raises(SystemExit) as exc:
         main(["eval", "geobench", "--help"])
     assert exc.value.code == 0 and "--partition" in capsys.readouterr().out

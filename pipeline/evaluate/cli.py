@@ -29,7 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="linear: frozen backbone + linear head / UPerNet-style decoder; finetune: train everything")
     p.add_argument("--partition", default="default", help="partition file prefix: default, 0.10x_train, ... (default: default)")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1) (default: 3)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", help="output folder (required unless --list)")
+    p.add_argument("--list", action="store_true",
+                   help="list the tasks found under --root and how their bands map to model inputs, then exit")
     p.add_argument("--img-size", type=int, default=None, help="model input size (default: the checkpoint's; 224 for random)")
     p.add_argument("--size", default="tiny", help="backbone size for --checkpoint random (default: tiny)")
     p.add_argument("--patch-size", type=int, default=16, help="patch size for --checkpoint random (default: 16)")
@@ -66,6 +68,22 @@ def _checkpoints(args: argparse.Namespace) -> list[tuple[str, str]]:
     return pairs
 
 
+def list_tasks(tasks: list, embedding: str) -> str:
+    """One line per task: kind, classes, samples per split and the model inputs with zero-filled bands."""
+    from .bands import plan_inputs
+
+    lines = []
+    for t in tasks:
+        sizes = "/".join(str(len(v)) for v in t.partition("default").values()) if "default" in t.partitions() else "?"
+        try:
+            inputs = ", ".join(f"{g.modality}[{g.channels}]" + (f" zero-filled {'+'.join(g.missing)}" if g.missing else "")
+                               for g in plan_inputs(t, embedding))
+        except ValueError as exc:
+            inputs = f"not mappable: {exc}"
+        lines.append(f"{t.name:28s} {t.kind:14s} {t.n_classes:3d} classes  train/valid/test {sizes:16s} {inputs}")
+    return "\n".join(lines)
+
+
 def run_geobench(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -74,7 +92,9 @@ def run_geobench(args: argparse.Namespace) -> int:
     from .report import markdown_table, summarise, write_reports
     from .runner import EvalOptions, MaeSource, evaluate_task
 
-    pairs = _checkpoints(args)
+    if not args.list and not args.out:
+        raise SystemExit("ofa eval geobench: --out DIR is required")
+    pairs = _checkpoints(args) if not args.list else []
     if args.seeds < 1:
         raise SystemExit("ofa eval geobench: --seeds must be >= 1")
     storage = json.loads(args.storage_options) if args.storage_options else None
@@ -92,6 +112,9 @@ def run_geobench(args: argparse.Namespace) -> int:
             print(f"ofa eval geobench: unknown task(s) {unknown}; found under {args.root}: {sorted(found)}", file=sys.stderr)
             return 2
     tasks = [load_task(found[n]) for n in names]
+    if args.list:
+        print(list_tasks(tasks, args.embedding or "ofa"))
+        return 0
     opts = EvalOptions(protocol=args.protocol, partition=args.partition, seeds=args.seeds, batch_size=args.batch_size,
                        num_workers=args.num_workers, device=args.device, probe_epochs=args.probe_epochs,
                        seg_epochs=args.seg_epochs, decoder_channels=args.decoder_channels, finetune_epochs=args.epochs, lr=args.lr, max_samples=args.max_samples)
