@@ -1,0 +1,303 @@
+"""Read one item into chips: plan a grid on the finest band's grid, read each asset once per chip
+window (coarser bands nearest-resampled onto the chip grid), filter, and describe each chip."""
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from ingest.items import ChannelPlan, ItemError, ItemPlan, identity_href, read_href
+
+#: drop reasons, in the order they are checked
+DROP_REASONS = ("nodata", "sar_border", "cloud")
+
+
+@dataclass(frozen=True)
+class ChipOptions:
+    """Chip grid and filter thresholds (fractions of the chip's pixels)."""
+
+    chip_size: int = 256
+    max_nodata: float = 0.1
+    max_cloud: float = 0.2
+    max_sar_border: float = 0.1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"chip_size": self.chip_size, "max_nodata_fraction": self.max_nodata,
+                "max_cloud_fraction": self.max_cloud, "max_sar_border_fraction": self.max_sar_border}
+
+
+@dataclass
+class BandStats:
+    """Partial sums for one band; merged in a fixed order so results are deterministic."""
+
+    count: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+    min: float = math.inf
+    max: float = -math.inf
+
+    def add(self, values: np.ndarray) -> None:
+        if values.size == 0:
+            return
+        v = values.astype(np.float64)
+        self.count += int(v.size)
+        self.total += float(v.sum())
+        self.total_sq += float(np.square(v).sum())
+        self.min = min(self.min, float(v.min()))
+        self.max = max(self.max, float(v.max()))
+
+    def merge(self, other: "BandStats") -> None:
+        self.count += other.count
+        self.total += other.total
+        self.total_sq += other.total_sq
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+
+    def to_list(self) -> list:
+        return [self.count, self.total, self.total_sq, self.min if self.count else None, self.max if self.count else None]
+
+    @classmethod
+    def from_list(cls, data: list) -> "BandStats":
+        count, total, total_sq, lo, hi = data
+        return cls(int(count), float(total), float(total_sq), math.inf if lo is None else float(lo), -math.inf if hi is None else float(hi))
+
+
+@dataclass
+class ItemResult:
+    """What one item gave: encoded samples in chip order, stats and counts."""
+
+    samples: list[tuple[str, bytes, bytes]] = field(default_factory=list)   # (key, pixels.npy, meta.json)
+    stats: list[BandStats] = field(default_factory=list)
+    kept: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def encode_json(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+def chip_windows(height: int, width: int, size: int) -> Iterator[tuple[int, int]]:
+    """Row/col offsets of the full chips of a grid, row-major."""
+    for row in range(0, height - size + 1, size):
+        for col in range(0, width - size + 1, size):
+            yield row, col
+
+
+def _round(values, ndigits: int = 9) -> list[float]:
+    return [round(float(v), ndigits) for v in values]
+
+
+class _Reader:
+    """Open datasets of one item, read chip windows from them, close them at the end."""
+
+    def __init__(self, plan: ItemPlan, sign_href: Callable[[str], str]):
+        import rasterio
+
+        self.rasterio = rasterio
+        self.sign = sign_href
+        self.datasets: dict[str, Any] = {}
+        self.names: dict[str, str] = {}
+
+    def open(self, href: str, asset: str):
+        if href not in self.datasets:
+            try:
+                self.datasets[href] = self.rasterio.open(read_href(self.sign(href)))
+            except Exception as exc:  # noqa: BLE001 - any open failure makes the item unusable
+                raise ItemError(f"asset {asset!r} ({href}) cannot be opened: {_short(exc)}") from None
+            self.names[href] = asset
+        return self.datasets[href]
+
+    def close(self) -> None:
+        for ds in self.datasets.values():
+            ds.close()
+
+    def read(self, href: str, indexes: list[int], bounds: tuple, ref_window, ref_transform, size: int) -> np.ndarray:
+        from rasterio.enums import Resampling
+        from rasterio.windows import Window, from_bounds
+
+        ds = self.datasets[href]
+        try:
+            if ds.transform == ref_transform:
+                window, out_shape = ref_window, None
+            else:
+                w = from_bounds(*bounds, transform=ds.transform)
+                window = Window(round(w.col_off), round(w.row_off), max(1, round(w.width)), max(1, round(w.height)))
+                out_shape = (len(indexes), size, size)
+            inside = (window.col_off >= 0 and window.row_off >= 0
+                      and window.col_off + window.width <= ds.width and window.row_off + window.height <= ds.height)
+            kwargs: dict[str, Any] = {"indexes": indexes, "window": window}
+            if out_shape is not None:
+                kwargs.update(out_shape=out_shape, resampling=Resampling.nearest)
+            if not inside:
+                kwargs.update(boundless=True, fill_value=ds.nodata if ds.nodata is not None else 0)
+            data = ds.read(**kwargs)
+        except ItemError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a truncated/corrupt COG fails here
+            raise ItemError(f"asset {self.names[href]!r} ({href}) cannot be read: {_short(exc)}") from None
+        if data.shape[1:] != (size, size):
+            raise ItemError(f"asset {self.names[href]!r} gave a {data.shape} window for a {size}px chip")
+        return data
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
+def _valid_window_range(plan: ItemPlan, crs, transform, height: int, width: int):
+    """Rows/cols of the reference grid covered by the item geometry (whole grid if unknown)."""
+    if not plan.geometry:
+        return 0, height, 0, width
+    try:
+        from rasterio.features import bounds as geom_bounds
+        from rasterio.warp import transform_geom
+        from rasterio.windows import from_bounds
+
+        geom = transform_geom("EPSG:4326", crs, plan.geometry)
+        w = from_bounds(*geom_bounds(geom), transform=transform)
+    except Exception:  # noqa: BLE001 - a geometry we cannot use just means "no restriction"
+        return 0, height, 0, width
+    r0 = max(0, int(math.floor(w.row_off)))
+    c0 = max(0, int(math.floor(w.col_off)))
+    r1 = min(height, int(math.ceil(w.row_off + w.height)))
+    c1 = min(width, int(math.ceil(w.col_off + w.width)))
+    return r0, r1, c0, c1
+
+
+def _masks(pixels: np.ndarray, channels: tuple[ChannelPlan, ...], mask: np.ndarray | None, plan: ItemPlan):
+    """(nodata, sar_border, cloud) boolean maps of a chip."""
+    nodata = np.zeros(pixels.shape[1:], dtype=bool)
+    for band, ch in zip(pixels, channels):
+        if ch.nodata is not None:
+            nodata |= np.isnan(band) if math.isnan(ch.nodata) else band == ch.nodata
+    border = np.all(pixels == 0, axis=0) if plan.sar else np.zeros_like(nodata)
+    cloud = None
+    if mask is not None:
+        m = mask.astype(np.int64)
+        if plan.mask_rule == "classes":
+            cloud = np.isin(m, plan.mask_cloud)
+            nodata |= np.isin(m, plan.mask_fill)
+        elif plan.mask_rule == "bits":
+            cloud = np.zeros_like(nodata)
+            for bit in plan.mask_cloud:
+                cloud |= (m >> bit) & 1 == 1
+            for bit in plan.mask_fill:
+                nodata |= (m >> bit) & 1 == 1
+        else:
+            raise ItemError(f"unknown cloud-mask rule {plan.mask_rule!r}")
+    return nodata, border, cloud
+
+
+def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str], str] = identity_href,
+                 on_chip: Callable[[int], None] | None = None) -> ItemResult:
+    """Read, filter and encode every chip of one item. Raises ``ItemError`` for an unusable item."""
+    import rasterio
+    from rasterio.crs import CRS
+    from rasterio.warp import transform_bounds
+    from rasterio.windows import Window, bounds as window_bounds, transform as window_transform
+
+    size = options.chip_size
+    result = ItemResult(stats=[BandStats() for _ in plan.channels], dropped={r: 0 for r in DROP_REASONS})
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_HTTP_MAX_RETRY="3"):
+        reader = _Reader(plan, sign_href)
+        try:
+            for ch in plan.channels:
+                reader.open(ch.href, ch.asset)
+            if plan.mask_href:
+                reader.open(plan.mask_href, plan.mask_asset or "mask")
+            ref_href = min((ch.href for ch in plan.channels), key=lambda h: abs(reader.datasets[h].transform.a))
+            ref = reader.datasets[ref_href]
+            crs = ref.crs
+            if crs is None and plan.crs:
+                try:
+                    crs = CRS.from_user_input(plan.crs)
+                except Exception as exc:  # noqa: BLE001
+                    raise ItemError(f"unknown CRS {plan.crs!r}: {_short(exc)}") from None
+            if crs is None:
+                raise ItemError("unknown CRS: neither the asset nor the item (proj:code/proj:epsg) gives one")
+            for ch in plan.channels:
+                if ch.index > reader.datasets[ch.href].count:
+                    raise ItemError(f"asset {ch.asset!r} has {reader.datasets[ch.href].count} bands, band {ch.name} needs index {ch.index}")
+            epsg = crs.to_epsg()
+            crs_text = f"EPSG:{epsg}" if epsg else crs.to_string()
+            ref_transform = ref.transform
+            gsd = abs(ref_transform.a) * (crs.linear_units_factor[1] if crs.is_projected else 0.0)
+            if not crs.is_projected:
+                gsd = min(ch.gsd for ch in plan.channels)
+            by_href: dict[str, list[int]] = {}
+            for ch in plan.channels:
+                by_href.setdefault(ch.href, []).append(ch.index)
+            r0, r1, c0, c1 = _valid_window_range(plan, crs, ref_transform, ref.height, ref.width)
+            for row, col in chip_windows(ref.height, ref.width, size):
+                if row + size <= r0 or row >= r1 or col + size <= c0 or col >= c1:
+                    continue
+                window = Window(col, row, size, size)
+                bounds = window_bounds(window, ref_transform)
+                parts = {h: reader.read(h, idx, bounds, window, ref_transform, size) for h, idx in by_href.items()}
+                used = {h: 0 for h in parts}
+                layers = []
+                for ch in plan.channels:
+                    layers.append(parts[ch.href][used[ch.href]])
+                    used[ch.href] += 1
+                pixels = np.stack(layers)
+                mask = None
+                if plan.mask_href:
+                    mask = reader.read(plan.mask_href, [1], bounds, window, ref_transform, size)[0]
+                nodata, border, cloud = _masks(pixels, plan.channels, mask, plan)
+                n = float(size * size)
+                nodata_fraction = float(nodata.sum()) / n
+                border_fraction = float((border & ~nodata).sum()) / n
+                valid = ~(nodata | border)
+                cloud_fraction = None if cloud is None else (float((cloud & valid).sum()) / max(float(valid.sum()), 1.0))
+                if on_chip:
+                    on_chip(1)
+                if nodata_fraction > options.max_nodata:
+                    result.dropped["nodata"] += 1
+                    continue
+                if border_fraction > options.max_sar_border:
+                    result.dropped["sar_border"] += 1
+                    continue
+                if cloud_fraction is not None and cloud_fraction > options.max_cloud:
+                    result.dropped["cloud"] += 1
+                    continue
+                for stats, band, ch in zip(result.stats, pixels, plan.channels):
+                    stats.add(band[valid].astype(np.float64) * ch.scale + ch.offset)
+                t = window_transform(window, ref_transform)
+                bbox = transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21)
+                meta = {
+                    "sensor": plan.sensor,
+                    "bands": [ch.name for ch in plan.channels],
+                    "wavelengths": [ch.wavelength for ch in plan.channels],
+                    "gsd": round(float(gsd), 6),
+                    "dtype": pixels.dtype.name,
+                    "nodata": [ch.nodata for ch in plan.channels],
+                    "scale": [ch.scale for ch in plan.channels],
+                    "offset": [ch.offset for ch in plan.channels],
+                    "crs": crs_text,
+                    "transform": _round([t.a, t.b, t.c, t.d, t.e, t.f], 12),
+                    "bbox": _round(bbox, 9),
+                    "datetime": plan.datetime,
+                    "item_id": plan.item_id,
+                    "collection": plan.collection,
+                    "window": {"col_off": col, "row_off": row, "width": size, "height": size},
+                    "cloud_fraction": None if cloud_fraction is None else round(cloud_fraction, 6),
+                    "nodata_fraction": round(nodata_fraction, 6),
+                }
+                from ingest.contract import sample_key
+
+                result.samples.append((sample_key(plan.item_id, row, col), encode_npy(pixels), encode_json(meta)))
+                result.kept += 1
+        finally:
+            reader.close()
+    return result

@@ -1,0 +1,164 @@
+"""Turn a STAC item into a read plan: for each channel, which asset/href/band index to read and
+its scale, offset, nodata and wavelength (item metadata first, registry fallback)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+from ingest.sensors import BandSpec, SensorSpec, sensor_for_collection
+
+#: a hook that turns a clean href into a readable one (e.g. Planetary Computer SAS signing);
+#: its result is only used to open the file and never written anywhere.
+SignHref = Callable[[str], str]
+
+
+class ItemError(ValueError):
+    """An item that cannot be ingested; the message says why."""
+
+
+@dataclass(frozen=True)
+class ChannelPlan:
+    """Where one output channel comes from."""
+
+    name: str
+    asset: str
+    href: str          # clean: no query string, no credentials
+    index: int         # 1-based band index in the asset
+    wavelength: float
+    gsd: float
+    scale: float
+    offset: float
+    nodata: float | None
+
+
+@dataclass(frozen=True)
+class ItemPlan:
+    """All an ingest task needs to read an item, as plain picklable data."""
+
+    item_id: str
+    collection: str
+    sensor: str
+    datetime: str
+    channels: tuple[ChannelPlan, ...]
+    mask_asset: str | None
+    mask_href: str | None
+    mask_rule: str | None
+    mask_cloud: tuple[int, ...]
+    mask_fill: tuple[int, ...]
+    sar: bool
+    crs: str | None      # from proj:code / proj:epsg when the item gives one
+    geometry: dict | None
+
+
+def clean_href(href: str) -> str:
+    """Drop the query string, fragment and any user:password from an href."""
+    parts = urlsplit(href)
+    if not parts.scheme or len(parts.scheme) == 1:  # a local path (or a Windows drive letter)
+        return href.split("?", 1)[0]
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def item_etag(item: dict) -> str:
+    """A content hash of the item document with clean hrefs (stands in for the HTTP ETag)."""
+    doc = json.loads(json.dumps(item))
+    for asset in (doc.get("assets") or {}).values():
+        if isinstance(asset, dict) and "href" in asset:
+            asset["href"] = clean_href(str(asset["href"]))
+    doc.pop("links", None)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def item_crs(item: dict) -> str | None:
+    props = item.get("properties") or {}
+    if props.get("proj:code"):
+        return str(props["proj:code"])
+    if props.get("proj:epsg"):
+        return f"EPSG:{int(props['proj:epsg'])}"
+    return None
+
+
+def _band_meta(asset: dict, key: str, index: int) -> dict:
+    entries = asset.get(key) or []
+    return entries[index - 1] if isinstance(entries, list) and len(entries) >= index and isinstance(entries[index - 1], dict) else {}
+
+
+def _channel(item_id: str, assets: dict, band: BandSpec) -> ChannelPlan:
+    key = next((k for k in band.keys if k in assets), None)
+    if key is None:
+        data_keys = sorted(k for k, a in assets.items() if "data" in (a.get("roles") or ["data"]))
+        raise ItemError(f"missing asset for band {band.name} (tried {', '.join(band.keys)}; item has {', '.join(data_keys) or 'none'})")
+    asset = assets[key]
+    if not isinstance(asset, dict) or not asset.get("href"):
+        raise ItemError(f"asset {key!r} has no href")
+    eo = _band_meta(asset, "eo:bands", band.index)
+    raster = _band_meta(asset, "raster:bands", band.index)
+    scale = raster.get("scale", band.scale)
+    offset = raster.get("offset", band.offset)
+    nodata = raster["nodata"] if "nodata" in raster else band.nodata
+    if isinstance(nodata, str):  # "nan", "inf"
+        nodata = float(nodata)
+    return ChannelPlan(
+        name=band.name, asset=key, href=clean_href(str(asset["href"])), index=band.index,
+        wavelength=float(eo.get("center_wavelength") or band.wavelength),
+        gsd=float(raster.get("spatial_resolution") or eo.get("gsd") or asset.get("gsd") or band.gsd),
+        scale=float(1.0 if scale is None else scale), offset=float(0.0 if offset is None else offset),
+        nodata=None if nodata is None else float(nodata),
+    )
+
+
+def plan_item(item: dict, bands: list[str] | None = None, sensor: SensorSpec | None = None) -> ItemPlan:
+    """Resolve ``item`` against the registry; raise ``ItemError`` naming what is wrong."""
+    if not isinstance(item, dict) or not item.get("id"):
+        raise ItemError("malformed item: no id")
+    try:
+        collection = str(item.get("collection") or "")
+        sensor = sensor or sensor_for_collection(collection)
+    except KeyError as exc:
+        raise ItemError(str(exc)) from None
+    assets = item.get("assets")
+    if not isinstance(assets, dict) or not assets:
+        raise ItemError("malformed item: no assets")
+    props = item.get("properties")
+    if not isinstance(props, dict):
+        raise ItemError("malformed item: no properties")
+    wanted = sensor.bands
+    if bands:
+        wanted = tuple(b for b in sensor.bands if b.name in bands or (b.common_name and b.common_name in bands))
+        if not wanted:
+            raise ItemError(f"none of the requested bands {bands} belong to sensor {sensor.id} ({', '.join(sensor.band_names)})")
+    channels = tuple(_channel(item["id"], assets, b) for b in wanted)
+    mask = sensor.cloud_mask
+    mask_key = next((k for k in mask.keys if k in assets), None) if mask else None
+    return ItemPlan(
+        item_id=str(item["id"]), collection=collection, sensor=sensor.id,
+        datetime=str(props.get("datetime") or props.get("start_datetime") or ""),
+        channels=channels,
+        mask_asset=mask_key,
+        mask_href=clean_href(str(assets[mask_key]["href"])) if mask_key else None,
+        mask_rule=mask.rule if mask_key else None,
+        mask_cloud=tuple(mask.cloud) if mask_key else (),
+        mask_fill=tuple(mask.fill) if mask_key else (),
+        sar=sensor.sar, crs=item_crs(item), geometry=item.get("geometry"),
+    )
+
+
+def identity_href(href: str) -> str:
+    """The default ``SignHref``: read hrefs as they are."""
+    return href
+
+
+def read_href(href: str) -> str:
+    """What rasterio/GDAL should open for a clean href (``s3://`` goes through /vsis3/)."""
+    if href.startswith("s3://"):
+        return "/vsis3/" + href[len("s3://"):]
+    if href.startswith("file://"):
+        return href[len("file://"):]
+    return href
+
+
+def plan_summary(plan: ItemPlan) -> dict[str, Any]:
+    return {"item_id": plan.item_id, "sensor": plan.sensor, "bands": [c.name for c in plan.channels]}

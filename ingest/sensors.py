@@ -1,0 +1,133 @@
+"""The sensor registry, as data: which STAC collections belong to which sensor, the asset key of
+each band in every catalog convention we know, wavelengths, GSD, default scale/offset/nodata and
+the cloud-mask rule.
+
+What an item says about itself (``eo:bands``, ``raster:bands``, ``proj:*``) wins; these values
+are the fallback. A new sensor is a new ``SensorSpec`` in ``SENSORS``, not a new code branch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class BandSpec:
+    """One channel of a sensor."""
+
+    name: str                    # contract band name, e.g. "B04", "VV", "SR_B4", "R"
+    wavelength: float            # centre wavelength, micrometres (SAR: 5.405, DOFA convention)
+    gsd: float                   # nominal metres per pixel
+    keys: tuple[str, ...]        # asset keys in the known catalog conventions, tried in order
+    index: int = 1               # 1-based band index inside the asset (multi-band assets)
+    scale: float = 1.0
+    offset: float = 0.0
+    nodata: float | None = None
+    common_name: str | None = None
+
+
+@dataclass(frozen=True)
+class CloudMask:
+    """How to read clouds (and fill) from a mask asset.
+
+    ``rule`` is ``"classes"`` (pixel value in ``cloud`` is cloud, in ``fill`` is no data, e.g. the
+    Sentinel-2 SCL) or ``"bits"`` (bit ``i`` set for ``i`` in ``cloud`` is cloud, in ``fill`` is no
+    data, e.g. Landsat QA_PIXEL).
+    """
+
+    keys: tuple[str, ...]
+    rule: str
+    cloud: tuple[int, ...]
+    fill: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class SensorSpec:
+    """A sensor: its collections, bands in channel order, and optional cloud mask."""
+
+    id: str
+    collections: tuple[str, ...]
+    bands: tuple[BandSpec, ...]
+    cloud_mask: CloudMask | None = None
+    sar: bool = False            # all-zero pixels along the swath border are no data
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def band_names(self) -> list[str]:
+        return [b.name for b in self.bands]
+
+
+def _s2(name: str, common: str, wavelength: float, gsd: float) -> BandSpec:
+    return BandSpec(name, wavelength, gsd, keys=(common, name), scale=1e-4, offset=0.0, nodata=0, common_name=common)
+
+
+def _ls(name: str, common: str, wavelength: float) -> BandSpec:
+    return BandSpec(name, wavelength, 30.0, keys=(name, common, name.lower()), scale=2.75e-05, offset=-0.2, nodata=0,
+                    common_name=common)
+
+
+SENTINEL_2 = SensorSpec(
+    id="sentinel-2",
+    collections=("sentinel-2-l2a", "sentinel-s2-l2a-cogs", "sentinel-2-c1-l2a"),
+    bands=(
+        # Earth Search keys are common names ("coastal", "red", "nir08"), Planetary Computer and the
+        # legacy Earth Search collection use band names ("B01", "B04", "B8A").
+        _s2("B01", "coastal", 0.443, 60), _s2("B02", "blue", 0.49, 10), _s2("B03", "green", 0.56, 10),
+        _s2("B04", "red", 0.665, 10), _s2("B05", "rededge1", 0.705, 20), _s2("B06", "rededge2", 0.74, 20),
+        _s2("B07", "rededge3", 0.783, 20), _s2("B08", "nir", 0.842, 10), _s2("B8A", "nir08", 0.865, 20),
+        _s2("B09", "nir09", 0.945, 60), _s2("B11", "swir16", 1.61, 20), _s2("B12", "swir22", 2.19, 20),
+    ),
+    # SCL: 0 no data, 3 cloud shadow, 8 cloud medium, 9 cloud high, 10 thin cirrus
+    cloud_mask=CloudMask(keys=("scl", "SCL"), rule="classes", cloud=(3, 8, 9, 10), fill=(0,)),
+)
+
+SENTINEL_1 = SensorSpec(
+    id="sentinel-1",
+    collections=("sentinel-1-grd", "sentinel-1-rtc"),
+    bands=(
+        BandSpec("VV", 5.405, 10.0, keys=("vv", "VV"), nodata=0),
+        BandSpec("VH", 5.405, 10.0, keys=("vh", "VH"), nodata=0),
+    ),
+    sar=True,
+)
+
+LANDSAT = SensorSpec(
+    id="landsat",
+    collections=("landsat-c2-l2", "landsat-8-c2-l2", "landsat-9-c2-l2"),
+    bands=(
+        _ls("SR_B1", "coastal", 0.443), _ls("SR_B2", "blue", 0.482), _ls("SR_B3", "green", 0.562),
+        _ls("SR_B4", "red", 0.655), _ls("SR_B5", "nir08", 0.865), _ls("SR_B6", "swir16", 1.609),
+        _ls("SR_B7", "swir22", 2.201),
+    ),
+    # QA_PIXEL bits: 0 fill, 1 dilated cloud, 3 cloud, 4 cloud shadow
+    cloud_mask=CloudMask(keys=("QA_PIXEL", "qa_pixel"), rule="bits", cloud=(1, 3, 4), fill=(0,)),
+)
+
+NAIP = SensorSpec(
+    id="naip",
+    collections=("naip",),
+    bands=(
+        BandSpec("R", 0.635, 0.6, keys=("image",), index=1, common_name="red"),
+        BandSpec("G", 0.555, 0.6, keys=("image",), index=2, common_name="green"),
+        BandSpec("B", 0.465, 0.6, keys=("image",), index=3, common_name="blue"),
+        BandSpec("NIR", 0.845, 0.6, keys=("image",), index=4, common_name="nir"),
+    ),
+)
+
+#: sensor id -> spec
+SENSORS: dict[str, SensorSpec] = {s.id: s for s in (SENTINEL_2, SENTINEL_1, LANDSAT, NAIP)}
+
+
+class UnknownSensorError(KeyError):
+    """A collection that no registry entry claims."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0])
+
+
+def sensor_for_collection(collection: str) -> SensorSpec:
+    """The registry entry that claims STAC collection ``collection``."""
+    for spec in SENSORS.values():
+        if collection in spec.collections:
+            return spec
+    known = sorted(c for s in SENSORS.values() for c in s.collections)
+    raise UnknownSensorError(f"collection {collection!r} is not in the sensor registry (known: {', '.join(known)})")
