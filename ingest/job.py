@@ -1,0 +1,331 @@
+"""An ingest run: search -> per-item chip tasks on Dask -> staging files -> shards -> manifest.
+
+Resumable: the search result, every finished item and every shard is written atomically, and
+the manifest last. A rerun (same command) reuses finished items and rewrites shards from them in
+a fixed order, so a run killed at any point ends with the same bytes as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from ingest.chips import DROP_REASONS, BandStats, ChipOptions
+from ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, ManifestError
+from ingest.items import ItemError, ItemPlan, identity_href, item_etag, plan_item
+from ingest.search import SearchParams
+from ingest.shards import (
+    SHARD_MAX_BYTES, SHARD_MAX_SAMPLES, STAGING_DIR, ShardWriter, read_staging, remove_temporaries,
+    staging_bytes, staging_name, write_atomic,
+)
+from ingest.storage import get_fs, join
+
+log = logging.getLogger("ofa.ingest")
+SEARCH_RECORD = f"{STAGING_DIR}/_search.json"
+
+
+class IngestError(RuntimeError):
+    """The run cannot go on (or ``--strict`` met a skipped item)."""
+
+
+@dataclass
+class IngestConfig:
+    """Everything an ingest run needs; the CLI and ``--config FILE.yaml`` fill the same fields."""
+
+    catalog: str
+    collections: list[str]
+    out: str
+    bbox: list[float] | None = None
+    intersects: dict | None = None
+    datetime: str | None = None
+    max_cloud: float | None = None          # percent, item-level eo:cloud_cover (client-side)
+    max_items: int | None = None
+    chip_size: int = 256
+    bands: list[str] | None = None
+    storage_options: dict | None = None
+    workers: int | None = None
+    scheduler: str | None = None
+    strict: bool = False
+    progress: bool = True
+    max_nodata_fraction: float = 0.1        # chip-level thresholds
+    max_cloud_fraction: float = 0.2
+    max_sar_border_fraction: float = 0.1
+    shard_max_samples: int = SHARD_MAX_SAMPLES
+    shard_max_bytes: int = SHARD_MAX_BYTES
+    processes: bool = False                 # local cluster: worker threads (False) or processes
+    ids: list[str] | None = None            # restrict the search to these items (--from-manifest)
+    sign_href: Callable[[str], str] | None = field(default=None, repr=False)
+
+    def search_params(self) -> SearchParams:
+        return SearchParams(
+            collections=tuple(self.collections), bbox=tuple(self.bbox) if self.bbox else None,
+            intersects=self.intersects, datetime=self.datetime, max_cloud=self.max_cloud, max_items=self.max_items,
+        )
+
+    def chip_options(self) -> ChipOptions:
+        return ChipOptions(self.chip_size, self.max_nodata_fraction, self.max_cloud_fraction, self.max_sar_border_fraction)
+
+    def chips_record(self) -> dict[str, Any]:
+        return {**self.chip_options().to_dict(), "bands": self.bands,
+                "shard_max_samples": self.shard_max_samples, "shard_max_bytes": self.shard_max_bytes}
+
+
+def _kill_point(name: str) -> None:
+    """Test hook: ``OFA_INGEST_KILL_AT=name`` makes the run SIGKILL itself here."""
+    if os.environ.get("OFA_INGEST_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def software_versions() -> dict[str, str]:
+    import numpy
+    import rasterio
+
+    from pipeline.cli import package_version
+
+    return {"ofa": package_version(), "format_version": str(FORMAT_VERSION), "numpy": numpy.__version__,
+            "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__}
+
+
+# ------------------------------------------------------------------ the per-item task
+def ingest_item_task(plan: ItemPlan, options: ChipOptions, out: str, storage_options: dict | None,
+                     sign_href: Callable[[str], str] | None) -> dict:
+    """Read one item and write its staging file; return its record (runs on a Dask worker)."""
+    from ingest.chips import process_item
+
+    fs, root = get_fs(out, storage_options)
+    record: dict[str, Any] = {"item_id": plan.item_id, "collection": plan.collection, "sensor": plan.sensor,
+                              "bands": [c.name for c in plan.channels]}
+    try:
+        result = process_item(plan, options, sign_href or identity_href)
+        samples = result.samples
+        record.update(kept=result.kept, dropped=result.dropped, stats=[s.to_list() for s in result.stats])
+    except ItemError as exc:
+        samples = []
+        record.update(skipped=str(exc))
+    except Exception as exc:  # noqa: BLE001 - anything else about one item must not stop the run
+        samples = []
+        record.update(skipped=f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+    write_atomic(fs, f"{root.rstrip('/')}/{staging_name(plan.collection, plan.item_id)}", staging_bytes(samples, record))
+    return {k: v for k, v in record.items() if k != "stats"}
+
+
+# ------------------------------------------------------------------ the run
+def _existing_manifest(fs, root: str, cfg: IngestConfig) -> dict | None:
+    from ingest.contract import parse_manifest
+
+    path = f"{root}/{MANIFEST_NAME}"
+    if not fs.exists(path):
+        return None
+    manifest = parse_manifest(fs.cat_file(path), path)
+    mine = {"catalog": cfg.catalog, "search": cfg.search_params().to_dict(), "chips": cfg.chips_record()}
+    theirs = {k: manifest.get(k) for k in mine}
+    if json.loads(json.dumps(mine)) != theirs:
+        diff = [k for k in mine if json.loads(json.dumps(mine[k])) != theirs[k]]
+        raise IngestError(f"{cfg.out} already holds a dataset built with other parameters ({', '.join(diff)}); "
+                          "choose another --out or delete it")
+    return manifest
+
+
+def _select_items(fs, root: str, cfg: IngestConfig) -> list[dict]:
+    """The search result, saved on the first run and reused by a resumed one."""
+    from ingest.search import search_items
+
+    path = f"{root}/{SEARCH_RECORD}"
+    key = {"catalog": cfg.catalog, "search": cfg.search_params().to_dict(), "ids": cfg.ids}
+    if fs.exists(path):
+        saved = json.loads(fs.cat_file(path))
+        if saved.get("key") == json.loads(json.dumps(key)):
+            return saved["items"]
+    items = search_items(cfg.catalog, cfg.search_params(), cfg.ids)
+    write_atomic(fs, path, json.dumps({"key": key, "items": items}, sort_keys=True).encode())
+    return items
+
+
+def _run_tasks(todo: list[ItemPlan], cfg: IngestConfig) -> None:
+    """Run the item tasks on Dask distributed (local cluster unless ``cfg.scheduler``)."""
+    from dask.distributed import Client, LocalCluster, as_completed
+    from tqdm.auto import tqdm
+
+    if not todo:
+        return
+    options = cfg.chip_options()
+    if cfg.scheduler:
+        client, cluster = Client(cfg.scheduler), None
+    else:
+        n = cfg.workers or min(len(todo), os.cpu_count() or 1)
+        cluster = LocalCluster(n_workers=max(1, min(n, len(todo))), threads_per_worker=1, processes=cfg.processes,
+                               dashboard_address=None)
+        client = Client(cluster)
+    bar = tqdm(total=len(todo), unit="item", desc="ingest", disable=not cfg.progress, dynamic_ncols=True)
+    start, chips = time.monotonic(), 0
+    try:
+        futures = [client.submit(ingest_item_task, plan, options, cfg.out, cfg.storage_options, cfg.sign_href,
+                                 key=f"ingest-{i}-{plan.item_id}", pure=False) for i, plan in enumerate(todo)]
+        for future in as_completed(futures):
+            record = future.result()
+            chips += record.get("kept", 0) + sum((record.get("dropped") or {}).values())
+            if record.get("skipped"):
+                log.warning("skipped item %s (%s): %s", record["item_id"], record["collection"], record["skipped"])
+            bar.update(1)
+            bar.set_postfix(chips=chips, chips_per_s=f"{chips / max(time.monotonic() - start, 1e-9):.1f}")
+            _kill_point("item")
+    finally:
+        bar.close()
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def run_ingest(cfg: IngestConfig) -> dict:
+    """Build (or finish, or reuse) the dataset at ``cfg.out``; return its manifest."""
+    if not cfg.collections:
+        raise IngestError("no --collection given")
+    if cfg.chip_size < 8:
+        raise IngestError(f"--chip-size {cfg.chip_size} is too small")
+    fs, root = get_fs(cfg.out, cfg.storage_options)
+    root = root.rstrip("/")
+    started = time.monotonic()
+    remove_temporaries(fs, root)
+    done = _existing_manifest(fs, root, cfg)
+    if done is not None:
+        from ingest.manifest import verify_dataset
+
+        ok, problems = verify_dataset(cfg.out, cfg.storage_options)
+        if ok:
+            _remove_staging(fs, root)
+            log.info("%s is complete; reusing it", cfg.out)
+            return done
+        log.warning("%s: manifest present but %s; rebuilding", cfg.out, problems[0])
+        fs.rm_file(f"{root}/{MANIFEST_NAME}")
+
+    items = _select_items(fs, root, cfg)
+    if not items:
+        raise IngestError(f"the search on {cfg.catalog} found no items ({cfg.search_params().to_dict()})")
+    plans: list[ItemPlan] = []
+    skipped: list[dict] = []
+    for item in items:
+        try:
+            plans.append(plan_item(item, cfg.bands))
+        except ItemError as exc:
+            skipped.append({"item_id": str(item.get("id")), "collection": str(item.get("collection")), "reason": str(exc)})
+            log.warning("skipped item %s (%s): %s", item.get("id"), item.get("collection"), exc)
+    existing = set(fs.find(f"{root}/{STAGING_DIR}")) if fs.exists(f"{root}/{STAGING_DIR}") else set()
+    existing = {p.split(root, 1)[-1].lstrip("/") for p in existing}
+    todo = [p for p in plans if staging_name(p.collection, p.item_id) not in existing]
+    if len(todo) < len(plans):
+        log.info("resuming: %d of %d items already done", len(plans) - len(todo), len(plans))
+    _run_tasks(todo, cfg)
+    _kill_point("tasks")
+
+    manifest = _assemble(fs, root, cfg, items, plans, skipped)
+    if cfg.strict and manifest["skipped"]:
+        reasons = "; ".join(f"{s['item_id']}: {s['reason']}" for s in manifest["skipped"])
+        raise IngestError(f"--strict: {len(manifest['skipped'])} item(s) skipped: {reasons}")
+    write_atomic(fs, f"{root}/{MANIFEST_NAME}", json.dumps(manifest, indent=1, sort_keys=True).encode())
+    _kill_point("manifest")
+    _remove_staging(fs, root)
+    _print_summary(manifest, cfg, time.monotonic() - started)
+    return manifest
+
+
+def _assemble(fs, root: str, cfg: IngestConfig, items: list[dict], plans: list[ItemPlan], skipped: list[dict]) -> dict:
+    """Shards from staging files in item order, then the manifest dict."""
+    from tqdm.auto import tqdm
+
+    from ingest.manifest import finalize_stats
+
+    writers: dict[str, ShardWriter] = {}
+    stats: dict[str, tuple[list[str], list[BandStats]]] = {}
+    kept, dropped = 0, {r: 0 for r in DROP_REASONS}
+    by_sensor: dict[str, list[ItemPlan]] = {}
+    for plan in plans:
+        by_sensor.setdefault(plan.sensor, []).append(plan)
+    for sensor in sorted(by_sensor):
+        writer = writers[sensor] = ShardWriter(fs, root, sensor, cfg.shard_max_samples, cfg.shard_max_bytes)
+        for plan in tqdm(by_sensor[sensor], desc=f"shards {sensor}", unit="item", disable=not cfg.progress, leave=False):
+            path = f"{root}/{staging_name(plan.collection, plan.item_id)}"
+            samples, record = read_staging(fs.cat_file(path))
+            if record.get("skipped"):
+                skipped.append({"item_id": plan.item_id, "collection": plan.collection, "reason": record["skipped"]})
+                continue
+            kept += record["kept"]
+            for reason, n in record["dropped"].items():
+                dropped[reason] = dropped.get(reason, 0) + n
+            names, acc = stats.setdefault(sensor, (record["bands"], [BandStats() for _ in record["bands"]]))
+            for total, part in zip(acc, record["stats"]):
+                total.merge(BandStats.from_list(part))
+            for key, pixels, meta in samples:
+                writer.add(key, pixels, meta)
+        writer.flush()
+        _kill_point(f"shards-{sensor}")
+    shards = [s for sensor in sorted(writers) for s in writers[sensor].shards]
+    _remove_stale_shards(fs, root, {s["path"] for s in shards})
+    skipped.sort(key=lambda s: (s["collection"], s["item_id"]))
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "software": software_versions(),
+        "catalog": cfg.catalog,
+        "search": cfg.search_params().to_dict(),
+        "items": [{"id": it.get("id"), "collection": it.get("collection"),
+                   "updated": (it.get("properties") or {}).get("updated"), "etag": item_etag(it)} for it in items],
+        "chips": cfg.chips_record(),
+        "shards": shards,
+        "statistics": {s: finalize_stats(names, acc) for s, (names, acc) in sorted(stats.items())},
+        "skipped": skipped,
+        "counts": {"kept": kept, "dropped": dropped},
+    }
+
+
+def _remove_stale_shards(fs, root: str, keep: set[str]) -> None:
+    shard_root = f"{root}/shards"
+    if not fs.exists(shard_root):
+        return
+    for path in fs.find(shard_root):
+        rel = path.split(root, 1)[-1].lstrip("/")
+        if rel not in keep:
+            fs.rm_file(path)
+
+
+def _remove_staging(fs, root: str) -> None:
+    path = f"{root}/{STAGING_DIR}"
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def _print_summary(manifest: dict, cfg: IngestConfig, seconds: float) -> None:
+    if not cfg.progress:
+        return
+    counts = manifest["counts"]
+    total = counts["kept"] + sum(counts["dropped"].values())
+    dropped = ", ".join(f"{k} {v}" for k, v in counts["dropped"].items())
+    print(f"ingest: {len(manifest['items'])} items ({len(manifest['skipped'])} skipped), {total} chips read, "
+          f"{counts['kept']} kept (dropped: {dropped}), {len(manifest['shards'])} shards -> {join(cfg.out, MANIFEST_NAME)} "
+          f"in {seconds:.1f} s ({total / max(seconds, 1e-9):.1f} chips/s)", flush=True)
+
+
+def config_from_manifest(manifest: dict, out: str, **overrides: Any) -> IngestConfig:
+    """The config that rebuilds ``manifest``'s dataset at ``out`` (same items, same parameters)."""
+    search, chips = manifest.get("search") or {}, manifest.get("chips") or {}
+    if not search.get("collections"):
+        raise ManifestError("manifest has no search.collections; cannot rebuild from it")
+    cfg = IngestConfig(
+        catalog=manifest["catalog"], collections=list(search["collections"]), out=out,
+        bbox=search.get("bbox"), intersects=search.get("intersects"), datetime=search.get("datetime"),
+        max_cloud=search.get("max_cloud"), max_items=search.get("max_items"),
+        chip_size=chips.get("chip_size", 256), bands=chips.get("bands"),
+        max_nodata_fraction=chips.get("max_nodata_fraction", 0.1), max_cloud_fraction=chips.get("max_cloud_fraction", 0.2),
+        max_sar_border_fraction=chips.get("max_sar_border_fraction", 0.1),
+        shard_max_samples=chips.get("shard_max_samples", SHARD_MAX_SAMPLES),
+        shard_max_bytes=chips.get("shard_max_bytes", SHARD_MAX_BYTES),
+        ids=[it["id"] for it in manifest.get("items", [])],
+    )
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return cfg

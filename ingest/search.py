@@ -1,0 +1,78 @@
+"""STAC search through pystac-client, with the property filters applied client-side (many
+servers, rustac's memory backend among them, have no query/filter extension)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """What to search for; ``to_dict`` is what the manifest records."""
+
+    collections: tuple[str, ...]
+    bbox: tuple[float, float, float, float] | None = None
+    intersects: dict | None = None
+    datetime: str | None = None
+    max_cloud: float | None = None     # percent, on eo:cloud_cover; items without it pass
+    max_items: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "collections": list(self.collections),
+            "bbox": None if self.bbox is None else list(self.bbox),
+            "intersects": self.intersects,
+            "datetime": self.datetime,
+            "max_cloud": self.max_cloud,
+            "max_items": self.max_items,
+        }
+
+
+class SearchError(RuntimeError):
+    """The catalog could not be searched."""
+
+
+def passes_cloud(item: dict, max_cloud: float | None) -> bool:
+    """Client-side ``eo:cloud_cover <= max_cloud`` (items that do not say pass)."""
+    if max_cloud is None:
+        return True
+    cover = (item.get("properties") or {}).get("eo:cloud_cover")
+    return cover is None or float(cover) <= max_cloud
+
+
+def _iter_items(catalog: str, params: SearchParams, ids: list[str] | None) -> Iterator[dict]:
+    from pystac_client import Client
+
+    try:
+        client = Client.open(catalog)
+    except Exception as exc:  # noqa: BLE001
+        raise SearchError(f"cannot open STAC catalog {catalog}: {exc}") from None
+    kwargs: dict[str, Any] = {"collections": list(params.collections), "limit": 100}
+    if params.bbox is not None:
+        kwargs["bbox"] = list(params.bbox)
+    if params.intersects is not None:
+        kwargs["intersects"] = params.intersects
+    if params.datetime:
+        kwargs["datetime"] = params.datetime
+    if ids:
+        kwargs["ids"] = list(ids)
+    try:
+        yield from client.search(**kwargs).items_as_dicts()
+    except Exception as exc:  # noqa: BLE001
+        raise SearchError(f"STAC search on {catalog} failed: {exc}") from None
+
+
+def search_items(catalog: str, params: SearchParams, ids: list[str] | None = None) -> list[dict]:
+    """Items matching ``params`` (cloud filter and ``max_items`` applied here), in a fixed order:
+    sorted by collection then id, so a rerun plans the same work in the same order."""
+    selected: list[dict] = []
+    seen: set[tuple[str, str]] = set()
+    for item in _iter_items(catalog, params, ids):
+        key = (str(item.get("collection")), str(item.get("id")))
+        if key in seen or not passes_cloud(item, params.max_cloud):
+            continue
+        seen.add(key)
+        selected.append(item)
+        if params.max_items is not None and len(selected) >= params.max_items:
+            break
+    return sorted(selected, key=lambda it: (str(it.get("collection")), str(it.get("id"))))
