@@ -122,12 +122,13 @@ def _existing_manifest(fs, root: str, cfg: IngestConfig) -> dict | None:
     if not fs.exists(path):
         return None
     manifest = parse_manifest(fs.cat_file(path), path)
-    mine = {"catalog": cfg.catalog, "search": cfg.search_params().to_dict(), "chips": cfg.chips_record()}
-    theirs = {k: manifest.get(k) for k in mine}
-    if json.loads(json.dumps(mine)) != theirs:
-        diff = [k for k in mine if json.loads(json.dumps(mine[k])) != theirs[k]]
+    mine = {"search": cfg.search_params().to_dict(), "chips": cfg.chips_record()}
+    diff = [k for k in mine if json.loads(json.dumps(mine[k])) != manifest.get(k)]
+    if diff:
         raise IngestError(f"{cfg.out} already holds a dataset built with other parameters ({', '.join(diff)}); "
                           "choose another --out or delete it")
+    if manifest.get("catalog") != cfg.catalog:
+        log.info("%s was built from %s; the same search now names %s", cfg.out, manifest.get("catalog"), cfg.catalog)
     return manifest
 
 

@@ -1,0 +1,201 @@
+"""``ofa ingest`` (STAC -> chips -> WebDataset shards + manifest) and ``ofa manifest verify|show``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+INGEST_EXAMPLES = """examples:
+  ofa ingest --catalog https://earth-search.aws.element84.com/v1 --collection sentinel-2-l2a \\
+      --bbox 11.0,46.0,11.2,46.2 --datetime 2024-06-01/2024-06-30 --max-cloud 20 --out s3://bucket/ds
+  ofa ingest --config ingest.yaml                 # same keys as the options (chip_size or chip-size)
+  ofa ingest --from-manifest s3://bucket/ds/manifest.json --out ./rebuilt
+"""
+
+#: option keys a --config YAML may hold (dashes or underscores)
+CONFIG_KEYS = (
+    "catalog", "collection", "collections", "bbox", "intersects", "datetime", "max_cloud", "max_items", "chip_size",
+    "bands", "out", "workers", "scheduler", "storage_options", "strict", "max_nodata_fraction", "max_cloud_fraction",
+    "max_sar_border_fraction", "shard_max_samples", "shard_max_bytes", "processes",
+)
+
+
+def _bbox(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--bbox {text!r}: expected four numbers W,S,E,N") from None
+    if len(values) != 4 or values[0] > values[2] or values[1] > values[3]:
+        raise argparse.ArgumentTypeError(f"--bbox {text!r}: expected W,S,E,N with W <= E and S <= N")
+    return values
+
+
+def _csv(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _json_arg(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"--storage-options: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("--storage-options: expected a JSON object")
+    return value
+
+
+def _load_config(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise SystemExit(f"ofa ingest: error: --config {path}: {exc}")
+    if not isinstance(data, dict):
+        raise SystemExit(f"ofa ingest: error: --config {path}: expected a mapping of option names to values")
+    out = {}
+    for key, value in data.items():
+        norm = str(key).replace("-", "_")
+        if norm not in CONFIG_KEYS:
+            raise SystemExit(f"ofa ingest: error: --config {path}: unknown key {key!r} (known: {', '.join(CONFIG_KEYS)})")
+        out[norm] = value
+    return out
+
+
+def _setup_logging() -> None:
+    import logging
+
+    logger = logging.getLogger("ofa.ingest")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    _setup_logging()
+    from ingest.contract import ManifestError
+    from ingest.job import IngestConfig, IngestError, config_from_manifest, run_ingest
+    from ingest.manifest import read_manifest
+    from ingest.search import SearchError
+
+    cli = {k: v for k, v in vars(args).items() if v is not None and k in CONFIG_KEYS}
+    options: dict[str, Any] = _load_config(args.config) if args.config else {}
+    options.update(cli)
+    if "collection" in options:
+        options["collections"] = list(options.pop("collection"))
+    if isinstance(options.get("bbox"), str):
+        options["bbox"] = _bbox(options["bbox"])
+    if isinstance(options.get("bands"), str):
+        options["bands"] = _csv(options["bands"])
+    if isinstance(options.get("collections"), str):
+        options["collections"] = [options["collections"]]
+    if isinstance(options.get("intersects"), str):
+        try:
+            options["intersects"] = json.loads(Path(options["intersects"]).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            print(f"ofa ingest: error: --intersects {options['intersects']}: {exc}", file=sys.stderr)
+            return 2
+    if options.get("intersects", {}).get("type") == "Feature" if isinstance(options.get("intersects"), dict) else False:
+        options["intersects"] = options["intersects"]["geometry"]
+    options["progress"] = not args.no_progress
+    try:
+        if args.from_manifest:
+            if "out" not in options:
+                print("ofa ingest: error: --from-manifest needs --out", file=sys.stderr)
+                return 2
+            manifest = read_manifest(args.from_manifest, options.get("storage_options"))
+            overrides = {k: options[k] for k in ("storage_options", "workers", "scheduler", "strict", "progress", "processes") if k in options}
+            cfg = config_from_manifest(manifest, options["out"], **overrides)
+        else:
+            missing = [f"--{k}" for k in ("catalog", "out") if k not in options]
+            if not options.get("collections"):
+                missing.append("--collection")
+            if missing:
+                print(f"ofa ingest: error: missing {', '.join(missing)} (or give them in --config)", file=sys.stderr)
+                return 2
+            cfg = IngestConfig(**options)
+        run_ingest(cfg)
+    except (IngestError, ManifestError, SearchError) as exc:
+        print(f"ofa ingest: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from ingest.manifest import verify_dataset
+
+    ok, problems = verify_dataset(args.url, args.storage_options)
+    for problem in problems:
+        print(f"FAIL {problem}")
+    if ok:
+        from ingest.manifest import read_manifest
+
+        manifest = read_manifest(args.url, args.storage_options)
+        n = sum(s["count"] for s in manifest["shards"])
+        print(f"OK {len(manifest['shards'])} shards, {n} samples: every shard present with its sha256 and sample count")
+    return 0 if ok else 1
+
+
+def _show(args: argparse.Namespace) -> int:
+    from ingest.contract import ManifestError
+    from ingest.manifest import read_manifest, summary
+
+    try:
+        manifest = read_manifest(args.url, args.storage_options)
+    except ManifestError as exc:
+        print(f"ofa manifest show: error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(manifest, indent=1) if args.json else summary(manifest))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``ofa ingest`` and ``ofa manifest verify|show``."""
+    p = subparsers.add_parser(
+        "ingest", help="STAC search -> cloud-filtered chips -> WebDataset shards + manifest",
+        description=__doc__, epilog=INGEST_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--catalog", help="STAC API URL")
+    p.add_argument("--collection", action="append", help="STAC collection id (repeat for several)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--bbox", type=_bbox, help="W,S,E,N in WGS84 degrees")
+    where.add_argument("--intersects", help="GeoJSON file (geometry or Feature) to intersect")
+    p.add_argument("--datetime", help="START/END (RFC 3339, open ends with ..)")
+    p.add_argument("--max-cloud", type=float, help="keep items with eo:cloud_cover <= PCT (applied client-side)")
+    p.add_argument("--max-items", type=int, help="at most N items")
+    p.add_argument("--chip-size", type=int, help="chip size in pixels of the finest band (default 256)")
+    p.add_argument("--bands", help="comma-separated band names to keep (default: all of each sensor)")
+    p.add_argument("--out", help="dataset URL: a folder, file:// or s3://")
+    run = p.add_mutually_exclusive_group()
+    run.add_argument("--workers", type=int, help="workers of the local Dask cluster (default: one per core)")
+    run.add_argument("--scheduler", help="join an existing Dask cluster, e.g. tcp://HOST:8786")
+    p.add_argument("--processes", action="store_true", default=None, help="local cluster with worker processes instead of threads")
+    p.add_argument("--storage-options", type=_json_arg, help="fsspec options as JSON, e.g. '{\"client_kwargs\": {\"endpoint_url\": ...}}'")
+    p.add_argument("--max-nodata-fraction", type=float, help="drop chips with more no-data pixels (default 0.1)")
+    p.add_argument("--max-cloud-fraction", type=float, help="drop chips with more cloud pixels (default 0.2)")
+    p.add_argument("--max-sar-border-fraction", type=float, help="drop SAR chips with more border zeros (default 0.1)")
+    p.add_argument("--shard-max-samples", type=int, help="samples per shard at most (default 1000)")
+    p.add_argument("--shard-max-bytes", type=int, help="bytes per shard at most (default 256 MiB)")
+    p.add_argument("--strict", action="store_true", default=None, help="fail when any item is skipped")
+    p.add_argument("--config", help="YAML file with the same keys as these options")
+    p.add_argument("--from-manifest", help="rebuild the dataset described by this manifest.json into --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or summary")
+    p.set_defaults(func=_ingest)
+
+    m = subparsers.add_parser("manifest", help="verify or show a dataset's manifest",
+                              description="Check or summarise a dataset's manifest.json.")
+    msub = m.add_subparsers(dest="manifest_command", metavar="ACTION")
+    for name, fn, text in (("verify", _verify, "exit 0 only if every shard exists with its recorded sha256 and sample count"),
+                           ("show", _show, "print a summary of the manifest")):
+        q = msub.add_parser(name, help=text, description=text)
+        q.add_argument("url", help="dataset URL or its manifest.json (folder, file://, s3://)")
+        q.add_argument("--storage-options", type=_json_arg, help="fsspec options as JSON")
+        if name == "show":
+            q.add_argument("--json", action="store_true", help="print the manifest itself")
+        q.set_defaults(func=fn)
+    m.set_defaults(func=lambda args: (m.print_help(), 2)[1])
