@@ -73,7 +73,6 @@ def _setup_logging() -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-        logger.propagate = False
 
 
 def _ingest(args: argparse.Namespace) -> int:

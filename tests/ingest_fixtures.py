@@ -1,0 +1,187 @@
+"""Real STAC items from ../shared/data/stac with their asset hrefs rewritten to small local COGs.
+
+Each COG is written with the item's own CRS, dtype and nodata and the top-left window of its
+``proj:transform``; ``proj:shape``, bbox and geometry shrink with it. Pixels are synthetic and
+seeded: a nodata triangle in the lower-left corner and, for mask assets, a cloud blob in the
+upper-left quadrant (S2 SCL class 9, Landsat QA_PIXEL cloud bit).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.transform import Affine
+from rasterio.warp import transform_bounds
+
+STAC_DIR = Path(os.environ.get("OFA_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "stac"
+RASTER_DIR = STAC_DIR.parent / "raster"
+
+#: the real items the ingest tests use (collection folder, file stem)
+REAL_ITEMS = (
+    ("sentinel-2-l2a", "S2A_MSIL2A_20190101T000001_R116_T58VFH_20201007T214652"),   # Planetary Computer keys
+    ("sentinel-2-l2a", "S2A_13TDE_20231008_0_L2A"),                                 # Earth Search keys
+    ("sentinel-s2-l2a-cogs", "S2B_20EPT_20250731_0_L2A"),                           # legacy B01..B12 keys
+    ("landsat-8-c2-l2", "LC08_L2SP_044034_20161204_02_T1"),
+    ("landsat-8-c2-l2", "LC08_L2SP_197022_20201028_02_T1"),
+    ("naip", "id_m_4711655_sw_11_060_20231117_20240103"),
+    ("naip", "vt_m_4407307_ne_18_1_20140711_20141006"),
+    ("sentinel-1-grd", "S1A_IW_GRDH_1SSH_20250731T135637_20250731T135702_060328_077F7E"),  # hh only
+)
+COLLECTIONS = ("sentinel-2-l2a", "sentinel-s2-l2a-cogs", "landsat-8-c2-l2", "naip", "sentinel-1-grd")
+
+#: assets worth writing: every band/mask key of the registry (others keep their remote href)
+_S2_KEYS = {"coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08", "nir09", "swir16",
+            "swir22", "scl", "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12", "SCL"}
+_KEYS = {
+    "sentinel-2-l2a": _S2_KEYS, "sentinel-s2-l2a-cogs": _S2_KEYS,
+    "landsat-8-c2-l2": {f"SR_B{i}" for i in range(1, 8)} | {"QA_PIXEL"},
+    "naip": {"image"}, "sentinel-1-grd": {"vv", "vh", "hh", "hv"},
+}
+_DTYPE = {"sentinel-2-l2a": "uint16", "sentinel-s2-l2a-cogs": "uint16", "landsat-8-c2-l2": "uint16", "naip": "uint8",
+          "sentinel-1-grd": "uint16"}
+_NODATA = {"sentinel-2-l2a": 0, "sentinel-s2-l2a-cogs": 0, "landsat-8-c2-l2": 0, "naip": None, "sentinel-1-grd": 0}
+
+
+def load_item(collection: str, stem: str) -> dict:
+    return json.loads((STAC_DIR / collection / f"{stem}.json").read_text())
+
+
+def _crs(item: dict) -> str:
+    props = item["properties"]
+    return str(props.get("proj:code") or f"EPSG:{props['proj:epsg']}")
+
+
+def _affine(values: list[float]) -> Affine:
+    return Affine(*[float(v) for v in values[:6]])
+
+
+def _pixels(key: str, dtype: str, count: int, size: int, nodata, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    r, c = np.mgrid[0:size, 0:size]
+    collar = (r - c) > size * 0.75
+    blob = (r < size * 0.4) & (c < size * 0.4)
+    if key in ("scl", "SCL"):
+        data = rng.choice(np.array([4, 5, 6], dtype=np.uint8), size=(size, size))
+        data[blob] = 9
+        data[collar] = 0
+        return data[None].astype(dtype)
+    if key == "QA_PIXEL":
+        data = np.full((size, size), 21824, dtype=np.uint16)
+        data[blob] = 22280
+        data[collar] = 1
+        return data[None]
+    info = np.iinfo(dtype)
+    hi = min(info.max, 12000)
+    data = rng.integers(max(1, info.min), hi, size=(count, size, size), dtype=dtype)
+    if nodata is not None:
+        data[:, collar] = nodata
+    return data
+
+
+def _write_cog(path: Path, data: np.ndarray, crs: str | None, transform: Affine, nodata) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count, h, w = data.shape
+    with rasterio.open(path, "w", driver="COG", width=w, height=h, count=count, dtype=data.dtype.name, crs=crs,
+                       transform=transform, nodata=nodata, blocksize=128, compress="deflate") as dst:
+        dst.write(data)
+
+
+def localize_item(item: dict, root: Path, size: int = 240) -> dict:
+    """A copy of ``item`` whose band/mask assets point at small local COGs under ``root``.
+
+    The finest asset gets ``size`` x ``size`` pixels; coarser ones keep the same footprint.
+    """
+    item = copy.deepcopy(item)
+    collection = item["collection"]
+    props = item["properties"]
+    crs = _crs(item)
+    keys = [k for k in item["assets"] if k in _KEYS[collection]]
+    default_tf = props.get("proj:transform")
+    res = {k: abs(float((item["assets"][k].get("proj:transform") or default_tf)[0])) for k in keys}
+    finest = min(res.values())
+    seed = zlib.crc32(item["id"].encode())
+    footprint = None
+    for i, key in enumerate(sorted(keys)):
+        asset = item["assets"][key]
+        tf = _affine(asset.get("proj:transform") or default_tf)
+        n = max(1, round(size * finest / res[key]))
+        raster = (asset.get("raster:bands") or [{}])[0]
+        dtype = raster.get("data_type") or ("uint8" if key in ("scl", "SCL") else _DTYPE[collection])
+        nodata = raster.get("nodata", _NODATA[collection] if key not in ("scl", "SCL", "QA_PIXEL") else (0 if key in ("scl", "SCL") else 1))
+        count = len(asset.get("eo:bands") or [0]) if key == "image" else 1
+        href = root / item["id"] / f"{key}.tif"
+        _write_cog(href, _pixels(key, dtype, count, n, nodata, seed + i), crs, tf, nodata)
+        asset["href"] = str(href) + "?st=2024-01-01&sig=SECRET-TOKEN"   # a signed-URL query, to be stripped
+        if "proj:shape" in asset:
+            asset["proj:shape"] = [n, n]
+        footprint = (tf.c, tf.f + tf.e * n, tf.c + tf.a * n, tf.f)
+    if "proj:shape" in props:
+        props["proj:shape"] = [size, size]
+    props.pop("proj:bbox", None)
+    w, s, e, n_ = transform_bounds(crs, "EPSG:4326", *footprint)
+    item["bbox"] = [round(v, 7) for v in (w, s, e, n_)]
+    ring = [[w, s], [e, s], [e, n_], [w, n_], [w, s]]
+    item["geometry"] = {"type": "Polygon", "coordinates": [[[round(x, 7), round(y, 7)] for x, y in ring]]}
+    return item
+
+
+def localized_items(root: Path, size: int = 240) -> list[dict]:
+    """The ``REAL_ITEMS`` with local COGs (cached under ``root``)."""
+    done = root / "items.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    items = [localize_item(load_item(c, s), root, size) for c, s in REAL_ITEMS]
+    done.write_text(json.dumps(items))
+    return items
+
+
+def collections_for(items: list[dict]) -> list[dict]:
+    from infra.localstack import collection_for
+
+    ids = dict.fromkeys(it["collection"] for it in items)
+    return [collection_for(cid, [it for it in items if it["collection"] == cid]) for cid in ids]
+
+
+def bad_items(good: list[dict], root: Path, stac_port: int) -> list[dict]:
+    """Broken variants of good items: a missing asset, a 404 href, a corrupt COG, an unknown CRS, no assets."""
+    s2 = next(it for it in good if it["id"].startswith("S2A_13TDE"))
+    naip = next(it for it in good if it["collection"] == "naip")
+    out = []
+
+    missing = copy.deepcopy(s2)
+    missing["id"] = "BAD_missing_asset"
+    del missing["assets"]["red"]
+    out.append(missing)
+
+    gone = copy.deepcopy(s2)
+    gone["id"] = "BAD_http_404"
+    gone["assets"]["nir"]["href"] = f"http://127.0.0.1:{stac_port}/no/such/B08.tif"
+    out.append(gone)
+
+    corrupt = copy.deepcopy(s2)
+    corrupt["id"] = "BAD_corrupt_cog"
+    corrupt["assets"]["blue"]["href"] = str(RASTER_DIR / "corrupt.tif")
+    out.append(corrupt)
+
+    nocrs = copy.deepcopy(naip)
+    nocrs["id"] = "BAD_unknown_crs"
+    src = Path(naip["assets"]["image"]["href"].split("?")[0])
+    with rasterio.open(src) as ds:
+        data, tf = ds.read(), ds.transform
+    href = root / "nocrs" / "image.tif"
+    _write_cog(href, data, None, tf, None)
+    nocrs["assets"]["image"]["href"] = str(href)
+    nocrs["properties"].pop("proj:epsg", None)
+    nocrs["properties"].pop("proj:code", None)
+    out.append(nocrs)
+
+    empty = copy.deepcopy(naip)
+    empty["id"] = "BAD_no_assets"
+    empty["assets"] = {"thumbnail": {"href": "https://example.com/thumb.png", "roles": ["thumbnail"]}}
+    out.append(empty)
+    return out
