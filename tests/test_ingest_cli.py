@@ -1,0 +1,187 @@
+"""``ofa ingest`` end to end on a real STAC API (rustac) serving real items with local COGs:
+folder and S3 outputs, verify/show, byte-identical reruns and ``--from-manifest`` rebuilds,
+client-side ``--max-cloud``, both Sentinel-2 key conventions."""
+from __future__ import annotations
+
+import io
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ingest_fixtures import COLLECTIONS, collections_for, localized_items  # noqa: E402
+
+from infra.localstack import s3_server, stac_server  # noqa: E402
+from ingest.contract import META_KEYS, MANIFEST_KEYS  # noqa: E402
+from pipeline.cli import main  # noqa: E402
+
+CHIP = "80"
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory):
+    items = localized_items(tmp_path_factory.mktemp("catalog"))
+    with stac_server(collections_for(items), items) as url:
+        yield url, items
+
+
+def _ingest(url: str, out, *extra: str) -> int:
+    args = ["ingest", "--catalog", url, "--out", str(out), "--chip-size", CHIP, "--workers", "2", "--no-progress"]
+    for c in COLLECTIONS:
+        args += ["--collection", c]
+    return main(args + list(extra))
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _shards(root: Path) -> dict[str, bytes]:
+    return {k: v for k, v in _files(root).items() if k.startswith("shards/")}
+
+
+def _without_created(manifest: dict) -> dict:
+    return {k: v for k, v in manifest.items() if k != "created"}
+
+
+def test_cli_folder_end_to_end(catalog, tmp_path, capsys):
+    url, items = catalog
+    out = tmp_path / "ds"
+    assert _ingest(url, out) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(MANIFEST_KEYS) <= set(manifest)
+    assert {i["id"] for i in manifest["items"]} == {i["id"] for i in items}
+    assert all(i["etag"] and len(i["etag"]) == 64 for i in manifest["items"])
+    assert {s["sensor"] for s in manifest["shards"]} == {"sentinel-2", "landsat", "naip"}
+    # the HH-only Sentinel-1 item is skipped with a reason that names what is missing
+    (skip,) = manifest["skipped"]
+    assert skip["collection"] == "sentinel-1-grd" and "VV" in skip["reason"] and "hh" in skip["reason"]
+    text = (out / "manifest.json").read_text()
+    assert "SECRET-TOKEN" not in text and "sig=" not in text
+    assert not (out / "_staging").exists()
+
+    seen_items, dtypes = set(), {}
+    for shard in manifest["shards"]:
+        with tarfile.open(out / shard["path"]) as tar:
+            members = tar.getmembers()
+            assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 and m.mode == 0o644 and m.uname == "" for m in members)
+            names = [m.name for m in members]
+            assert len(names) == 2 * shard["count"]
+            for name in names[::2]:
+                key = name.split(".", 1)[0]
+                pixels = np.load(io.BytesIO(tar.extractfile(f"{key}.pixels.npy").read()))
+                meta = json.loads(tar.extractfile(f"{key}.meta.json").read())
+                assert set(META_KEYS) <= set(meta)
+                assert pixels.shape == (len(meta["bands"]), int(CHIP), int(CHIP))
+                assert pixels.dtype.name == meta["dtype"]
+                assert meta["nodata_fraction"] <= 0.1
+                assert meta["sensor"] == shard["sensor"]
+                west, south, east, north = meta["bbox"]
+                assert -180 <= west < east <= 180 and -90 <= south < north <= 90
+                seen_items.add(meta["item_id"])
+                dtypes[meta["sensor"]] = meta["dtype"]
+    # both Sentinel-2 asset conventions (Planetary Computer B04, Earth Search red) and the legacy one gave chips
+    assert {"S2A_MSIL2A_20190101T000001_R116_T58VFH_20201007T214652", "S2A_13TDE_20231008_0_L2A",
+            "S2B_20EPT_20250731_0_L2A"} <= seen_items
+    assert dtypes == {"sentinel-2": "uint16", "landsat": "uint16", "naip": "uint8"}
+    s2 = manifest["statistics"]["sentinel-2"]
+    assert s2["bands"][3] == "B04" and len(s2["mean"]) == 12 and all(c > 0 for c in s2["count"])
+    counts = manifest["counts"]
+    assert counts["kept"] == sum(s["count"] for s in manifest["shards"])
+    assert counts["dropped"]["nodata"] > 0 and counts["dropped"]["cloud"] > 0
+
+    capsys.readouterr()
+    assert main(["manifest", "verify", str(out)]) == 0
+    assert "OK" in capsys.readouterr().out
+    assert main(["manifest", "show", str(out / "manifest.json")]) == 0
+    shown = capsys.readouterr().out
+    assert "sentinel-2" in shown and "B8A" in shown and "sentinel-1-grd" in shown
+
+    # a rerun on a finished dataset reuses it
+    assert _ingest(url, out) == 0
+    assert json.loads((out / "manifest.json").read_text())["created"] == manifest["created"]
+
+    # a flipped byte in a shard fails verification
+    shard = out / manifest["shards"][0]["path"]
+    data = bytearray(shard.read_bytes())
+    data[700] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    assert main(["manifest", "verify", str(out)]) == 1
+    assert "sha256" in capsys.readouterr().out
+    shard.unlink()
+    assert main(["manifest", "verify", str(out)]) == 1
+    assert "missing" in capsys.readouterr().out
+
+
+def test_reproducible_rebuild_and_s3(catalog, tmp_path):
+    url, _ = catalog
+    first, second, rebuilt = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    assert _ingest(url, first, "--shard-max-samples", "5") == 0
+    assert _ingest(url, second, "--shard-max-samples", "5", "--processes", "--workers", "1") == 0
+    assert _shards(first) == _shards(second)
+    m1 = json.loads((first / "manifest.json").read_text())
+    assert all(s["count"] <= 5 for s in m1["shards"]) and len(m1["shards"]) > 3
+    assert _without_created(json.loads((second / "manifest.json").read_text())) == _without_created(m1)
+
+    assert main(["ingest", "--from-manifest", str(first / "manifest.json"), "--out", str(rebuilt), "--no-progress"]) == 0
+    assert _shards(rebuilt) == _shards(first)
+    assert _without_created(json.loads((rebuilt / "manifest.json").read_text())) == _without_created(m1)
+
+    with s3_server() as s3:
+        bucket = s3.make_bucket("ofa-ingest")
+        opts = json.dumps(s3.storage_options)
+        target = f"{bucket}/rebuilt"
+        assert main(["ingest", "--from-manifest", str(first), "--out", target, "--storage-options", opts, "--no-progress"]) == 0
+        assert main(["manifest", "verify", target, "--storage-options", opts]) == 0
+        import s3fs
+
+        fs = s3fs.S3FileSystem(**s3.storage_options)
+        for rel, data in _shards(first).items():
+            assert fs.cat_file(f"ofa-ingest/rebuilt/{rel}") == data
+        assert not fs.exists("ofa-ingest/rebuilt/_staging")
+        m3 = json.loads(fs.cat_file("ofa-ingest/rebuilt/manifest.json"))
+        assert _without_created(m3) == _without_created(m1)
+
+
+def test_max_cloud_client_side_and_config_file(catalog, tmp_path):
+    url, items = catalog
+    config = tmp_path / "ingest.yaml"
+    config.write_text(
+        f"catalog: {url}\ncollection: [sentinel-2-l2a, landsat-8-c2-l2, naip]\nmax-cloud: 30\n"
+        f"chip_size: 80\nbands: B04,B08,red,nir\nout: {tmp_path / 'ds'}\nworkers: 1\n"
+    )
+    assert main(["ingest", "--config", str(config), "--no-progress"]) == 0
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    chosen = {i["id"] for i in manifest["items"]}
+    expected = {
+        it["id"] for it in items
+        if it["collection"] in ("sentinel-2-l2a", "landsat-8-c2-l2", "naip")
+        and (it["properties"].get("eo:cloud_cover") is None or it["properties"]["eo:cloud_cover"] <= 30)
+    }
+    assert chosen == expected
+    assert "S2A_MSIL2A_20190101T000001_R116_T58VFH_20201007T214652" not in chosen  # 93.6 % cloudy
+    assert any(i["collection"] == "naip" for i in manifest["items"])  # no eo:cloud_cover: kept
+    assert manifest["search"]["max_cloud"] == 30
+    assert manifest["statistics"]["sentinel-2"]["bands"] == ["B04", "B08"]
+    assert manifest["statistics"]["naip"]["bands"] == ["R", "NIR"]
+
+
+def test_cli_errors_name_the_bad_input(catalog, tmp_path, capsys):
+    url, _ = catalog
+    assert main(["ingest", "--catalog", url, "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert "--collection" in capsys.readouterr().err
+    assert main(["ingest", "--catalog", url, "--collection", "no-such-collection", "--out", str(tmp_path / "y"), "--no-progress"]) == 1
+    assert "no items" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["ingest", "--bbox", "1,2,3", "--out", "z"])
+    assert "--bbox" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("chip_sise: 3\n")
+    with pytest.raises(SystemExit, match="chip_sise"):
+        main(["ingest", "--config", str(bad)])
+    assert main(["manifest", "verify", str(tmp_path / "nothing")]) == 1
+    assert "no manifest" in capsys.readouterr().out
