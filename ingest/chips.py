@@ -93,6 +93,26 @@ def chip_windows(height: int, width: int, size: int) -> Iterator[tuple[int, int]
             yield row, col
 
 
+def _apply(t, col: float, row: float) -> tuple[float, float]:
+    return t.a * col + t.b * row + t.c, t.d * col + t.e * row + t.f
+
+
+def grid_bounds(t, col: float, row: float, width: float, height: float) -> tuple[float, float, float, float]:
+    """(left, bottom, right, top) of a pixel window under affine ``t``."""
+    corners = [_apply(t, c, r) for c in (col, col + width) for r in (row, row + height)]
+    xs, ys = [c[0] for c in corners], [c[1] for c in corners]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def bounds_window(t, bounds: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """(col_off, row_off, width, height) covering ``bounds`` on the grid of affine ``t``."""
+    inv = ~t
+    left, bottom, right, top = bounds
+    corners = [_apply(inv, x, y) for x in (left, right) for y in (bottom, top)]
+    cols, rows = [c[0] for c in corners], [c[1] for c in corners]
+    return min(cols), min(rows), max(cols) - min(cols), max(rows) - min(rows)
+
+
 def _round(values, ndigits: int = 9) -> list[float]:
     return [round(float(v), ndigits) for v in values]
 
@@ -123,15 +143,15 @@ class _Reader:
 
     def read(self, href: str, indexes: list[int], bounds: tuple, ref_window, ref_transform, size: int) -> np.ndarray:
         from rasterio.enums import Resampling
-        from rasterio.windows import Window, from_bounds
+        from rasterio.windows import Window
 
         ds = self.datasets[href]
         try:
             if ds.transform == ref_transform:
                 window, out_shape = ref_window, None
             else:
-                w = from_bounds(*bounds, transform=ds.transform)
-                window = Window(round(w.col_off), round(w.row_off), max(1, round(w.width)), max(1, round(w.height)))
+                col, row, width, height = bounds_window(ds.transform, bounds)
+                window = Window(round(col), round(row), max(1, round(width)), max(1, round(height)))
                 out_shape = (len(indexes), size, size)
             inside = (window.col_off >= 0 and window.row_off >= 0
                       and window.col_off + window.width <= ds.width and window.row_off + window.height <= ds.height)
@@ -162,16 +182,15 @@ def _valid_window_range(plan: ItemPlan, crs, transform, height: int, width: int)
     try:
         from rasterio.features import bounds as geom_bounds
         from rasterio.warp import transform_geom
-        from rasterio.windows import from_bounds
 
         geom = transform_geom("EPSG:4326", crs, plan.geometry)
-        w = from_bounds(*geom_bounds(geom), transform=transform)
+        col, row, w, h = bounds_window(transform, geom_bounds(geom))
     except Exception:  # noqa: BLE001 - a geometry we cannot use just means "no restriction"
         return 0, height, 0, width
-    r0 = max(0, int(math.floor(w.row_off)))
-    c0 = max(0, int(math.floor(w.col_off)))
-    r1 = min(height, int(math.ceil(w.row_off + w.height)))
-    c1 = min(width, int(math.ceil(w.col_off + w.width)))
+    r0 = max(0, int(math.floor(row)))
+    c0 = max(0, int(math.floor(col)))
+    r1 = min(height, int(math.ceil(row + h)))
+    c1 = min(width, int(math.ceil(col + w)))
     return r0, r1, c0, c1
 
 
@@ -205,7 +224,8 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
     import rasterio
     from rasterio.crs import CRS
     from rasterio.warp import transform_bounds
-    from rasterio.windows import Window, bounds as window_bounds, transform as window_transform
+    from rasterio.transform import Affine
+    from rasterio.windows import Window
 
     size = options.chip_size
     result = ItemResult(stats=[BandStats() for _ in plan.channels], dropped={r: 0 for r in DROP_REASONS})
@@ -243,7 +263,7 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
                 if row + size <= r0 or row >= r1 or col + size <= c0 or col >= c1:
                     continue
                 window = Window(col, row, size, size)
-                bounds = window_bounds(window, ref_transform)
+                bounds = grid_bounds(ref_transform, col, row, size, size)
                 parts = {h: reader.read(h, idx, bounds, window, ref_transform, size) for h, idx in by_href.items()}
                 used = {h: 0 for h in parts}
                 layers = []
@@ -273,7 +293,8 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
                     continue
                 for stats, band, ch in zip(result.stats, pixels, plan.channels):
                     stats.add(band[valid].astype(np.float64) * ch.scale + ch.offset)
-                t = window_transform(window, ref_transform)
+                x0, y0 = _apply(ref_transform, col, row)
+                t = Affine(ref_transform.a, ref_transform.b, x0, ref_transform.d, ref_transform.e, y0)
                 bbox = transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21)
                 meta = {
                     "sensor": plan.sensor,
