@@ -171,8 +171,12 @@ class _Reader:
 
 
 def _short(exc: BaseException) -> str:
+    """One line: the exception and the GDAL error under it (rasterio chains it as the cause)."""
     text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:300]}"
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text} ({' '.join(str(cause).split())})"
+    return f"{type(exc).__name__}: {text[:400]}"
 
 
 def _valid_window_range(plan: ItemPlan, crs, transform, height: int, width: int):
@@ -246,6 +250,10 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
                     raise ItemError(f"unknown CRS {plan.crs!r}: {_short(exc)}") from None
             if crs is None:
                 raise ItemError("unknown CRS: neither the asset nor the item (proj:code/proj:epsg) gives one")
+            for href, ds in reader.datasets.items():
+                if ds.crs is not None and crs is not None and ds.crs != crs:
+                    raise ItemError(f"asset {reader.names[href]!r} is in {ds.crs.to_string()}, "
+                                    f"the item's finest band in {crs.to_string()}; mixed CRSs are not supported")
             for ch in plan.channels:
                 if ch.index > reader.datasets[ch.href].count:
                     raise ItemError(f"asset {ch.asset!r} has {reader.datasets[ch.href].count} bands, band {ch.name} needs index {ch.index}")

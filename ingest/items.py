@@ -90,7 +90,8 @@ def _channel(item_id: str, assets: dict, band: BandSpec) -> ChannelPlan:
     key = next((k for k in band.keys if k in assets), None)
     if key is None:
         data_keys = sorted(k for k, a in assets.items() if "data" in (a.get("roles") or ["data"]))
-        raise ItemError(f"missing asset for band {band.name} (tried {', '.join(band.keys)}; item has {', '.join(data_keys) or 'none'})")
+        shown = ", ".join(data_keys[:12]) + (f", ... ({len(data_keys)} in all)" if len(data_keys) > 12 else "")
+        raise ItemError(f"missing asset for band {band.name} (tried {', '.join(band.keys)}; item has {shown or 'none'})")
     asset = assets[key]
     if not isinstance(asset, dict) or not asset.get("href"):
         raise ItemError(f"asset {key!r} has no href")

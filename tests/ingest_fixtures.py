@@ -163,10 +163,29 @@ def bad_items(good: list[dict], root: Path, stac_port: int) -> list[dict]:
     gone["assets"]["nir"]["href"] = f"http://127.0.0.1:{stac_port}/no/such/B08.tif"
     out.append(gone)
 
+    # every band of a Sentinel-2 item on the real corrupt COG: it opens, some tiles fail to decode
     corrupt = copy.deepcopy(s2)
     corrupt["id"] = "BAD_corrupt_cog"
-    corrupt["assets"]["blue"]["href"] = str(RASTER_DIR / "corrupt.tif")
+    for asset in corrupt["assets"].values():
+        if asset["href"].startswith(str(root)):
+            asset["href"] = str(RASTER_DIR / "corrupt.tif")
+            asset.pop("proj:shape", None)
+            asset.pop("proj:transform", None)
+    with rasterio.open(RASTER_DIR / "corrupt.tif") as ds:
+        w, s, e, n = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
+    corrupt["properties"]["proj:epsg"] = 3857
+    corrupt["bbox"] = [w, s, e, n]
+    corrupt["geometry"] = {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
     out.append(corrupt)
+
+    truncated = copy.deepcopy(s2)
+    truncated["id"] = "BAD_truncated_cog"
+    src = Path(s2["assets"]["swir16"]["href"].split("?")[0])
+    cut = root / "truncated" / "swir16.tif"
+    cut.parent.mkdir(parents=True, exist_ok=True)
+    cut.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    truncated["assets"]["swir16"]["href"] = str(cut)
+    out.append(truncated)
 
     nocrs = copy.deepcopy(naip)
     nocrs["id"] = "BAD_unknown_crs"
