@@ -151,7 +151,10 @@ class _Reader:
                 window, out_shape = ref_window, None
             else:
                 col, row, width, height = bounds_window(ds.transform, bounds)
-                window = Window(round(col), round(row), max(1, round(width)), max(1, round(height)))
+                # keep the fractional window: rounding it misplaces coarse pixels when the chip is not a
+                # whole number of them (e.g. 256 px at 10 m = 42.67 px at 60 m); GDAL's nearest then
+                # samples each chip pixel centre exactly
+                window = Window(round(col, 6), round(row, 6), max(1e-6, round(width, 6)), max(1e-6, round(height, 6)))
                 out_shape = (len(indexes), size, size)
             inside = (window.col_off >= 0 and window.row_off >= 0
                       and window.col_off + window.width <= ds.width and window.row_off + window.height <= ds.height)
