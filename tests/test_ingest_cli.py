@@ -185,3 +185,19 @@ def test_cli_errors_name_the_bad_input(catalog, tmp_path, capsys):
         main(["ingest", "--config", str(bad)])
     assert main(["manifest", "verify", str(tmp_path / "nothing")]) == 1
     assert "no manifest" in capsys.readouterr().out
+
+
+def test_joins_an_existing_dask_cluster(catalog, tmp_path):
+    from dask.distributed import LocalCluster
+
+    url, _ = catalog
+    reference = tmp_path / "local"
+    assert _ingest(url, reference, "--workers", "1") == 0
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp", dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://")
+        args = ["ingest", "--catalog", url, "--out", str(tmp_path / "joined"), "--chip-size", CHIP, "--no-progress",
+                "--scheduler", cluster.scheduler_address]
+        for c in COLLECTIONS:
+            args += ["--collection", c]
+        assert main(args) == 0
+    assert _shards(tmp_path / "joined") == _shards(reference)
