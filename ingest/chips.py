@@ -12,7 +12,9 @@ import numpy as np
 
 from ingest.items import ChannelPlan, ItemError, ItemPlan, identity_href, read_href
 
-#: drop reasons, in the order they are checked
+#: drop reasons. Order of the checks: the cloud mask's fill and cloud fractions (before the bands
+#: are read), then no data in the bands (any band at its nodata value, or mask fill), then SAR
+#: border zeros. ``cloud_fraction`` is cloud pixels over the pixels the mask does not mark as fill.
 DROP_REASONS = ("nodata", "sar_border", "cloud")
 
 
@@ -201,28 +203,45 @@ def _valid_window_range(plan: ItemPlan, crs, transform, height: int, width: int)
     return r0, r1, c0, c1
 
 
-def _masks(pixels: np.ndarray, channels: tuple[ChannelPlan, ...], mask: np.ndarray | None, plan: ItemPlan):
-    """(nodata, sar_border, cloud) boolean maps of a chip."""
+def mask_flags(mask: np.ndarray, plan: ItemPlan) -> tuple[np.ndarray, np.ndarray]:
+    """(fill, cloud) boolean maps from a cloud-mask chip, by the sensor's rule."""
+    m = mask.astype(np.int64)
+    if plan.mask_rule == "classes":
+        return np.isin(m, plan.mask_fill), np.isin(m, plan.mask_cloud)
+    if plan.mask_rule == "bits":
+        fill = np.zeros(m.shape, dtype=bool)
+        cloud = np.zeros(m.shape, dtype=bool)
+        for bit in plan.mask_fill:
+            fill |= (m >> bit) & 1 == 1
+        for bit in plan.mask_cloud:
+            cloud |= (m >> bit) & 1 == 1
+        return fill, cloud
+    raise ItemError(f"unknown cloud-mask rule {plan.mask_rule!r}")
+
+
+def band_flags(pixels: np.ndarray, channels: tuple[ChannelPlan, ...], sar: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(nodata, sar_border) boolean maps from the bands of a chip."""
     nodata = np.zeros(pixels.shape[1:], dtype=bool)
     for band, ch in zip(pixels, channels):
         if ch.nodata is not None:
             nodata |= np.isnan(band) if math.isnan(ch.nodata) else band == ch.nodata
-    border = np.all(pixels == 0, axis=0) if plan.sar else np.zeros_like(nodata)
-    cloud = None
-    if mask is not None:
-        m = mask.astype(np.int64)
-        if plan.mask_rule == "classes":
-            cloud = np.isin(m, plan.mask_cloud)
-            nodata |= np.isin(m, plan.mask_fill)
-        elif plan.mask_rule == "bits":
-            cloud = np.zeros_like(nodata)
-            for bit in plan.mask_cloud:
-                cloud |= (m >> bit) & 1 == 1
-            for bit in plan.mask_fill:
-                nodata |= (m >> bit) & 1 == 1
-        else:
-            raise ItemError(f"unknown cloud-mask rule {plan.mask_rule!r}")
-    return nodata, border, cloud
+    border = np.all(pixels == 0, axis=0) if sar else np.zeros_like(nodata)
+    return nodata, border
+
+
+def _masks(pixels: np.ndarray, channels: tuple[ChannelPlan, ...], mask: np.ndarray | None, plan: ItemPlan):
+    """(nodata, sar_border, cloud) boolean maps of a chip (cloud is None without a mask)."""
+    nodata, border = band_flags(pixels, channels, plan.sar)
+    if mask is None:
+        return nodata, border, None
+    fill, cloud = mask_flags(mask, plan)
+    return nodata | fill, border, cloud
+
+
+def _drop(result: "ItemResult", reason: str, on_chip: Callable[[int], None] | None) -> None:
+    result.dropped[reason] += 1
+    if on_chip:
+        on_chip(1)
 
 
 def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str], str] = identity_href,
@@ -275,6 +294,20 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
                     continue
                 window = Window(col, row, size, size)
                 bounds = grid_bounds(ref_transform, col, row, size, size)
+                n = float(size * size)
+                fill = cloud = None
+                cloud_fraction = None
+                if plan.mask_href:
+                    # the mask first: a chip it condemns costs one small read, not one per band
+                    fill, cloud = mask_flags(reader.read(plan.mask_href, [1], bounds, window, ref_transform, size)[0], plan)
+                    clear = ~fill
+                    cloud_fraction = float((cloud & clear).sum()) / max(float(clear.sum()), 1.0)
+                    if float(fill.sum()) / n > options.max_nodata:
+                        _drop(result, "nodata", on_chip)
+                        continue
+                    if cloud_fraction > options.max_cloud:
+                        _drop(result, "cloud", on_chip)
+                        continue
                 parts = {h: reader.read(h, idx, bounds, window, ref_transform, size) for h, idx in by_href.items()}
                 used = {h: 0 for h in parts}
                 layers = []
@@ -282,26 +315,20 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
                     layers.append(parts[ch.href][used[ch.href]])
                     used[ch.href] += 1
                 pixels = np.stack(layers)
-                mask = None
-                if plan.mask_href:
-                    mask = reader.read(plan.mask_href, [1], bounds, window, ref_transform, size)[0]
-                nodata, border, cloud = _masks(pixels, plan.channels, mask, plan)
-                n = float(size * size)
+                nodata, border = band_flags(pixels, plan.channels, plan.sar)
+                if fill is not None:
+                    nodata |= fill
                 nodata_fraction = float(nodata.sum()) / n
                 border_fraction = float((border & ~nodata).sum()) / n
                 valid = ~(nodata | border)
-                cloud_fraction = None if cloud is None else (float((cloud & valid).sum()) / max(float(valid.sum()), 1.0))
-                if on_chip:
-                    on_chip(1)
                 if nodata_fraction > options.max_nodata:
-                    result.dropped["nodata"] += 1
+                    _drop(result, "nodata", on_chip)
                     continue
                 if border_fraction > options.max_sar_border:
-                    result.dropped["sar_border"] += 1
+                    _drop(result, "sar_border", on_chip)
                     continue
-                if cloud_fraction is not None and cloud_fraction > options.max_cloud:
-                    result.dropped["cloud"] += 1
-                    continue
+                if on_chip:
+                    on_chip(1)
                 for stats, band, ch in zip(result.stats, pixels, plan.channels):
                     stats.add(band[valid].astype(np.float64) * ch.scale + ch.offset)
                 x0, y0 = _apply(ref_transform, col, row)
