@@ -39,8 +39,6 @@ def write_atomic(fs, path: str, data: bytes) -> None:
         tmp = f"{path}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
     else:
         fs.pipe_file(path, data)
