@@ -201,3 +201,25 @@ def test_joins_an_existing_dask_cluster(catalog, tmp_path):
             args += ["--collection", c]
         assert main(args) == 0
     assert _shards(tmp_path / "joined") == _shards(reference)
+
+
+def test_bbox_datetime_and_intersects(catalog, tmp_path):
+    from ingest.search import SearchParams, search_items
+
+    url, items = catalog
+    naip = next(it for it in items if it["id"].startswith("id_m_"))
+    w, s, e, n = naip["bbox"]
+    found = search_items(url, SearchParams(tuple(COLLECTIONS), bbox=(w, s, e, n)))
+    assert [it["id"] for it in found] == [naip["id"]]
+    found = search_items(url, SearchParams(tuple(COLLECTIONS), datetime="2023-01-01T00:00:00Z/2024-12-31T23:59:59Z"))
+    assert {it["id"] for it in found} == {it["id"] for it in items if it["properties"]["datetime"][:4] in ("2023", "2024")}
+
+    landsat = next(it for it in items if it["id"].startswith("LC08_L2SP_197022"))
+    aoi = tmp_path / "aoi.geojson"
+    aoi.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": landsat["geometry"]}))
+    out = tmp_path / "ds"
+    assert main(["ingest", "--catalog", url, "--collection", "landsat-8-c2-l2", "--intersects", str(aoi), "--out", str(out),
+                 "--chip-size", CHIP, "--workers", "1", "--no-progress"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [i["id"] for i in manifest["items"]] == [landsat["id"]]
+    assert manifest["search"]["intersects"] == landsat["geometry"]
