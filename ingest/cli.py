@@ -18,7 +18,7 @@ INGEST_EXAMPLES = """examples:
 CONFIG_KEYS = (
     "catalog", "collection", "collections", "bbox", "intersects", "datetime", "max_cloud", "max_items", "chip_size",
     "bands", "out", "workers", "scheduler", "storage_options", "strict", "max_nodata_fraction", "max_cloud_fraction",
-    "max_sar_border_fraction", "shard_max_samples", "shard_max_bytes", "processes",
+    "max_sar_border_fraction", "shard_max_samples", "shard_max_bytes", "processes", "sign_href",
 )
 
 
@@ -108,7 +108,8 @@ def _ingest(args: argparse.Namespace) -> int:
                 print("ofa ingest: error: --from-manifest needs --out", file=sys.stderr)
                 return 2
             manifest = read_manifest(args.from_manifest, options.get("storage_options"))
-            overrides = {k: options[k] for k in ("storage_options", "workers", "scheduler", "strict", "progress", "processes") if k in options}
+            overrides = {k: options[k] for k in ("storage_options", "workers", "scheduler", "strict", "progress", "processes",
+                                                  "sign_href") if k in options}
             cfg = config_from_manifest(manifest, options["out"], **overrides)
         else:
             missing = [f"--{k}" for k in ("catalog", "out") if k not in options]
@@ -180,6 +181,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-sar-border-fraction", type=float, help="drop SAR chips with more border zeros (default 0.1)")
     p.add_argument("--shard-max-samples", type=int, help="samples per shard at most (default 1000)")
     p.add_argument("--shard-max-bytes", type=int, help="bytes per shard at most (default 256 MiB)")
+    p.add_argument("--sign-href", help="module:function that signs an href before it is opened (e.g. planetary_computer:sign); "
+                                       "signed URLs are never recorded")
     p.add_argument("--strict", action="store_true", default=None, help="fail when any item is skipped")
     p.add_argument("--config", help="YAML file with the same keys as these options")
     p.add_argument("--from-manifest", help="rebuild the dataset described by this manifest.json into --out")

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from ingest.chips import DROP_REASONS, BandStats, ChipOptions
 from ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, ManifestError
-from ingest.items import ItemError, ItemPlan, identity_href, item_etag, plan_item
+from ingest.items import ItemError, ItemPlan, clean_href, identity_href, item_etag, plan_item
 from ingest.search import SearchParams
 from ingest.shards import (
     SHARD_MAX_BYTES, SHARD_MAX_SAMPLES, STAGING_DIR, ShardWriter, read_staging, remove_temporaries,
@@ -59,7 +59,9 @@ class IngestConfig:
     shard_max_bytes: int = SHARD_MAX_BYTES
     processes: bool = False                 # local cluster: worker threads (False) or processes
     ids: list[str] | None = None            # restrict the search to these items (--from-manifest)
-    sign_href: Callable[[str], str] | None = field(default=None, repr=False)
+    #: href signing hook (e.g. Planetary Computer SAS tokens): a callable or "module:function";
+    #: it gets the clean href and its result is only used to open the file, never recorded
+    sign_href: Callable[[str], str] | str | None = field(default=None, repr=False)
 
     def search_params(self) -> SearchParams:
         return SearchParams(
@@ -81,6 +83,24 @@ def _kill_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def resolve_hook(hook: Callable[[str], str] | str | None) -> Callable[[str], str]:
+    """A signing hook from a callable or a ``"module:function"`` string (identity when None)."""
+    if hook is None:
+        return identity_href
+    if callable(hook):
+        return hook
+    import importlib
+
+    module, _, name = str(hook).partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise IngestError(f"--sign-href {hook!r}: cannot load it ({exc}); expected module:function") from None
+    if not callable(fn):
+        raise IngestError(f"--sign-href {hook!r} is not callable")
+    return fn
+
+
 def software_versions() -> dict[str, str]:
     import numpy
     import rasterio
@@ -93,7 +113,7 @@ def software_versions() -> dict[str, str]:
 
 # ------------------------------------------------------------------ the per-item task
 def ingest_item_task(plan: ItemPlan, options: ChipOptions, out: str, storage_options: dict | None,
-                     sign_href: Callable[[str], str] | None) -> dict:
+                     sign_href: Callable[[str], str] | str | None) -> dict:
     """Read one item and write its staging file; return its record (runs on a Dask worker)."""
     from ingest.chips import process_item
 
@@ -101,7 +121,7 @@ def ingest_item_task(plan: ItemPlan, options: ChipOptions, out: str, storage_opt
     record: dict[str, Any] = {"item_id": plan.item_id, "collection": plan.collection, "sensor": plan.sensor,
                               "bands": [c.name for c in plan.channels]}
     try:
-        result = process_item(plan, options, sign_href or identity_href)
+        result = process_item(plan, options, resolve_hook(sign_href))
         samples = result.samples
         record.update(kept=result.kept, dropped=result.dropped, stats=[s.to_list() for s in result.stats])
     except ItemError as exc:
@@ -188,6 +208,7 @@ def run_ingest(cfg: IngestConfig) -> dict:
         raise IngestError("no --collection given")
     if cfg.chip_size < 8:
         raise IngestError(f"--chip-size {cfg.chip_size} is too small")
+    resolve_hook(cfg.sign_href)  # fail early on a bad hook
     fs, root = get_fs(cfg.out, cfg.storage_options)
     root = root.rstrip("/")
     started = time.monotonic()
@@ -272,7 +293,7 @@ def _assemble(fs, root: str, cfg: IngestConfig, items: list[dict], plans: list[I
         "format_version": FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "software": software_versions(),
-        "catalog": cfg.catalog,
+        "catalog": clean_href(cfg.catalog),
         "search": cfg.search_params().to_dict(),
         "items": [{"id": it.get("id"), "collection": it.get("collection"),
                    "updated": (it.get("properties") or {}).get("updated"), "etag": item_etag(it)} for it in items],

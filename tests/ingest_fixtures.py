@@ -204,3 +204,25 @@ def bad_items(good: list[dict], root: Path, stac_port: int) -> list[dict]:
     empty["assets"] = {"thumbnail": {"href": "https://example.com/thumb.png", "roles": ["thumbnail"]}}
     out.append(empty)
     return out
+
+
+#: hrefs that only ``sign_local`` can open (a stand-in for Planetary Computer's signed blob URLs)
+SIGNED_PREFIX = "https://signed.invalid/ofa"
+SIGN_CALLS: list[str] = []
+
+
+def signed_items(items: list[dict], root: Path) -> list[dict]:
+    """Copies of ``items`` whose local hrefs become ``SIGNED_PREFIX/...?sv=...&sig=...``."""
+    out = copy.deepcopy(items)
+    for item in out:
+        for asset in item["assets"].values():
+            path = asset["href"].split("?")[0]
+            if path.startswith(str(root)):
+                asset["href"] = f"{SIGNED_PREFIX}/{Path(path).relative_to(root).as_posix()}?sv=2024&sig=SECRET-TOKEN"
+    return out
+
+
+def sign_local(href: str) -> str:
+    """A signing hook: maps ``SIGNED_PREFIX`` to the folder in ``OFA_TEST_SIGN_ROOT``."""
+    SIGN_CALLS.append(href)
+    return href.replace(SIGNED_PREFIX, os.environ["OFA_TEST_SIGN_ROOT"])
