@@ -51,6 +51,7 @@ class ItemPlan:
     sar: bool
     crs: str | None      # from proj:code / proj:epsg when the item gives one
     geometry: dict | None
+    shape: tuple[int, int] | None = None   # proj:shape of the finest band, when the item says
 
 
 def clean_href(href: str) -> str:
@@ -143,8 +144,17 @@ def plan_item(item: dict, bands: list[str] | None = None, sensor: SensorSpec | N
         mask_rule=mask.rule if mask_key else None,
         mask_cloud=tuple(mask.cloud) if mask_key else (),
         mask_fill=tuple(mask.fill) if mask_key else (),
-        sar=sensor.sar, crs=item_crs(item), geometry=item.get("geometry"),
+        sar=sensor.sar, crs=item_crs(item), geometry=item.get("geometry"), shape=_finest_shape(item, channels),
     )
+
+
+def _finest_shape(item: dict, channels: tuple[ChannelPlan, ...]) -> tuple[int, int] | None:
+    finest = min(channels, key=lambda c: c.gsd)
+    shape = item["assets"][finest.asset].get("proj:shape") or item["properties"].get("proj:shape")
+    try:
+        return (int(shape[0]), int(shape[1])) if shape else None
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 def identity_href(href: str) -> str:

@@ -167,6 +167,12 @@ def _select_items(fs, root: str, cfg: IngestConfig) -> list[dict]:
     return items
 
 
+def _chip_estimate(plan: ItemPlan, chip_size: int) -> int:
+    """Chip windows an item will probably have, from ``proj:shape`` (0 when the item does not say)."""
+    shape = plan.shape
+    return (shape[0] // chip_size) * (shape[1] // chip_size) if shape else 0
+
+
 def _run_tasks(todo: list[ItemPlan], cfg: IngestConfig) -> None:
     """Run the item tasks on Dask distributed (local cluster unless ``cfg.scheduler``)."""
     from dask.distributed import Client, LocalCluster, as_completed
@@ -182,18 +188,20 @@ def _run_tasks(todo: list[ItemPlan], cfg: IngestConfig) -> None:
         cluster = LocalCluster(n_workers=max(1, min(n, len(todo))), threads_per_worker=1, processes=cfg.processes,
                                dashboard_address=None)
         client = Client(cluster)
-    bar = tqdm(total=len(todo), unit="item", desc="ingest", disable=not cfg.progress, dynamic_ncols=True)
-    start, chips = time.monotonic(), 0
+    bar = tqdm(total=sum(_chip_estimate(p, cfg.chip_size) for p in todo) or None, unit="chip", desc="ingest",
+               disable=not cfg.progress, dynamic_ncols=True)
+    done = 0
     try:
         futures = [client.submit(ingest_item_task, plan, options, cfg.out, cfg.storage_options, cfg.sign_href,
                                  key=f"ingest-{i}-{plan.item_id}", pure=False) for i, plan in enumerate(todo)]
         for future in as_completed(futures):
             record = future.result()
-            chips += record.get("kept", 0) + sum((record.get("dropped") or {}).values())
+            chips = record.get("kept", 0) + sum((record.get("dropped") or {}).values())
             if record.get("skipped"):
                 log.warning("skipped item %s (%s): %s", record["item_id"], record["collection"], record["skipped"])
-            bar.update(1)
-            bar.set_postfix(chips=chips, chips_per_s=f"{chips / max(time.monotonic() - start, 1e-9):.1f}")
+            done += 1
+            bar.update(chips)
+            bar.set_postfix(items=f"{done}/{len(todo)}", kept=record.get("kept", 0))
             _kill_point("item")
     finally:
         bar.close()
