@@ -68,6 +68,40 @@ class BandStats:
         return cls(int(count), float(total), float(total_sq), math.inf if lo is None else float(lo), -math.inf if hi is None else float(hi))
 
 
+class RawStats:
+    """Exact sums of raw values for one band of one item (integers stay integers)."""
+
+    def __init__(self) -> None:
+        self.count, self.total, self.total_sq = 0, 0, 0
+        self.min: float | None = None
+        self.max: float | None = None
+
+    def add(self, band: np.ndarray, valid: np.ndarray | None) -> None:
+        v = band.ravel() if valid is None else band[valid]
+        if v.size == 0:
+            return
+        if v.dtype.kind in "ui" and v.dtype.itemsize <= 2:
+            f = v.astype(np.float64)       # squares and sums of 16-bit values stay exact in float64
+            self.total += int(v.sum(dtype=np.int64))
+            self.total_sq += int(np.square(f).sum())
+        else:
+            f = v.astype(np.float64)
+            self.total += float(f.sum())
+            self.total_sq += float(np.square(f).sum())
+        lo, hi = v.min(), v.max()
+        self.count += int(v.size)
+        self.min = float(lo) if self.min is None else min(self.min, float(lo))
+        self.max = float(hi) if self.max is None else max(self.max, float(hi))
+
+    def physical(self, scale: float, offset: float) -> BandStats:
+        """The same sums for ``raw * scale + offset``."""
+        if not self.count:
+            return BandStats()
+        n, s1, s2 = self.count, float(self.total), float(self.total_sq)
+        lo, hi = sorted((self.min * scale + offset, self.max * scale + offset))
+        return BandStats(n, scale * s1 + offset * n, scale * scale * s2 + 2 * scale * offset * s1 + offset * offset * n, lo, hi)
+
+
 @dataclass
 class ItemResult:
     """What one item gave: encoded samples in chip order, stats and counts."""
@@ -254,7 +288,8 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
     from rasterio.windows import Window
 
     size = options.chip_size
-    result = ItemResult(stats=[BandStats() for _ in plan.channels], dropped={r: 0 for r in DROP_REASONS})
+    result = ItemResult(dropped={r: 0 for r in DROP_REASONS})
+    raw = [RawStats() for _ in plan.channels]
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_HTTP_MAX_RETRY="3"):
         reader = _Reader(plan, sign_href)
         try:
@@ -329,8 +364,9 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
                     continue
                 if on_chip:
                     on_chip(1)
-                for stats, band, ch in zip(result.stats, pixels, plan.channels):
-                    stats.add(band[valid].astype(np.float64) * ch.scale + ch.offset)
+                every = bool(valid.all())
+                for stats, band in zip(raw, pixels):
+                    stats.add(band, None if every else valid)
                 x0, y0 = _apply(ref_transform, col, row)
                 t = Affine(ref_transform.a, ref_transform.b, x0, ref_transform.d, ref_transform.e, y0)
                 bbox = transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21)
@@ -359,4 +395,5 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
                 result.kept += 1
         finally:
             reader.close()
+    result.stats = [r.physical(ch.scale, ch.offset) for r, ch in zip(raw, plan.channels)]
     return result
