@@ -156,3 +156,21 @@ def test_a_new_sensor_is_a_registry_entry_real_pixels_with_a_collar():
         r, c = m["window"]["row_off"], m["window"]["col_off"]
         np.testing.assert_array_equal(arr, full[:, r:r + 128, c:c + 128])  # values untouched
         assert m["crs"] == "EPSG:32618" and m["cloud_fraction"] is None and m["nodata_fraction"] <= 0.05
+
+
+@pytest.mark.parametrize("dtype,scale,offset", [("uint16", 1e-4, -0.1), ("int16", -0.5, 3.0), ("float32", 2.0, 0.0)])
+def test_raw_sums_give_physical_statistics(dtype, scale, offset):
+    from ingest.chips import RawStats
+
+    rng = np.random.default_rng(1)
+    band = (rng.integers(0, 30000, (64, 64)) if dtype != "float32" else rng.normal(0, 5, (64, 64))).astype(dtype)
+    valid = rng.random((64, 64)) > 0.3
+    raw = RawStats()
+    raw.add(band, valid)
+    raw.add(band, None)
+    stats = raw.physical(scale, offset)
+    values = np.concatenate([band[valid], band.ravel()]).astype(np.float64) * scale + offset
+    mean = stats.total / stats.count
+    assert stats.count == values.size and mean == pytest.approx(values.mean(), rel=1e-9, abs=1e-9)
+    assert np.sqrt(stats.total_sq / stats.count - mean**2) == pytest.approx(values.std(), rel=1e-6)
+    assert (stats.min, stats.max) == pytest.approx((values.min(), values.max()))
