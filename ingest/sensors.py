@@ -84,8 +84,10 @@ SENTINEL_1 = SensorSpec(
     id="sentinel-1",
     collections=("sentinel-1-grd", "sentinel-1-rtc"),
     bands=(
-        BandSpec("VV", 5.405, 10.0, keys=("vv", "VV"), nodata=0),
-        BandSpec("VH", 5.405, 10.0, keys=("vh", "VH"), nodata=0),
+        # channel 1 is the co-polarisation, channel 2 the cross-polarisation: VV/VH, or HH/HV for
+        # dual-pol scenes acquired in HH (polar and sea-ice modes); the asset key says which
+        BandSpec("VV", 5.405, 10.0, keys=("vv", "VV", "hh", "HH"), nodata=0),
+        BandSpec("VH", 5.405, 10.0, keys=("vh", "VH", "hv", "HV"), nodata=0),
     ),
     sar=True,
 )

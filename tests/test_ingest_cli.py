@@ -57,9 +57,9 @@ def test_cli_folder_end_to_end(catalog, tmp_path, capsys):
     assert {i["id"] for i in manifest["items"]} == {i["id"] for i in items}
     assert all(i["etag"] and len(i["etag"]) == 64 for i in manifest["items"])
     assert {s["sensor"] for s in manifest["shards"]} == {"sentinel-2", "landsat", "naip"}
-    # the HH-only Sentinel-1 item is skipped with a reason that names what is missing
+    # the HH-only Sentinel-1 item (no cross-polarisation) is skipped with a reason that names what is missing
     (skip,) = manifest["skipped"]
-    assert skip["collection"] == "sentinel-1-grd" and "VV" in skip["reason"] and "hh" in skip["reason"]
+    assert skip["collection"] == "sentinel-1-grd" and "VH" in skip["reason"] and "hh" in skip["reason"]
     text = (out / "manifest.json").read_text()
     assert "SECRET-TOKEN" not in text and "sig=" not in text
     assert not (out / "_staging").exists()
