@@ -20,7 +20,7 @@ from ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, Manifest
 from ingest.items import ItemError, ItemPlan, clean_href, identity_href, item_etag, plan_item
 from ingest.search import SearchParams
 from ingest.shards import (
-    SHARD_MAX_BYTES, SHARD_MAX_SAMPLES, STAGING_DIR, ShardWriter, read_staging, remove_temporaries,
+    SHARD_MAX_BYTES, SHARD_MAX_SAMPLES, STAGING_DIR, ShardWriter, read_staging_blocks, remove_temporaries,
     staging_bytes, staging_name, write_atomic,
 )
 from ingest.storage import get_fs, join
@@ -279,7 +279,7 @@ def _assemble(fs, root: str, cfg: IngestConfig, items: list[dict], plans: list[I
         writer = writers[sensor] = ShardWriter(fs, root, sensor, cfg.shard_max_samples, cfg.shard_max_bytes)
         for plan in tqdm(by_sensor[sensor], desc=f"shards {sensor}", unit="item", disable=not cfg.progress, leave=False):
             path = f"{root}/{staging_name(plan.collection, plan.item_id)}"
-            samples, record = read_staging(fs.cat_file(path))
+            blocks, record = read_staging_blocks(fs.cat_file(path))
             if record.get("skipped"):
                 skipped.append({"item_id": plan.item_id, "collection": plan.collection, "reason": record["skipped"]})
                 continue
@@ -289,8 +289,8 @@ def _assemble(fs, root: str, cfg: IngestConfig, items: list[dict], plans: list[I
             names, acc = stats.setdefault(sensor, (record["bands"], [BandStats() for _ in record["bands"]]))
             for total, part in zip(acc, record["stats"]):
                 total.merge(BandStats.from_list(part))
-            for key, pixels, meta in samples:
-                writer.add(key, pixels, meta)
+            for block in blocks:
+                writer.add_block(block)
         writer.flush()
         _kill_point(f"shards-{sensor}")
     shards = [s for sensor in sorted(writers) for s in writers[sensor].shards]

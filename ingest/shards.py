@@ -118,9 +118,50 @@ def read_staging(data: bytes) -> tuple[list[tuple[str, bytes, bytes]], dict]:
     return samples, record
 
 
+def member_block(name: str, data: bytes) -> bytes:
+    """One tar member as it appears in an archive: header(s), data, zero padding to 512."""
+    info = _info(name, len(data))
+    return info.tobuf(format=tarfile.GNU_FORMAT) + data + bytes((-len(data)) % 512)
+
+
+def sample_block(key: str, pixels: bytes, meta: bytes) -> bytes:
+    """The two members of a sample, back to back, exactly as ``tar_bytes`` would write them."""
+    return member_block(f"{key}.{PIXELS_EXT}", pixels) + member_block(f"{key}.{META_EXT}", meta)
+
+
+def read_staging_blocks(data: bytes) -> tuple[list[bytes], dict]:
+    """The raw sample blocks and the item record of a staging tar (no decoding of the samples)."""
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        members = tar.getmembers()
+        if not members or members[-1].name != ITEM_RECORD:
+            raise ValueError("staging file has no item record")
+        last = members[-1]
+        record = json.loads(data[last.offset_data: last.offset_data + last.size])
+    body = members[:-1]
+    blocks = []
+    for i in range(0, len(body), 2):
+        pixels, meta = body[i], body[i + 1]
+        if not (pixels.name.endswith("." + PIXELS_EXT) and meta.name.endswith("." + META_EXT)):
+            raise ValueError(f"staging file: unexpected members {pixels.name}, {meta.name}")
+        blocks.append(data[pixels.offset: meta.offset_data + (meta.size + 511) // 512 * 512])
+    return blocks, record
+
+
+def _end_of_archive(size: int) -> bytes:
+    """Two zero blocks, then zeros up to a whole tar record (what tarfile writes on close)."""
+    total = size + 1024
+    return bytes(1024 + (-total) % tarfile.RECORDSIZE)
+
+
 @dataclass
 class ShardWriter:
-    """Cut one sensor's sample stream into bounded shards, each written atomically."""
+    """Cut one sensor's sample stream into bounded shards.
+
+    A shard is streamed to a temporary local file renamed into place when complete, or to an
+    object-store upload that becomes visible only when it completes; its sha256 is computed on
+    the way. Bounds: at most ``max_samples`` samples and ``max_bytes`` bytes (a single larger
+    sample gets a shard of its own).
+    """
 
     fs: object
     root: str
@@ -128,26 +169,53 @@ class ShardWriter:
     max_samples: int = SHARD_MAX_SAMPLES
     max_bytes: int = SHARD_MAX_BYTES
     shards: list[dict] = field(default_factory=list)
-    _members: list[tuple[str, bytes]] = field(default_factory=list)
+    _file: object = None
+    _tmp: str | None = None
+    _hash: object = None
     _count: int = 0
-    _bytes: int = 1024  # the end-of-archive blocks
+    _bytes: int = 0
 
     def add(self, key: str, pixels: bytes, meta: bytes) -> None:
-        size = member_size(len(pixels)) + member_size(len(meta))
-        if self._count and (self._count + 1 > self.max_samples or self._bytes + size > self.max_bytes):
+        self.add_block(sample_block(key, pixels, meta))
+
+    def add_block(self, block: bytes) -> None:
+        """Append one sample's raw tar block (see ``sample_block``)."""
+        if self._count and (self._count + 1 > self.max_samples
+                            or self._bytes + len(block) + len(_end_of_archive(self._bytes + len(block))) > self.max_bytes):
             self.flush()
-        self._members += [(f"{key}.{PIXELS_EXT}", pixels), (f"{key}.{META_EXT}", meta)]
+        if self._file is None:
+            self._open()
+        self._file.write(block)
+        self._hash.update(block)
         self._count += 1
-        self._bytes += size
+        self._bytes += len(block)
+
+    def _path(self) -> str:
+        return f"{self.root}/{shard_path(self.sensor, len(self.shards))}"
+
+    def _open(self) -> None:
+        path = self._path()
+        if _is_local(self.fs):
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            self._tmp = f"{path}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            self._file = open(self._tmp, "wb")
+        else:
+            self._tmp = None
+            self._file = self.fs.open(path, "wb")
+        self._hash = hashlib.sha256()
 
     def flush(self) -> None:
         if not self._count:
             return
-        data = tar_bytes(self._members)
-        rel = shard_path(self.sensor, len(self.shards))
-        write_atomic(self.fs, f"{self.root}/{rel}", data)
+        end = _end_of_archive(self._bytes)
+        self._file.write(end)
+        self._hash.update(end)
+        self._file.close()
+        path = self._path()
+        if self._tmp:
+            os.replace(self._tmp, path)
         self.shards.append({
-            "path": rel, "sensor": self.sensor, "count": self._count,
-            "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+            "path": shard_path(self.sensor, len(self.shards)), "sensor": self.sensor, "count": self._count,
+            "bytes": self._bytes + len(end), "sha256": self._hash.hexdigest(),
         })
-        self._members, self._count, self._bytes = [], 0, 1024
+        self._file, self._tmp, self._hash, self._count, self._bytes = None, None, None, 0, 0
