@@ -1,0 +1,303 @@
+"""Streaming loader: WebDataset shards (local, file://, s3://) -> single-sensor normalised batches.
+
+Deterministic for a seed: the shard order, shuffle buffer, sensor choice and augmentation of batch
+``i`` depend only on ``(seed, rank, worker, i)``, so a run resumed at batch ``k`` (``skip_batches``)
+sees exactly the batches an uninterrupted run sees. Raw bytes are shuffled and only the chosen
+samples are decoded, so skipping is cheap.
+
+Splitting: each sensor's shards go to ``rank * workers + worker`` slots; a sensor with fewer
+shards than slots is split by sample index instead. Streams are infinite: each pass over the
+shards is a new epoch (a new shard permutation, or shards drawn with replacement if
+``resampled``). Damaged shards/samples are logged, counted (``batch["skipped"]``) and skipped.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import random
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ingest.contract import MANIFEST_NAME, META_EXT, PIXELS_EXT, parse_manifest
+from ingest.storage import get_fs, join
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stream:
+    """One (dataset, sensor) source of samples."""
+
+    dataset: str
+    sensor: str
+    shards: list[str]  # full URLs
+    count: int
+    mean: np.ndarray
+    std: np.ndarray
+    bands: list[str]
+
+
+@dataclass
+class LoaderConfig:
+    """What the loader reads and how it augments."""
+
+    data: list[str]
+    batch_size: int = 8
+    img_size: int = 224
+    seed: int = 0
+    shuffle_buffer: int = 256
+    min_scale: float = 0.2
+    max_scale: float = 1.0
+    resampled: bool = False
+    weights: dict[str, float] | None = None  # sensor -> mixing weight (default: sample counts)
+    dataset_weights: list[float] | None = None  # per dataset URL (default 1)
+    storage_options: dict[str, Any] | None = None
+    rank: int = 0
+    world_size: int = 1
+    skip_batches: int = 0  # batches of this rank already consumed (resume)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _seed(*parts: Any) -> int:
+    """A stable 32-bit seed from any printable parts (no Python hash randomisation)."""
+    return zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF
+
+
+def read_streams(data: list[str], storage_options: dict[str, Any] | None = None) -> list[Stream]:
+    """Read each dataset's manifest into one Stream per sensor."""
+    if not data:
+        raise ValueError("no dataset given: pass at least one --data URL")
+    streams = []
+    for url in data:
+        fs, root = get_fs(url, storage_options)
+        path = join(root, MANIFEST_NAME)
+        if not fs.exists(path):
+            raise FileNotFoundError(f"{url}: no {MANIFEST_NAME} (is this an ofa dataset?)")
+        with fs.open(path, "rb") as f:
+            manifest = parse_manifest(f.read(), source=join(url, MANIFEST_NAME))
+        by_sensor: dict[str, list[dict]] = {}
+        for shard in manifest["shards"]:
+            by_sensor.setdefault(shard["sensor"], []).append(shard)
+        for sensor, shards in sorted(by_sensor.items()):
+            stats = manifest["statistics"].get(sensor)
+            if not stats:
+                raise ValueError(f"{url}: manifest has shards but no statistics for sensor {sensor!r}")
+            std = np.asarray(stats["std"], dtype=np.float32)
+            streams.append(Stream(
+                dataset=url, sensor=sensor, shards=[join(url, s["path"]) for s in shards],
+                count=sum(int(s["count"]) for s in shards), bands=list(stats["bands"]),
+                mean=np.asarray(stats["mean"], dtype=np.float32), std=np.where(std > 0, std, 1.0).astype(np.float32),
+            ))
+    if not streams:
+        raise ValueError(f"no shards in {data}")
+    return streams
+
+
+def modalities(streams: list[Stream]) -> dict[str, int]:
+    """Sensor -> band count, for ``ModelConfig.modalities``; the same sensor must agree across datasets."""
+    out: dict[str, int] = {}
+    for s in streams:
+        if out.setdefault(s.sensor, len(s.bands)) != len(s.bands):
+            raise ValueError(f"{s.dataset}: sensor {s.sensor!r} has {len(s.bands)} bands, another dataset has {out[s.sensor]}")
+    return out
+
+
+class Counter:
+    """Damaged shards/samples seen by this worker."""
+
+    def __init__(self) -> None:
+        self.skipped = 0
+
+    def bad(self, what: str, exc: BaseException) -> None:
+        self.skipped += 1
+        log.warning("skipping damaged %s: %s: %s", what, type(exc).__name__, exc)
+
+
+def iter_shard(url: str, storage_options: dict[str, Any] | None, counter: Counter) -> Iterator[dict]:
+    """Samples ``{"__key__", "pixels.npy", "meta.json", "__url__"}`` of one shard; stops at damage."""
+    import webdataset.tariterators as wt
+
+    def handler(exc: Exception) -> bool:
+        counter.bad(f"shard {url}", exc)
+        return False  # stop this shard
+
+    try:
+        fs, path = get_fs(url, storage_options)
+        with fs.open(path, "rb") as stream:
+            files = ({**f, "__url__": url} for f in wt.tar_file_iterator(stream, handler=handler))
+            yield from wt.group_by_keys(files, handler=handler)
+    except Exception as exc:  # noqa: BLE001 - a damaged shard must not stop training
+        counter.bad(f"shard {url}", exc)
+
+
+def _raw_samples(stream: Stream, slot: int, slots: int, seed: int, resampled: bool, cfg: LoaderConfig,
+                 counter: Counter) -> Iterator[dict]:
+    """Infinite raw samples of one stream for one slot, epoch after epoch."""
+    by_shard = len(stream.shards) >= slots
+    epoch = 0
+    while True:
+        rng = random.Random(_seed(seed, stream.dataset, stream.sensor, "epoch", epoch))
+        if resampled:
+            order = [rng.choice(stream.shards) for _ in stream.shards]
+        else:
+            order = list(stream.shards)
+            rng.shuffle(order)
+        mine = order[slot::slots] if by_shard else order
+        got = 0
+        for url in mine:
+            for i, sample in enumerate(iter_shard(url, cfg.storage_options, counter)):
+                if by_shard or i % slots == slot:
+                    got += 1
+                    yield sample
+        if got == 0 and epoch > 0:
+            raise RuntimeError(f"{stream.dataset}: no readable samples for sensor {stream.sensor!r}")
+        if got == 0:
+            log.warning("%s/%s: slot %d read no samples in epoch 0", stream.dataset, stream.sensor, slot)
+        epoch += 1
+
+
+def _shuffled(samples: Iterator[dict], size: int, rng: random.Random) -> Iterator[dict]:
+    """A shuffle buffer of ``size`` samples."""
+    buf: list[dict] = []
+    for sample in samples:
+        if len(buf) < size:
+            buf.append(sample)
+            continue
+        i = rng.randrange(len(buf))
+        yield buf[i]
+        buf[i] = sample
+    rng.shuffle(buf)
+    yield from buf
+
+
+def decode(sample: dict, stream: Stream) -> torch.Tensor:
+    """Raw sample -> float32 [C, H, W]: scale/offset, per-band normalisation, nodata -> 0."""
+    raw = np.load(io.BytesIO(sample[PIXELS_EXT]), allow_pickle=False)
+    meta = json.loads(sample[META_EXT])
+    if raw.ndim != 3 or raw.shape[0] != len(stream.bands):
+        raise ValueError(f"pixels shape {raw.shape}, expected ({len(stream.bands)}, H, W)")
+    c = raw.shape[0]
+    scale = np.asarray(meta.get("scale") or [1.0] * c, dtype=np.float32).reshape(c, 1, 1)
+    offset = np.asarray(meta.get("offset") or [0.0] * c, dtype=np.float32).reshape(c, 1, 1)
+    x = raw.astype(np.float32) * scale + offset
+    x = (x - stream.mean.reshape(c, 1, 1)) / stream.std.reshape(c, 1, 1)
+    invalid = ~np.isfinite(x)
+    nodata = meta.get("nodata")
+    if nodata is not None:
+        nd = nodata if isinstance(nodata, list) else [nodata] * c
+        for b, v in enumerate(nd):
+            if v is not None:
+                invalid[b] |= raw[b] == v if not (isinstance(v, float) and math.isnan(v)) else np.isnan(raw[b])
+    x[invalid] = 0.0
+    return torch.from_numpy(x)
+
+
+def random_resized_crop(x: torch.Tensor, size: int, rng: random.Random, scale: tuple[float, float] = (0.2, 1.0),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+    """Crop a random area share in ``scale`` and aspect ratio in ``ratio``, resize to ``size``, random flips."""
+    _, h, w = x.shape
+    for _ in range(10):
+        area = h * w * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        cw, ch = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            break
+    else:
+        ch, cw = h, w
+    top, left = rng.randint(0, h - ch), rng.randint(0, w - cw)
+    crop = x[None, :, top:top + ch, left:left + cw]
+    out = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=(ch > size or cw > size))[0]
+    if rng.random() < 0.5:
+        out = out.flip(-1)
+    if rng.random() < 0.5:
+        out = out.flip(-2)
+    return out
+
+
+class ShardBatches(torch.utils.data.IterableDataset):
+    """Infinite single-sensor batches ``{"pixels", "sensor", "index", "skipped", "keys"}`` for one rank."""
+
+    def __init__(self, cfg: LoaderConfig, streams: list[Stream] | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.streams = streams if streams is not None else read_streams(cfg.data, cfg.storage_options)
+        dw = cfg.dataset_weights or [1.0] * len(cfg.data)
+        if len(dw) != len(cfg.data):
+            raise ValueError(f"dataset_weights has {len(dw)} values for {len(cfg.data)} datasets")
+        ds_w = dict(zip(cfg.data, dw))
+        weights = []
+        for s in self.streams:
+            w = (cfg.weights or {}).get(s.sensor, None)
+            weights.append(ds_w.get(s.dataset, 1.0) * (float(s.count) if w is None else float(w)))
+        if sum(weights) <= 0:
+            raise ValueError(f"mixing weights {cfg.weights} leave nothing to sample")
+        self.weights = weights
+
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        cfg = self.cfg
+        slots = cfg.world_size * workers
+        slot = cfg.rank * workers + worker
+        counter = Counter()
+        shuffled = []
+        for k, s in enumerate(self.streams):
+            rng = random.Random(_seed(cfg.seed, "shuffle", cfg.rank, worker, k))
+            raw = _raw_samples(s, slot, slots, cfg.seed, cfg.resampled, cfg, counter)
+            shuffled.append(_shuffled(raw, cfg.shuffle_buffer, rng))
+        # batch i of this rank comes from worker i % workers (DataLoader round-robin)
+        first = cfg.skip_batches
+        index = worker
+        while True:
+            # sensor choice depends on the batch index only: every rank trains the same sensor per step
+            k = random.Random(_seed(cfg.seed, "sensor", index)).choices(range(len(self.streams)), self.weights)[0]
+            stream = self.streams[k]
+            picked = [next(shuffled[k]) for _ in range(cfg.batch_size)]
+            if index >= first:
+                aug = random.Random(_seed(cfg.seed, "augment", cfg.rank, index))
+                images, keys = [], []
+                for sample in picked:
+                    try:
+                        x = decode(sample, stream)
+                    except Exception as exc:  # noqa: BLE001
+                        counter.bad(f"sample {sample.get('__key__')} of {sample.get('__url__')}", exc)
+                        continue
+                    images.append(random_resized_crop(x, cfg.img_size, aug, (cfg.min_scale, cfg.max_scale)))
+                    keys.append(sample["__key__"])
+                while len(images) < cfg.batch_size:  # refill what damage took, from the same stream
+                    sample = next(shuffled[k])
+                    try:
+                        x = decode(sample, stream)
+                    except Exception as exc:  # noqa: BLE001
+                        counter.bad(f"sample {sample.get('__key__')} of {sample.get('__url__')}", exc)
+                        continue
+                    images.append(random_resized_crop(x, cfg.img_size, aug, (cfg.min_scale, cfg.max_scale)))
+                    keys.append(sample["__key__"])
+                yield {"pixels": torch.stack(images), "sensor": stream.sensor, "index": index,
+                       "skipped": counter.skipped, "keys": keys}
+            else:  # keeps the DataLoader's round-robin aligned with batch indices on resume
+                yield {"skip": True, "index": index}
+            index += workers
+
+
+def batches(loader: Iterator[dict] | torch.utils.data.DataLoader) -> Iterator[dict]:
+    """Real batches of a loader in index order (drops the placeholders of skipped batches)."""
+    for batch in loader:
+        if not batch.get("skip"):
+            yield batch
+
+
+def make_loader(cfg: LoaderConfig, workers: int = 0, streams: list[Stream] | None = None) -> torch.utils.data.DataLoader:
+    """A DataLoader over ``ShardBatches`` (already batched; ``batch_size=None``)."""
+    dataset = ShardBatches(cfg, streams)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=None, num_workers=workers, persistent_workers=False,
+        generator=torch.Generator().manual_seed(cfg.seed), prefetch_factor=4 if workers else None,
+    )
