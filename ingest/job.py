@@ -157,11 +157,15 @@ def _select_items(fs, root: str, cfg: IngestConfig) -> list[dict]:
     from ingest.search import search_items
 
     path = f"{root}/{SEARCH_RECORD}"
-    key = {"catalog": cfg.catalog, "search": cfg.search_params().to_dict(), "ids": cfg.ids}
+    key = {"catalog": cfg.catalog, "search": cfg.search_params().to_dict(), "ids": cfg.ids, "chips": cfg.chips_record()}
     if fs.exists(path):
         saved = json.loads(fs.cat_file(path))
         if saved.get("key") == json.loads(json.dumps(key)):
             return saved["items"]
+        log.warning("%s: unfinished work of a run with other parameters; starting over", cfg.out)
+        _remove_staging(fs, root)
+    elif fs.exists(f"{root}/{STAGING_DIR}"):
+        _remove_staging(fs, root)  # item files without a search record cannot be trusted
     items = search_items(cfg.catalog, cfg.search_params(), cfg.ids)
     write_atomic(fs, path, json.dumps({"key": key, "items": items}, sort_keys=True).encode())
     return items

@@ -223,3 +223,23 @@ def test_bbox_datetime_and_intersects(catalog, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert [i["id"] for i in manifest["items"]] == [landsat["id"]]
     assert manifest["search"]["intersects"] == landsat["geometry"]
+
+
+def test_unfinished_work_of_other_parameters_is_not_reused(catalog, tmp_path):
+    from ingest.job import IngestConfig, run_ingest
+
+    url, _ = catalog
+    out = tmp_path / "ds"
+    big = IngestConfig(catalog=url, collections=["naip"], out=str(out), chip_size=120, workers=1, progress=False)
+    run_ingest(big)
+    # pretend the run was killed before its manifest: staging of a chip-size-120 run left behind
+    (out / "manifest.json").unlink()
+    (out / "_staging").mkdir()
+    (out / "_staging" / "_search.json").write_text(json.dumps({"key": {"stale": True}, "items": []}))
+    (out / "_staging" / "naip__bogus.tar").write_bytes(b"not a tar")
+    small = IngestConfig(catalog=url, collections=["naip"], out=str(out), chip_size=80, workers=1, progress=False)
+    manifest = run_ingest(small)
+    assert manifest["chips"]["chip_size"] == 80 and not manifest["skipped"]
+    reference = run_ingest(IngestConfig(catalog=url, collections=["naip"], out=str(tmp_path / "ref"), chip_size=80,
+                                        workers=1, progress=False))
+    assert manifest["shards"] == reference["shards"]
