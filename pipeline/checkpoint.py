@@ -1,0 +1,109 @@
+"""Training checkpoints, written atomically to a folder or an object store.
+
+Layout under ``OUT/checkpoints/step-NNNNNNNN/``::
+
+    model/config.json, model/model.safetensors   # save_pretrained (loadable by from_pretrained)
+    train_state.pt                               # optimiser, scheduler, RNG states, data position, step
+    COMPLETE                                     # marker, written last
+
+Local folders are written under a temporary name and renamed; on object stores (no atomic rename)
+the marker is written last, and only checkpoints with the marker count.
+"""
+from __future__ import annotations
+
+import io
+import json
+import random
+import re
+from typing import Any
+
+import numpy as np
+import torch
+
+from ingest.storage import get_fs, join
+
+MARKER = "COMPLETE"
+STATE_NAME = "train_state.pt"
+MODEL_DIR = "model"
+_STEP_RE = re.compile(r"step-(\d{8})$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch (CPU and CUDA) RNG states, torch.load(weights_only=True)-safe."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": json.dumps(random.getstate()),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what ``rng_state`` captured."""
+    py = json.loads(state["python"])
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(out: str, step: int, model: torch.nn.Module, state: dict[str, Any],
+                    storage_options: dict[str, Any] | None = None) -> str:
+    """Write checkpoint ``step`` under ``out/checkpoints``; return its URL. Call on the main process only."""
+    from model import save_pretrained
+
+    fs, root = get_fs(out, storage_options)
+    final = join(root, "checkpoints", checkpoint_name(step))
+    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    tmp = join(root, "checkpoints", f".tmp-{checkpoint_name(step)}") if local else final
+    if fs.exists(tmp):
+        fs.rm(tmp, recursive=True)
+    fs.makedirs(tmp, exist_ok=True)
+    prefix = out.split("://", 1)[0] + "://" if "://" in out and not local else ""
+    save_pretrained(model, prefix + join(tmp, MODEL_DIR), storage_options=storage_options if prefix else None)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    with fs.open(join(tmp, STATE_NAME), "wb") as f:
+        f.write(buf.getvalue())
+    with fs.open(join(tmp, MARKER), "wb") as f:
+        f.write(json.dumps({"step": step}).encode())
+    if local:
+        if fs.exists(final):
+            fs.rm(final, recursive=True)
+        fs.mv(tmp, final, recursive=True)
+    return prefix + final if prefix else final
+
+
+def latest_checkpoint(out: str, storage_options: dict[str, Any] | None = None) -> tuple[int, str] | None:
+    """``(step, url)`` of the last complete checkpoint under ``out``, or None."""
+    fs, root = get_fs(out, storage_options)
+    base = join(root, "checkpoints")
+    if not fs.exists(base):
+        return None
+    found = []
+    for path in fs.ls(base, detail=False):
+        m = _STEP_RE.search(path.rstrip("/"))
+        if m and fs.exists(join(path, MARKER)):
+            found.append((int(m.group(1)), path.rstrip("/")))
+    if not found:
+        return None
+    step, path = max(found)
+    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    prefix = out.split("://", 1)[0] + "://" if "://" in out and not local else ""
+    return step, prefix + path
+
+
+def load_state(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``train_state.pt`` of a checkpoint (tensors and plain values only)."""
+    fs, root = get_fs(url, storage_options)
+    with fs.open(join(root, STATE_NAME), "rb") as f:
+        return torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
