@@ -13,8 +13,10 @@ import numpy as np
 from ingest.items import ChannelPlan, ItemError, ItemPlan, identity_href, read_href
 
 #: drop reasons. Order of the checks: the cloud mask's fill and cloud fractions (before the bands
-#: are read), then no data in the bands (any band at its nodata value, or mask fill), then SAR
-#: border zeros. ``cloud_fraction`` is cloud pixels over the pixels the mask does not mark as fill.
+#: are read), then SAR border zeros (all polarisations 0) over their own threshold, then no data
+#: (any band at its nodata value, mask fill or SAR border; counted as ``sar_border`` when the border
+#: is most of it). ``nodata_fraction`` counts all of these; ``cloud_fraction`` is cloud pixels over
+#: the pixels the mask does not mark as fill.
 DROP_REASONS = ("nodata", "sar_border", "cloud")
 
 
@@ -353,14 +355,16 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
                 nodata, border = band_flags(pixels, plan.channels, plan.sar)
                 if fill is not None:
                     nodata |= fill
-                nodata_fraction = float(nodata.sum()) / n
-                border_fraction = float((border & ~nodata).sum()) / n
-                valid = ~(nodata | border)
-                if nodata_fraction > options.max_nodata:
-                    _drop(result, "nodata", on_chip)
-                    continue
+                invalid = nodata | border
+                nodata_fraction = float(invalid.sum()) / n
+                border_fraction = float(border.sum()) / n
+                valid = ~invalid
                 if border_fraction > options.max_sar_border:
                     _drop(result, "sar_border", on_chip)
+                    continue
+                if nodata_fraction > options.max_nodata:
+                    # SAR swath borders are all-zero in every polarisation: name them when they dominate
+                    _drop(result, "sar_border" if border_fraction * 2 > nodata_fraction else "nodata", on_chip)
                     continue
                 if on_chip:
                     on_chip(1)

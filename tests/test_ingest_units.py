@@ -190,3 +190,26 @@ def test_streamed_shards_equal_tarfile_output():
     assert fs.cat_file("/mem/shards/sentinel-1/sentinel-1-000000.tar") == expected
     blocks, record = read_staging_blocks(staging_bytes(samples, {"kept": 2}))
     assert blocks == [sample_block(*s) for s in samples] and record == {"kept": 2}
+
+
+def test_sar_border_zeros_are_named(tmp_path):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    r, c = np.mgrid[0:128, 0:128]
+    border = c < 40                                      # a swath edge: zero in both polarisations
+    assets = {}
+    for pol, level in (("vv", 900), ("vh", 300)):
+        data = np.full((128, 128), level, dtype=np.uint16)
+        data[border] = 0
+        path = tmp_path / f"{pol}.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=128, height=128, count=1, dtype="uint16",
+                           crs="EPSG:4326", transform=from_origin(10.0, 47.0, 1e-4, 1e-4), nodata=0) as dst:
+            dst.write(data, 1)
+        assets[pol] = {"href": str(path), "raster:bands": [{"nodata": 0, "data_type": "uint16"}]}
+    item = {"id": "S1_test", "collection": "sentinel-1-grd", "assets": assets, "geometry": None,
+            "properties": {"datetime": "2024-01-01T00:00:00Z", "proj:epsg": 4326}}
+    result = process_item(plan_item(item), ChipOptions(chip_size=64))
+    assert result.dropped["sar_border"] == 2 and result.kept == 2 and result.dropped["nodata"] == 0
+    meta = json.loads(result.samples[0][2])
+    assert meta["gsd"] == 10.0 and meta["crs"] == "EPSG:4326" and meta["wavelengths"] == [5.405, 5.405]
