@@ -1,0 +1,188 @@
+"""Object-store faults: connections reset or stalled by a loopback proxy, the S3 server restarted.
+
+Writes are retried with backoff; an object appears under its final name only when complete;
+a run that cannot finish fails with a clear message and leaves no partial object behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ingest_fixtures import COLLECTIONS, collections_for, localized_items  # noqa: E402
+
+from infra.faultproxy import FaultPlan, FaultProxy  # noqa: E402
+from infra.localstack import s3_server, stac_server  # noqa: E402
+from ingest.shards import ShardWriter, write_atomic  # noqa: E402
+from ingest.storage import get_fs  # noqa: E402
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _fs(s3, endpoint: str, **extra):
+    options = {**s3.storage_options, "client_kwargs": {"endpoint_url": endpoint}, "skip_instance_cache": True, **extra}
+    return get_fs("s3://bucket", options)[0], options
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with s3_server() as server:
+        server.make_bucket("rel")
+        yield server
+
+
+# ------------------------------------------------------------------ the proxy itself
+def test_proxy_resets_and_stalls_are_bounded(s3):
+    with FaultProxy(s3.port, FaultPlan(mode="reset", max_faults=1)) as proxy:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            try:
+                data = sock.recv(10)
+            except ConnectionResetError:
+                data = b""
+            assert data == b""                          # reset before any answer
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:   # second one passes
+            sock.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+            assert sock.recv(12).startswith(b"HTTP/1.")
+        assert [a for _, a in proxy.log] == ["reset", "pass"]
+    with FaultProxy(s3.port, FaultPlan(mode="stall", stall_s=0.5, max_faults=1)) as proxy:
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            try:
+                data = sock.recv(10)
+            except ConnectionResetError:
+                data = b""
+        assert data == b"" and 0.4 < time.monotonic() - started < 3
+    with pytest.raises(ValueError, match="loopback"):
+        FaultProxy(80, upstream_host="example.com")
+
+
+# ------------------------------------------------------------------ single writes
+@pytest.mark.parametrize("mode,after", [("reset", 0), ("reset", 300), ("stall", 300)])
+def test_write_retried_through_faults(s3, mode, after):
+    data = os.urandom(200_000)
+    with FaultProxy(s3.port, FaultPlan(mode=mode, max_faults=2, after_bytes=after, stall_s=1.0)) as proxy:
+        fs, _ = _fs(s3, proxy.url)
+        write_atomic(fs, f"rel/single-{mode}-{after}.bin", data)
+        assert proxy.faults == 2
+    direct, _ = _fs(s3, s3.endpoint_url)
+    assert direct.cat_file(f"rel/single-{mode}-{after}.bin") == data
+
+
+def test_persistent_faults_fail_clearly_without_partial_object(s3):
+    with FaultProxy(s3.port, FaultPlan(mode="reset", after_bytes=1000, max_faults=10**6)) as proxy:
+        fs, _ = _fs(s3, proxy.url)
+        started = time.monotonic()
+        with pytest.raises(Exception) as info:
+            write_atomic(fs, "rel/never.bin", os.urandom(100_000))
+        assert time.monotonic() - started < 60
+        assert proxy.faults >= 3                       # it did retry before giving up
+    assert "rel/never.bin" in str(info.value) or "endpoint" in str(info.value).lower(), str(info.value)
+    direct, _ = _fs(s3, s3.endpoint_url)
+    assert not direct.exists("rel/never.bin")
+
+
+def test_server_restart_between_writes(s3):
+    """The server is down when a write starts and comes back 1.5 s later: the write lands."""
+    with s3_server() as first:
+        port = first.port
+        first.make_bucket("rel")
+    fs, _ = _fs(s3, f"http://127.0.0.1:{port}")
+    data = os.urandom(50_000)
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            write_atomic(fs, "rel/after-restart.bin", data)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    time.sleep(1.5)
+    with s3_server(port=port) as second:
+        second.make_bucket("rel")   # moto keeps nothing across restarts; a real store keeps its buckets
+        thread.join(timeout=60)
+        assert not thread.is_alive() and not errors, errors
+        assert _fs(s3, second.endpoint_url)[0].cat_file("rel/after-restart.bin") == data
+
+
+def test_server_restart_during_multipart_shard_upload():
+    """A shard upload whose server restarts between parts fails loudly; no shard appears."""
+    with s3_server() as first:
+        port = first.port
+        first.make_bucket("rel")
+        fs, _ = _fs(first, first.endpoint_url, default_block_size=5 * 2**20)
+        writer = ShardWriter(fs, "rel/ds", "naip", max_samples=100, max_bytes=2**30)
+        block = b"x" * (1024 * 1024)
+        for _ in range(7):                           # > one 5 MiB part: the multipart upload has begun
+            writer.add_block(block)
+    with s3_server(port=port) as second:
+        second.make_bucket("rel")
+        with pytest.raises(Exception) as info:
+            writer.flush()
+        assert str(info.value).strip(), "the failure must say something"
+        direct, _ = _fs(second, second.endpoint_url)
+        assert not direct.exists("rel/ds/shards/naip/naip-000000.tar")
+        assert writer.shards == []
+
+
+# ------------------------------------------------------------------ a whole ingest run
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory):
+    items = localized_items(tmp_path_factory.mktemp("catalog"))
+    with stac_server(collections_for(items), items) as url:
+        yield url
+
+
+def _ingest(url: str, out: str, options: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pipeline.cli", "ingest", "--catalog", url, "--out", out, "--chip-size", "80",
+           "--workers", "2", "--shard-max-samples", "6", "--no-progress"]
+    for c in COLLECTIONS:
+        cmd += ["--collection", c]
+    if options:
+        cmd += ["--storage-options", json.dumps(options)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+
+
+def test_ingest_through_flaky_proxy_equals_clean_run(s3, catalog, tmp_path):
+    ref = _ingest(catalog, str(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    expected = {s["path"]: s["sha256"] for s in json.loads((tmp_path / "ref" / "manifest.json").read_text())["shards"]}
+
+    plan = FaultPlan(mode="reset", probability=0.25, seed=7, max_faults=6, after_bytes=200)
+    with FaultProxy(s3.port, plan) as proxy:
+        _, options = _fs(s3, proxy.url)
+        options.pop("skip_instance_cache")
+        run = _ingest(catalog, "s3://rel/flaky", options)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert proxy.faults >= 3, proxy.log
+    direct, _ = _fs(s3, s3.endpoint_url)
+    manifest = json.loads(direct.cat_file("rel/flaky/manifest.json"))
+    assert {s["path"]: s["sha256"] for s in manifest["shards"]} == expected
+    for path, digest in expected.items():
+        assert hashlib.sha256(direct.cat_file(f"rel/flaky/{path}")).hexdigest() == digest
+
+
+def test_ingest_against_dead_store_fails_with_a_clear_message(s3, catalog):
+    with FaultProxy(s3.port, FaultPlan(mode="reset", max_faults=10**6)) as proxy:
+        _, options = _fs(s3, proxy.url)
+        options.pop("skip_instance_cache")
+        run = _ingest(catalog, "s3://rel/dead", options)
+    assert run.returncode != 0
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("ofa ingest: error:") and "s3://rel/dead" in last, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    direct, _ = _fs(s3, s3.endpoint_url)
+    assert not direct.exists("rel/dead/manifest.json")
