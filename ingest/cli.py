@@ -7,6 +7,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+INGEST_DESCRIPTION = """Search a STAC API, cut each item into chips on its finest band's grid, drop chips by no data,
+cloud (S2 SCL, Landsat QA_PIXEL) and SAR border zeros, and write WebDataset tar shards plus a
+manifest.json (search, items, chip parameters, shard sha256s, per-band statistics, skipped items)
+to a folder, file:// or s3:// URL. Runs on Dask distributed; a killed run resumes where it stopped
+and the same inputs give byte-identical shards."""
+
 INGEST_EXAMPLES = """examples:
   ofa ingest --catalog https://earth-search.aws.element84.com/v1 --collection sentinel-2-l2a \\
       --bbox 11.0,46.0,11.2,46.2 --datetime 2024-06-01/2024-06-30 --max-cloud 20 --out s3://bucket/ds
@@ -123,7 +129,19 @@ def _ingest(args: argparse.Namespace) -> int:
     except (IngestError, ManifestError, SearchError) as exc:
         print(f"ofa ingest: error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # noqa: BLE001 - storage gave up after its retries: one line, not a traceback
+        if not _is_storage_error(exc):
+            raise
+        print(f"ofa ingest: error: writing {options.get('out')} failed after retries "
+              f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); rerun the same command to resume", file=sys.stderr)
+        return 1
     return 0
+
+
+def _is_storage_error(exc: BaseException) -> bool:
+    """An I/O or object-store client failure (OSError, botocore/aiohttp errors)."""
+    module = type(exc).__module__ or ""
+    return isinstance(exc, OSError) or module.startswith(("botocore", "aiobotocore", "aiohttp", "s3fs"))
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -158,34 +176,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``ofa ingest`` and ``ofa manifest verify|show``."""
     p = subparsers.add_parser(
         "ingest", help="STAC search -> cloud-filtered chips -> WebDataset shards + manifest",
-        description=__doc__, epilog=INGEST_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=INGEST_DESCRIPTION, epilog=INGEST_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--catalog", help="STAC API URL")
-    p.add_argument("--collection", action="append", help="STAC collection id (repeat for several)")
+    p.add_argument("--catalog", metavar="URL", help="STAC API URL")
+    p.add_argument("--collection", action="append", metavar="ID", help="STAC collection id (repeat for several)")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--bbox", type=_bbox, help="W,S,E,N in WGS84 degrees")
-    where.add_argument("--intersects", help="GeoJSON file (geometry or Feature) to intersect")
-    p.add_argument("--datetime", help="START/END (RFC 3339, open ends with ..)")
-    p.add_argument("--max-cloud", type=float, help="keep items with eo:cloud_cover <= PCT (applied client-side)")
-    p.add_argument("--max-items", type=int, help="at most N items")
-    p.add_argument("--chip-size", type=int, help="chip size in pixels of the finest band (default 256)")
-    p.add_argument("--bands", help="comma-separated band names to keep (default: all of each sensor)")
-    p.add_argument("--out", help="dataset URL: a folder, file:// or s3://")
+    where.add_argument("--bbox", type=_bbox, metavar="W,S,E,N", help="W,S,E,N in WGS84 degrees")
+    where.add_argument("--intersects", metavar="GEOJSON_FILE", help="GeoJSON file (geometry or Feature) to intersect")
+    p.add_argument("--datetime", metavar="START/END", help="START/END (RFC 3339, open ends with ..)")
+    p.add_argument("--max-cloud", type=float, metavar="PCT", help="keep items with eo:cloud_cover <= PCT (applied client-side)")
+    p.add_argument("--max-items", type=int, metavar="N", help="at most N items")
+    p.add_argument("--chip-size", type=int, metavar="PX", help="chip size in pixels of the finest band (default 256)")
+    p.add_argument("--bands", metavar="NAMES", help="comma-separated band names to keep (default: all of each sensor)")
+    p.add_argument("--out", metavar="URL", help="dataset URL: a folder, file:// or s3://")
     run = p.add_mutually_exclusive_group()
-    run.add_argument("--workers", type=int, help="workers of the local Dask cluster (default: one per core)")
-    run.add_argument("--scheduler", help="join an existing Dask cluster, e.g. tcp://HOST:8786")
+    run.add_argument("--workers", type=int, metavar="N", help="workers of the local Dask cluster (default: one per core)")
+    run.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="join an existing Dask cluster, e.g. tcp://HOST:8786")
     p.add_argument("--processes", action="store_true", default=None, help="local cluster with worker processes instead of threads")
-    p.add_argument("--storage-options", type=_json_arg, help="fsspec options as JSON, e.g. '{\"client_kwargs\": {\"endpoint_url\": ...}}'")
-    p.add_argument("--max-nodata-fraction", type=float, help="drop chips with more no-data pixels (default 0.1)")
-    p.add_argument("--max-cloud-fraction", type=float, help="drop chips with more cloud pixels (default 0.2)")
-    p.add_argument("--max-sar-border-fraction", type=float, help="drop SAR chips with more border zeros (default 0.1)")
-    p.add_argument("--shard-max-samples", type=int, help="samples per shard at most (default 1000)")
-    p.add_argument("--shard-max-bytes", type=int, help="bytes per shard at most (default 256 MiB)")
-    p.add_argument("--sign-href", help="module:function that signs an href before it is opened (e.g. planetary_computer:sign); "
+    p.add_argument("--storage-options", type=_json_arg, metavar="JSON", help="fsspec options as JSON, e.g. '{\"client_kwargs\": {\"endpoint_url\": ...}}'")
+    p.add_argument("--max-nodata-fraction", type=float, metavar="F", help="drop chips with more no-data pixels (default 0.1)")
+    p.add_argument("--max-cloud-fraction", type=float, metavar="F", help="drop chips with more cloud pixels (default 0.2)")
+    p.add_argument("--max-sar-border-fraction", type=float, metavar="F", help="drop SAR chips with more border zeros (default 0.1)")
+    p.add_argument("--shard-max-samples", type=int, metavar="N", help="samples per shard at most (default 1000)")
+    p.add_argument("--shard-max-bytes", type=int, metavar="BYTES", help="bytes per shard at most (default 256 MiB)")
+    p.add_argument("--sign-href", metavar="MODULE:FUNCTION", help="module:function that signs an href before it is opened (e.g. planetary_computer:sign); "
                                        "signed URLs are never recorded")
     p.add_argument("--strict", action="store_true", default=None, help="fail when any item is skipped")
-    p.add_argument("--config", help="YAML file with the same keys as these options")
-    p.add_argument("--from-manifest", help="rebuild the dataset described by this manifest.json into --out")
+    p.add_argument("--config", metavar="FILE.yaml", help="YAML file with the same keys as these options")
+    p.add_argument("--from-manifest", metavar="URL/manifest.json", help="rebuild the dataset described by this manifest.json into --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or summary")
     p.set_defaults(func=_ingest)
 
