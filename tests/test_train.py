@@ -1,0 +1,85 @@
+"""In-process training: exact resume, finished-run rerun, non-finite losses, config file + CLI."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from model import from_pretrained
+from pipeline.checkpoint import latest_checkpoint
+from pipeline.train import NonFiniteLossError, TrainConfig, train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pipeline_fixtures import write_dataset  # noqa: E402
+
+TINY = dict(size="tiny", embedding="ofa", batch_size=4, img_size=32, seed=0, cpu=True, tensorboard=False)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ds") / "data"
+    write_dataset(str(root), {"sentinel-2": (3, 6), "naip": (2, 6), "sentinel-1": (1, 6)}, size=40, seed=2)
+    return str(root)
+
+
+def _losses(out: Path) -> dict[int, float]:
+    recs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in recs if "loss" in r}
+
+
+def test_exact_resume_matches_uninterrupted_run(dataset, tmp_path):
+    cfg = dict(data=[dataset], steps=8, save_every=3, **TINY)
+    full = train(TrainConfig(out=str(tmp_path / "full"), **cfg))
+    part = train(TrainConfig(out=str(tmp_path / "part"), stop_after=5, **cfg))  # "dies" at step 5, last ckpt at 3
+    assert part["step"] == 5 and latest_checkpoint(str(tmp_path / "part"))[0] == 3
+    resumed = train(TrainConfig(out=str(tmp_path / "part"), **cfg))
+    assert resumed["resumed"] and resumed["step"] == 8
+    a, b = _losses(tmp_path / "full"), _losses(tmp_path / "part")
+    assert sorted(b) == list(range(1, 9))  # the log of the dead run past step 3 was trimmed
+    for step in range(1, 9):
+        assert math.isclose(a[step], b[step], rel_tol=1e-5), (step, a[step], b[step])
+    assert math.isclose(full["loss"], resumed["loss"], rel_tol=1e-5)
+    m1, m2 = from_pretrained(full["checkpoint"]), from_pretrained(resumed["checkpoint"])
+    for (k, v), w in zip(m1.state_dict().items(), m2.state_dict().values()):
+        assert (v - w).abs().max() <= 1e-5 * (1 + v.abs().max()), k
+    # a finished run returns at once with the same summary
+    again = train(TrainConfig(out=str(tmp_path / "full"), **cfg))
+    assert again["loss"] == full["loss"] and again["checkpoint"] == full["checkpoint"]
+    assert len(_losses(tmp_path / "full")) == 8
+    rec = json.loads((tmp_path / "full" / "log.jsonl").read_text().splitlines()[-1])
+    assert rec["world_size"] == 1 and rec["images_per_s"] > 0 and 0 <= rec["data_wait"] <= 1 and rec["lr"] > 0
+
+
+def test_non_finite_losses_skip_then_stop_with_checkpoint_intact(dataset, tmp_path):
+    out = tmp_path / "nan"
+    cfg = dict(data=[dataset], steps=10, save_every=2, max_bad_steps=3, out=str(out), **TINY)
+    summary = train(TrainConfig(debug_nan_steps=[3], stop_after=4, **cfg))  # one bad step: skipped, run goes on
+    assert summary["step"] == 4 and math.isfinite(summary["loss"])
+    recs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert recs[2].get("nonfinite_loss") and "loss" not in recs[2] and "loss" in recs[3]
+    with pytest.raises(NonFiniteLossError, match="3 non-finite losses in a row"):
+        train(TrainConfig(debug_nan_steps=[5, 6, 7], **cfg))
+    step, url = latest_checkpoint(str(out))
+    assert step == 6  # saved at 6 (bad steps do not corrupt weights), none after the stop
+    model = from_pretrained(f"{url}/model")
+    assert all(bool(v.isfinite().all()) for v in model.state_dict().values())
+
+
+def test_cli_with_yaml_config_and_flag_override(dataset, tmp_path):
+    from pipeline.cli import main
+
+    config = tmp_path / "run.yaml"
+    out = tmp_path / "cli"
+    config.write_text(f"data: [{dataset}]\nsize: tiny\nsteps: 50\nbatch-size: 2\nimg_size: 32\nsave_every: 2\n"
+                      f"out: {out}\ncpu: true\ntensorboard: false\n")
+    assert main(["train", "--config", str(config), "--steps", "2"]) == 0
+    assert sorted(_losses(out)) == [1, 2]
+    assert from_pretrained(str(out / "checkpoints" / "step-00000002" / "model")).config.modalities == {
+        "naip": 4, "sentinel-1": 2, "sentinel-2": 12}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stepz: 3\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    assert main(["train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"), "--cpu"]) == 2
