@@ -114,6 +114,16 @@ def _channel(item_id: str, assets: dict, band: BandSpec) -> ChannelPlan:
 
 def plan_item(item: dict, bands: list[str] | None = None, sensor: SensorSpec | None = None) -> ItemPlan:
     """Resolve ``item`` against the registry; raise ``ItemError`` naming what is wrong."""
+    try:
+        return _plan_item(item, bands, sensor)
+    except ItemError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:  # malformed STAC JSON
+        item_id = item.get("id") if isinstance(item, dict) else None
+        raise ItemError(f"malformed item {item_id!r}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
+
+
+def _plan_item(item: dict, bands: list[str] | None, sensor: SensorSpec | None) -> ItemPlan:
     if not isinstance(item, dict) or not item.get("id"):
         raise ItemError("malformed item: no id")
     try:
