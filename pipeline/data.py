@@ -132,7 +132,12 @@ def iter_shard(url: str, storage_options: dict[str, Any] | None, counter: Counte
         fs, path = get_fs(url, storage_options)
         with fs.open(path, "rb") as stream:
             files = ({**f, "__url__": url} for f in wt.tar_file_iterator(stream, handler=handler))
-            yield from wt.group_by_keys(files, handler=handler)
+            for sample in wt.group_by_keys(files, handler=handler):
+                key = str(sample.get("__key__"))
+                if key.startswith("/") or ".." in key.replace("\\", "/").split("/"):
+                    counter.bad(f"sample {key!r} of {url}", ValueError("member name escapes the shard ('..' or absolute)"))
+                    continue
+                yield sample
     except Exception as exc:  # noqa: BLE001 - a damaged shard must not stop training
         counter.bad(f"shard {url}", exc)
 
@@ -156,10 +161,12 @@ def _raw_samples(stream: Stream, slot: int, slots: int, seed: int, resampled: bo
                 if by_shard or i % slots == slot:
                     got += 1
                     yield sample
-        if got == 0 and epoch > 0:
+        if got == 0 and not by_shard:
             raise RuntimeError(f"{stream.dataset}: no readable samples for sensor {stream.sensor!r}")
-        if got == 0:
-            log.warning("%s/%s: slot %d read no samples in epoch 0", stream.dataset, stream.sensor, slot)
+        if got == 0:  # this slot's shards are all damaged: share every shard by sample index instead
+            log.warning("%s/%s: slot %d read no samples from its shards; splitting by sample from now on",
+                        stream.dataset, stream.sensor, slot)
+            by_shard = False
         epoch += 1
 
 
