@@ -220,23 +220,27 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:400]}"
 
 
-def _valid_window_range(plan: ItemPlan, crs, transform, height: int, width: int):
-    """Rows/cols of the reference grid covered by the item geometry (whole grid if unknown)."""
-    if not plan.geometry:
+def _geometry_range(geometry: dict | None, crs, transform, height: int, width: int) -> tuple[int, int, int, int]:
+    """Rows/cols of a grid covered by the bounds of a WGS84 geometry (the whole grid if unknown)."""
+    if not geometry:
         return 0, height, 0, width
     try:
         from rasterio.features import bounds as geom_bounds
         from rasterio.warp import transform_geom
 
-        geom = transform_geom("EPSG:4326", crs, plan.geometry)
+        geom = transform_geom("EPSG:4326", crs, geometry)
         col, row, w, h = bounds_window(transform, geom_bounds(geom))
     except Exception:  # noqa: BLE001 - a geometry we cannot use just means "no restriction"
         return 0, height, 0, width
-    r0 = max(0, int(math.floor(row)))
-    c0 = max(0, int(math.floor(col)))
-    r1 = min(height, int(math.ceil(row + h)))
-    c1 = min(width, int(math.ceil(col + w)))
-    return r0, r1, c0, c1
+    return (max(0, int(math.floor(row))), min(height, int(math.ceil(row + h))),
+            max(0, int(math.floor(col))), min(width, int(math.ceil(col + w))))
+
+
+def _valid_window_range(plan: ItemPlan, crs, transform, height: int, width: int) -> tuple[int, int, int, int]:
+    """Rows/cols of the reference grid inside the item geometry and the search area (if any)."""
+    r0, r1, c0, c1 = _geometry_range(plan.geometry, crs, transform, height, width)
+    a0, a1, b0, b1 = _geometry_range(plan.aoi, crs, transform, height, width)
+    return max(r0, a0), min(r1, a1), max(c0, b0), min(c1, b1)
 
 
 def mask_flags(mask: np.ndarray, plan: ItemPlan) -> tuple[np.ndarray, np.ndarray]:

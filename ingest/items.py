@@ -52,6 +52,7 @@ class ItemPlan:
     crs: str | None      # from proj:code / proj:epsg when the item gives one
     geometry: dict | None
     shape: tuple[int, int] | None = None   # proj:shape of the finest band, when the item says
+    aoi: dict | None = None                # search area (WGS84 geometry): chips must touch it
 
 
 def clean_href(href: str) -> str:

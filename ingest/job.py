@@ -6,6 +6,7 @@ a fixed order, so a run killed at any point ends with the same bytes as an unint
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -171,6 +172,16 @@ def _select_items(fs, root: str, cfg: IngestConfig) -> list[dict]:
     return items
 
 
+def _aoi(cfg: IngestConfig) -> dict | None:
+    """The search area as a WGS84 geometry: chips outside its bounds are not read."""
+    if cfg.intersects:
+        return cfg.intersects
+    if cfg.bbox:
+        w, s, e, n = (float(v) for v in cfg.bbox)
+        return {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
+    return None
+
+
 def _chip_estimate(plan: ItemPlan, chip_size: int) -> int:
     """Chip windows an item will probably have, from ``proj:shape`` (0 when the item does not say)."""
     shape = plan.shape
@@ -242,9 +253,10 @@ def run_ingest(cfg: IngestConfig) -> dict:
         raise IngestError(f"the search on {cfg.catalog} found no items ({cfg.search_params().to_dict()})")
     plans: list[ItemPlan] = []
     skipped: list[dict] = []
+    aoi = _aoi(cfg)
     for item in items:
         try:
-            plans.append(plan_item(item, cfg.bands))
+            plans.append(dataclasses.replace(plan_item(item, cfg.bands), aoi=aoi))
         except ItemError as exc:
             skipped.append({"item_id": str(item.get("id")), "collection": str(item.get("collection")), "reason": str(exc)})
             log.warning("skipped item %s (%s): %s", item.get("id"), item.get("collection"), exc)

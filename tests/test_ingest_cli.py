@@ -243,3 +243,24 @@ def test_unfinished_work_of_other_parameters_is_not_reused(catalog, tmp_path):
     reference = run_ingest(IngestConfig(catalog=url, collections=["naip"], out=str(tmp_path / "ref"), chip_size=80,
                                         workers=1, progress=False))
     assert manifest["shards"] == reference["shards"]
+
+
+def test_chips_stay_inside_the_search_bbox(catalog, tmp_path):
+    from ingest.job import IngestConfig, run_ingest
+
+    url, items = catalog
+    naip = next(it for it in items if it["id"].startswith("id_m_"))
+    w, s, e, n = naip["bbox"]
+    aoi = [w, s, w + (e - w) * 0.4, s + (n - s) * 0.4]   # the lower-left corner of the item
+    whole = run_ingest(IngestConfig(catalog=url, collections=["naip"], out=str(tmp_path / "whole"), chip_size=40,
+                                    bbox=[w, s, e, n], workers=1, progress=False, max_nodata_fraction=1.0))
+    part = run_ingest(IngestConfig(catalog=url, collections=["naip"], out=str(tmp_path / "part"), chip_size=40,
+                                   bbox=aoi, workers=1, progress=False, max_nodata_fraction=1.0))
+    assert [i["id"] for i in part["items"]] == [naip["id"]]
+    assert 0 < part["counts"]["kept"] < whole["counts"]["kept"]
+    for shard in part["shards"]:
+        with tarfile.open(tmp_path / "part" / shard["path"]) as tar:
+            for member in tar:
+                if member.name.endswith(".meta.json"):
+                    cw, cs, ce, cn = json.loads(tar.extractfile(member).read())["bbox"]
+                    assert cw < aoi[2] and ce > aoi[0] and cs < aoi[3] and cn > aoi[1]
