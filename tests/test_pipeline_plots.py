@@ -1,0 +1,32 @@
+"""Loss-curve and reconstruction PNGs from a real (tiny) training run."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import pytest
+
+from pipeline.plots import plot_loss_curve, plot_reconstructions
+from pipeline.train import TrainConfig, train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pipeline_fixtures import write_dataset  # noqa: E402
+
+
+def test_plots_from_a_tiny_run(tmp_path):
+    data = str(tmp_path / "ds")
+    write_dataset(data, {"sentinel-2": (1, 4), "naip": (1, 4), "sentinel-1": (1, 4)}, size=40)
+    summary = train(TrainConfig(data=[data], size="tiny", steps=3, batch_size=2, img_size=32, save_every=3,
+                                out=str(tmp_path / "run"), cpu=True, tensorboard=True, plot_every=2))
+    assert (tmp_path / "run" / "reconstruction-00000002.png").exists()
+    assert list((tmp_path / "run" / "tensorboard").iterdir())
+    curve = plot_loss_curve(tmp_path / "run" / "log.jsonl", tmp_path / "loss.png")
+    assert mpimg.imread(curve).std() > 0
+    one = mpimg.imread(plot_reconstructions(summary["checkpoint"], [data], tmp_path / "r.png", img_size=32))
+    assert one.shape[0] > one.shape[1] * 0.8  # three sensor rows: taller than a single row
+    assert one[..., :3].std() > 0.01
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="no steps"):
+        plot_loss_curve(empty, tmp_path / "x.png")
