@@ -52,6 +52,9 @@ def _count_samples(data: bytes) -> tuple[int, int]:
     pixels = meta = 0
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
         for member in tar:
+            parts = member.name.replace("\\", "/").split("/")
+            if not member.isfile() or member.name.startswith("/") or ".." in parts:
+                raise tarfile.TarError(f"unsafe member {member.name!r} (only regular files inside the shard are allowed)")
             if member.name.endswith("." + PIXELS_EXT):
                 pixels += 1
             elif member.name.endswith("." + META_EXT):
