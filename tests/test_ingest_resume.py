@@ -78,3 +78,33 @@ def test_resume_after_sigkill(catalog, tmp_path):
     again = subprocess.run(_cmd(catalog, out), env=_env(), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert _snapshot(out) == expected
+
+
+def test_resume_on_s3_after_sigkill(catalog, tmp_path):
+    import s3fs
+
+    from infra.localstack import s3_server
+
+    with s3_server() as s3:
+        bucket = s3.make_bucket("ofa-resume")
+        fs = s3fs.S3FileSystem(**s3.storage_options)
+
+        def snapshot(prefix: str) -> tuple[dict[str, bytes], dict]:
+            files = {p.split(prefix, 1)[1]: fs.cat_file(p) for p in sorted(fs.find(prefix))}
+            manifest = json.loads(files.pop("/manifest.json"))
+            manifest.pop("created")
+            return files, manifest
+
+        ref = subprocess.run(_cmd(catalog, f"{bucket}/reference"), env=_env(**s3.env), capture_output=True, text=True, timeout=300)
+        assert ref.returncode == 0, ref.stderr[-3000:]
+        for point in ("item", "shards-naip"):
+            out = f"{bucket}/killed-{point}"
+            killed = subprocess.run(_cmd(catalog, out), env=_env(OFA_INGEST_KILL_AT=point, **s3.env), capture_output=True,
+                                    text=True, timeout=300)
+            assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+            fs.invalidate_cache()
+            assert fs.exists(f"ofa-resume/killed-{point}/_staging") and not fs.exists(f"ofa-resume/killed-{point}/manifest.json")
+            again = subprocess.run(_cmd(catalog, out), env=_env(**s3.env), capture_output=True, text=True, timeout=300)
+            assert again.returncode == 0, again.stderr[-3000:]
+            fs.invalidate_cache()
+            assert snapshot(f"ofa-resume/killed-{point}") == snapshot("ofa-resume/reference"), point
