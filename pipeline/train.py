@@ -130,12 +130,48 @@ def _trim_log(path: Path, last_step: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
+def _rank_optimizer_name(step: int, rank: int) -> str:
+    from pipeline.checkpoint import checkpoint_name
+
+    return f"checkpoints/{checkpoint_name(step)}-optimizer/rank-{rank:05d}.pt"
+
+
+def _save_rank_optimizer(cfg: TrainConfig, step: int, rank: int, optimizer: Any, so: dict | None) -> None:
+    """FSDP: each rank writes its optimiser shard next to (not inside) the checkpoint folder, before the marker."""
+    import io
+
+    import torch
+
+    from ingest.storage import get_fs, join
+
+    fs, root = get_fs(cfg.out, so)
+    path = join(root, _rank_optimizer_name(step, rank))
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(optimizer.state_dict(), buf)
+    with fs.open(path, "wb") as f:
+        f.write(buf.getvalue())
+
+
+def _load_rank_optimizer(ckpt_url: str, rank: int, so: dict | None) -> dict:
+    import io
+
+    import torch
+
+    from ingest.storage import get_fs
+
+    base, name = ckpt_url.rstrip("/").rsplit("/", 1)
+    fs, root = get_fs(f"{base}/{name}-optimizer/rank-{rank:05d}.pt", so)
+    with fs.open(root, "rb") as f:
+        return torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run (or resume) pretraining; return a summary with ``loss``, ``step`` and ``checkpoint`` (model folder)."""
     import numpy as np
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
+    from accelerate.utils import DistributedDataParallelKwargs, DistributedType
 
     from model import MaskedAutoencoder, ModelConfig, flops_per_image
     from pipeline.checkpoint import MODEL_DIR, latest_checkpoint, load_state, rng_state, save_checkpoint, set_rng_state
@@ -185,7 +221,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         from model import from_pretrained
 
         model.load_state_dict(from_pretrained(model_dir, so).state_dict())
-        optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
         if main:
@@ -193,6 +228,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.compile:
         model = torch.compile(model)
     model, optimizer = accelerator.prepare(model, optimizer)
+    sharded = accelerator.distributed_type == DistributedType.FSDP
+    if state is not None:  # optimiser state after prepare (under FSDP each rank reloads its own shard)
+        if state.get("sharded_optimizer"):
+            optimizer.load_state_dict(_load_rank_optimizer(ckpt_url, rank, so))
+        else:
+            optimizer.load_state_dict(state["optimizer"])
     unwrapped = accelerator.unwrap_model(model)
     if getattr(unwrapped, "_orig_mod", None) is not None:
         unwrapped = unwrapped._orig_mod
@@ -294,11 +335,19 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 torch.distributed.all_gather_object(rngs, mine)
             else:
                 rngs = [mine]
+            to_save = unwrapped
+            if sharded:  # FSDP: gathering the full weights is collective; each rank keeps its optimiser shard
+                full = accelerator.get_state_dict(model)
+                if main:
+                    to_save = MaskedAutoencoder(mcfg)
+                    to_save.load_state_dict(full)
+                _save_rank_optimizer(cfg, step, rank, optimizer, so)
+                accelerator.wait_for_everyone()  # every shard is written before the marker
             if main:
-                train_state = {"step": step, "loss": last_loss, "optimizer": optimizer.state_dict(),
-                               "scheduler": scheduler.state_dict(), "rng": rngs,
+                train_state = {"step": step, "loss": last_loss, "optimizer": None if sharded else optimizer.state_dict(),
+                               "scheduler": scheduler.state_dict(), "rng": rngs, "sharded_optimizer": sharded,
                                "data": {"batches_per_rank": step * cfg.grad_accum, "seed": cfg.seed, "world_size": world}}
-                last_ckpt = save_checkpoint(cfg.out, step, unwrapped, train_state, so)
+                last_ckpt = save_checkpoint(cfg.out, step, to_save, train_state, so)
             accelerator.wait_for_everyone()
             if not main:
                 last_ckpt = latest_checkpoint(cfg.out, so)[1]

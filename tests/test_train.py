@@ -83,3 +83,16 @@ def test_cli_with_yaml_config_and_flag_override(dataset, tmp_path):
     bad.write_text("stepz: 3\n")
     assert main(["train", "--config", str(bad)]) == 2
     assert main(["train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"), "--cpu"]) == 2
+
+
+def test_shipped_configs_parse():
+    import yaml
+
+    from pipeline.train import load_yaml
+
+    root = Path(__file__).resolve().parents[1] / "infra" / "configs"
+    for path in sorted(root.glob("pretrain-*.yaml")):
+        cfg = TrainConfig(**load_yaml(str(path)))
+        assert cfg.steps > 0 and cfg.size in {"tiny", "small", "base", "large"}, path
+    kinds = {yaml.safe_load(p.read_text())["distributed_type"] for p in root.glob("accelerate-*.yaml")}
+    assert kinds == {"NO", "MULTI_GPU", "FSDP"}

@@ -53,3 +53,23 @@ def test_two_process_ddp_from_s3_with_damaged_shard(tmp_path):
     with torch.no_grad():
         tokens, pooled = model.encode(torch.randn(2, 4, 32, 32), modality="naip")
     assert tokens.shape[:2] == (2, 4) and torch.isfinite(pooled).all()
+
+
+def test_checkpoints_to_s3_resume_in_process(tmp_path):
+    from pipeline.checkpoint import latest_checkpoint
+    from pipeline.train import TrainConfig, train
+
+    data = str(tmp_path / "ds")
+    write_dataset(data, {"naip": (2, 4)}, size=32)
+    with s3_server() as s3:
+        out = f"{s3.make_bucket('ofa-ckpt')}/run"
+        cfg = dict(data=[data], size="tiny", steps=4, batch_size=2, img_size=32, save_every=2, out=out, cpu=True,
+                   tensorboard=False, storage_options=s3.storage_options, log_dir=str(tmp_path / "logs"))
+        first = train(TrainConfig(stop_after=3, **cfg))
+        assert latest_checkpoint(out, s3.storage_options)[0] == 2
+        done = train(TrainConfig(**cfg))
+        assert done["resumed"] and done["checkpoint"].startswith("s3://ofa-ckpt/run/checkpoints/step-00000004")
+        model = from_pretrained(done["checkpoint"], storage_options=s3.storage_options)
+        assert model.config.modalities == {"naip": 4}
+    steps = [json.loads(line)["step"] for line in (tmp_path / "logs" / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4] and math.isfinite(first["loss"])
