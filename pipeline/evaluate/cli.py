@@ -85,6 +85,8 @@ def list_tasks(tasks: list, embedding: str) -> str:
 
 
 def run_geobench(args: argparse.Namespace) -> int:
+    import pickle
+
     from tqdm import tqdm
 
     from .features import BackboneSpec
@@ -111,7 +113,11 @@ def run_geobench(args: argparse.Namespace) -> int:
         if unknown:
             print(f"ofa eval geobench: unknown task(s) {unknown}; found under {args.root}: {sorted(found)}", file=sys.stderr)
             return 2
-    tasks = [load_task(found[n]) for n in names]
+    try:
+        tasks = [load_task(found[n]) for n in names]
+    except (GeoBenchError, pickle.UnpicklingError) as exc:  # incl. a refused pickle payload: one line, no traceback
+        print(f"ofa eval geobench: {exc}", file=sys.stderr)
+        return 2
     if args.list:
         print(list_tasks(tasks, args.embedding or "ofa"))
         return 0
