@@ -62,6 +62,20 @@ def _iter_items(catalog: str, params: SearchParams, ids: list[str] | None) -> It
         raise SearchError(f"STAC search on {catalog} failed: {exc}") from None
 
 
+def _clean_item(item: dict) -> dict:
+    """The item with query strings and credentials stripped from its asset and link hrefs, so
+    signed URLs never reach a file (signing happens at read time, through the hook)."""
+    from ingest.items import clean_href
+
+    for asset in (item.get("assets") or {}).values():
+        if isinstance(asset, dict) and isinstance(asset.get("href"), str):
+            asset["href"] = clean_href(asset["href"])
+    for link in item.get("links") or []:
+        if isinstance(link, dict) and isinstance(link.get("href"), str):
+            link["href"] = clean_href(link["href"])
+    return item
+
+
 def search_items(catalog: str, params: SearchParams, ids: list[str] | None = None) -> list[dict]:
     """Items matching ``params`` (cloud filter and ``max_items`` applied here), in a fixed order:
     sorted by collection then id, so a rerun plans the same work in the same order."""
@@ -72,7 +86,7 @@ def search_items(catalog: str, params: SearchParams, ids: list[str] | None = Non
         if key in seen or not passes_cloud(item, params.max_cloud):
             continue
         seen.add(key)
-        selected.append(item)
+        selected.append(_clean_item(item))
         if params.max_items is not None and len(selected) >= params.max_items:
             break
     return sorted(selected, key=lambda it: (str(it.get("collection")), str(it.get("id"))))

@@ -104,6 +104,8 @@ def test_resume_on_s3_after_sigkill(catalog, tmp_path):
             assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
             fs.invalidate_cache()
             assert fs.exists(f"ofa-resume/killed-{point}/_staging") and not fs.exists(f"ofa-resume/killed-{point}/manifest.json")
+            saved = fs.cat_file(f"ofa-resume/killed-{point}/_staging/_search.json")
+            assert b"SECRET-TOKEN" not in saved and b"sig=" not in saved  # not even in unfinished work
             again = subprocess.run(_cmd(catalog, out), env=_env(**s3.env), capture_output=True, text=True, timeout=300)
             assert again.returncode == 0, again.stderr[-3000:]
             fs.invalidate_cache()
