@@ -296,7 +296,8 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
     size = options.chip_size
     result = ItemResult(dropped={r: 0 for r in DROP_REASONS})
     raw = [RawStats() for _ in plan.channels]
-    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_HTTP_MAX_RETRY="3"):
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_HTTP_MAX_RETRY="3", GDAL_HTTP_RETRY_DELAY="1",
+                      VSI_CACHE="TRUE", GDAL_HTTP_MERGE_CONSECUTIVE_RANGES="YES", GDAL_INGESTED_BYTES_AT_OPEN="65536"):
         reader = _Reader(plan, sign_href)
         try:
             for ch in plan.channels:
