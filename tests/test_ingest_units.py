@@ -194,7 +194,7 @@ def test_streamed_shards_equal_tarfile_output():
 
 def test_sar_border_zeros_are_named(tmp_path):
     import rasterio
-    from rasterio.transform import from_origin
+    from rasterio.transform import Affine
 
     r, c = np.mgrid[0:128, 0:128]
     border = c < 40                                      # a swath edge: zero in both polarisations
@@ -204,7 +204,7 @@ def test_sar_border_zeros_are_named(tmp_path):
         data[border] = 0
         path = tmp_path / f"{pol}.tif"
         with rasterio.open(path, "w", driver="GTiff", width=128, height=128, count=1, dtype="uint16",
-                           crs="EPSG:4326", transform=from_origin(10.0, 47.0, 1e-4, 1e-4), nodata=0) as dst:
+                           crs="EPSG:4326", transform=Affine(1e-4, 0.0, 10.0, 0.0, -1e-4, 47.0), nodata=0) as dst:
             dst.write(data, 1)
         assets[pol] = {"href": str(path), "raster:bands": [{"nodata": 0, "data_type": "uint16"}]}
     item = {"id": "S1_test", "collection": "sentinel-1-grd", "assets": assets, "geometry": None,
