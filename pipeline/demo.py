@@ -22,9 +22,11 @@ class DemoConfig:
     """What the demo builds; the defaults finish in a few minutes on 2 CPU cores."""
 
     out: str = "ofa-demo"
-    steps: int = 60
+    steps: int = 150
     batch_size: int = 8
     img_size: int = 64
+    patch_size: int = 8     # 8 x 8 tokens at 64 px: enough context for a tiny MAE to learn in minutes
+    lr: float = 0.05        # per 256 images (MAE convention): 1.6e-3 at batch 8
     chip_size: int = 128
     size: str = "tiny"
     embedding: str = "ofa"
@@ -86,7 +88,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
     t = _stage(3, f"pretraining a {cfg.size} shared-backbone MAE ({cfg.embedding} embedding) for {cfg.steps} steps on CPU")
     summary = train(TrainConfig(
         data=[str(paths["dataset"])], size=cfg.size, embedding=cfg.embedding, steps=cfg.steps,
-        batch_size=cfg.batch_size, img_size=cfg.img_size, seed=cfg.seed, save_every=max(cfg.steps // 2, 1),
+        batch_size=cfg.batch_size, img_size=cfg.img_size, patch_size=cfg.patch_size, lr=cfg.lr, seed=cfg.seed, save_every=max(cfg.steps // 2, 1),
         out=str(paths["train"]), resume="auto", cpu=True,
     ))
     _done(t, f"final loss {summary.get('loss')}")
@@ -108,6 +110,7 @@ def _main(args: argparse.Namespace) -> int:
         shutil.rmtree(args.out)
     run_demo(DemoConfig(
         out=args.out, steps=args.steps, batch_size=args.batch_size, img_size=args.img_size,
+        patch_size=args.patch_size, lr=args.lr,
         chip_size=args.chip_size, size=args.size, embedding=args.embedding, seed=args.seed,
         workers=args.workers, progress=not args.no_progress,
     ))
@@ -125,6 +128,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=d.steps, help="pretraining steps (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step (default: %(default)s)")
     p.add_argument("--img-size", type=int, default=d.img_size, help="model input size in pixels (default: %(default)s)")
+    p.add_argument("--patch-size", type=int, default=d.patch_size, help="ViT patch size (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate per 256 images (default: %(default)s)")
     p.add_argument("--chip-size", type=int, default=d.chip_size, help="chip size in pixels (default: %(default)s)")
     p.add_argument("--size", default=d.size, choices=["tiny", "small", "base", "large"], help="backbone size")
     p.add_argument("--embedding", default=d.embedding, choices=["ofa", "wavelength"], help="patch embedding")
