@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ingest.items import ChannelPlan, ItemError, ItemPlan, identity_href, read_href
+from ingest.items import ChannelPlan, ItemError, ItemPlan, identity_href, read_href, redact
 
 #: drop reasons. Order of the checks: the cloud mask's fill and cloud fractions (before the bands
 #: are read), then SAR border zeros (all polarisations 0) over their own threshold, then no data
@@ -217,7 +217,7 @@ def _short(exc: BaseException) -> str:
     cause = exc.__cause__ or exc.__context__
     if cause is not None and str(cause) and str(cause) not in text:
         text = f"{text} ({' '.join(str(cause).split())})"
-    return f"{type(exc).__name__}: {text[:400]}"
+    return f"{type(exc).__name__}: {redact(text)[:400]}"   # GDAL quotes the opened name: signed tokens and all
 
 
 def _geometry_range(geometry: dict | None, crs, transform, height: int, width: int) -> tuple[int, int, int, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -62,6 +63,15 @@ def clean_href(href: str) -> str:
         return href.split("?", 1)[0]
     netloc = parts.netloc.rsplit("@", 1)[-1]
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+_QUERY = re.compile(r"(?<=[^\s?])\?(?=[^\s'\"()<>]*=)[^\s'\"()<>]*")
+_USERINFO = re.compile(r"(?<=://)[^/\s@]+@")
+
+
+def redact(text: str) -> str:
+    """Strip URL query strings (signed-URL tokens) and user:password@ from free text such as error messages."""
+    return _USERINFO.sub("", _QUERY.sub("?<redacted>", text))
 
 
 def item_etag(item: dict) -> str:

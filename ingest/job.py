@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from ingest.chips import DROP_REASONS, BandStats, ChipOptions
 from ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, ManifestError
-from ingest.items import ItemError, ItemPlan, clean_href, identity_href, item_etag, plan_item
+from ingest.items import ItemError, ItemPlan, clean_href, identity_href, item_etag, plan_item, redact
 from ingest.search import SearchParams
 from ingest.shards import (
     SHARD_MAX_BYTES, SHARD_MAX_SAMPLES, STAGING_DIR, ShardWriter, read_staging_blocks, remove_temporaries,
@@ -130,7 +130,7 @@ def ingest_item_task(plan: ItemPlan, options: ChipOptions, out: str, storage_opt
         record.update(skipped=str(exc))
     except Exception as exc:  # noqa: BLE001 - anything else about one item must not stop the run
         samples = []
-        record.update(skipped=f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+        record.update(skipped=f"{type(exc).__name__}: {redact(' '.join(str(exc).split()))[:300]}")
     write_atomic(fs, f"{root.rstrip('/')}/{staging_name(plan.collection, plan.item_id)}", staging_bytes(samples, record))
     return {k: v for k, v in record.items() if k != "stats"}
 
