@@ -9,6 +9,11 @@ Splitting: each sensor's shards go to ``rank * workers + worker`` slots; a senso
 shards than slots is split by sample index instead. Streams are infinite: each pass over the
 shards is a new epoch (a new shard permutation, or shards drawn with replacement if
 ``resampled``). Damaged shards/samples are logged, counted (``batch["skipped"]``) and skipped.
+
+Two ways to augment: in the workers (default: float32 batches at ``img_size``), or, with
+``device_augment``, only decode in the workers and ship native-dtype pixels (uint16 for
+Sentinel-2: half the bytes of float32, before the crop) with per-sample crop parameters;
+``to_device`` then normalises, crops, resizes and flips the whole batch on the GPU.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import torch.nn.functional as F
 
 from ingest.contract import MANIFEST_NAME, META_EXT, PIXELS_EXT, parse_manifest
 from ingest.storage import get_fs, join
+from pipeline import augment
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +68,7 @@ class LoaderConfig:
     rank: int = 0
     world_size: int = 1
     skip_batches: int = 0  # batches of this rank already consumed (resume)
+    device_augment: bool = False  # ship native-dtype pixels + crop parameters; ``to_device`` finishes on the GPU
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -206,6 +213,54 @@ def decode(sample: dict, stream: Stream) -> torch.Tensor:
     return torch.from_numpy(x)
 
 
+def decode_raw(sample: dict, stream: Stream) -> tuple[np.ndarray, list[list[float]]]:
+    """Raw sample -> (native-dtype pixels [C, H, W], [scale, offset, nodata, has_nodata] per band)."""
+    raw = np.load(io.BytesIO(sample[PIXELS_EXT]), allow_pickle=False)
+    meta = json.loads(sample[META_EXT])
+    c = len(stream.bands)
+    if raw.ndim != 3 or raw.shape[0] != c:
+        raise ValueError(f"pixels shape {raw.shape}, expected ({c}, H, W)")
+
+    def per_band(value: Any, default: float | None) -> list:
+        if value is None or isinstance(value, (int, float)):
+            return [default if value is None else value] * c
+        if len(value) != c:
+            raise ValueError(f"meta has {len(value)} per-band values for {c} bands")
+        return [default if v is None else v for v in value]
+
+    nodata = per_band(meta.get("nodata"), None)
+    consts = [
+        [float(v) for v in per_band(meta.get("scale"), 1.0)],
+        [float(v) for v in per_band(meta.get("offset"), 0.0)],
+        [0.0 if v is None else float(v) for v in nodata],
+        [0.0 if v is None else 1.0 for v in nodata],
+    ]
+    return raw, consts
+
+
+def raw_batch(raws: list[np.ndarray], consts: list[list[list[float]]], params: list[list[float]],
+              stream: Stream) -> dict:
+    """A batch for ``to_device``: stacked native-dtype pixels plus what ``augment.prepare`` needs."""
+    c = np.asarray(consts, dtype=np.float32)  # [N, 4, C]
+    return {
+        "pixels": torch.from_numpy(np.stack(raws)),
+        "params": torch.tensor(params, dtype=torch.float32),
+        "scale": torch.from_numpy(c[:, 0]), "offset": torch.from_numpy(c[:, 1]),
+        "nodata": torch.from_numpy(c[:, 2]), "has_nodata": torch.from_numpy(c[:, 3] > 0),
+        "mean": torch.from_numpy(stream.mean), "std": torch.from_numpy(stream.std),
+    }
+
+
+def to_device(batch: dict, device: torch.device | str, img_size: int) -> torch.Tensor:
+    """Model input of a batch on ``device``: prepared pixels moved, or raw ones (device_augment) prepared there."""
+    if "params" not in batch:
+        return batch["pixels"].to(device, non_blocking=True)
+    from pipeline import augment
+
+    fields = {k: batch[k].to(device, non_blocking=True) for k in ("pixels", *augment.BATCH_FIELDS)}
+    return augment.prepare(fields, img_size)
+
+
 def random_resized_crop(x: torch.Tensor, size: int, rng: random.Random, scale: tuple[float, float] = (0.2, 1.0),
                         ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
     """Crop a random area share in ``scale`` and aspect ratio in ``ratio``, resize to ``size``, random flips."""
@@ -267,7 +322,28 @@ class ShardBatches(torch.utils.data.IterableDataset):
             k = random.Random(_seed(cfg.seed, "sensor", index)).choices(range(len(self.streams)), self.weights)[0]
             stream = self.streams[k]
             picked = [next(shuffled[k]) for _ in range(cfg.batch_size)]
-            if index >= first:
+            if index >= first and cfg.device_augment:
+                aug = random.Random(_seed(cfg.seed, "augment", cfg.rank, index))
+                raws, consts, params, keys = [], [], [], []
+                pending = iter(picked)
+                while len(raws) < cfg.batch_size:  # what damage takes is refilled from the same stream
+                    sample = next(pending, None) or next(shuffled[k])
+                    try:
+                        raw, const = decode_raw(sample, stream)
+                    except Exception as exc:  # noqa: BLE001
+                        counter.bad(f"sample {sample.get('__key__')} of {sample.get('__url__')}", exc)
+                        continue
+                    if raws and (raw.shape != raws[0].shape or raw.dtype != raws[0].dtype):
+                        counter.bad(f"sample {sample.get('__key__')} of {sample.get('__url__')}",
+                                    ValueError(f"pixels {raw.dtype} {raw.shape} in a batch of {raws[0].dtype} {raws[0].shape}"))
+                        continue
+                    raws.append(raw)
+                    consts.append(const)
+                    params.append(augment.crop_params(aug, raw.shape[1], raw.shape[2], (cfg.min_scale, cfg.max_scale)))
+                    keys.append(sample["__key__"])
+                yield {**raw_batch(raws, consts, params, stream), "sensor": stream.sensor, "index": index,
+                       "skipped": counter.skipped, "keys": keys}
+            elif index >= first:
                 aug = random.Random(_seed(cfg.seed, "augment", cfg.rank, index))
                 images, keys = [], []
                 for sample in picked:

@@ -109,13 +109,13 @@ def _plot_rows(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], png_p
 def plot_batch(model: Any, x: torch.Tensor, sensor: str, png_path: str | Path, bands: Sequence[str] | None = None) -> Path:
     """Reconstructions of the first images of one training batch (used every ``plot_every`` steps)."""
     was_training = model.training
-    state = torch.get_rng_state()  # plotting must not change the run's random stream
-    try:
-        x = x.to(next(model.parameters()).device)
-        masked, recon = reconstruct(model, x, sensor)
+    device = next(model.parameters()).device
+    try:  # plotting must not change the run's random stream (CPU or CUDA)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+            masked, recon = reconstruct(model, x.to(device), sensor)
     finally:
-        torch.set_rng_state(state)
         model.train(was_training)
+    x, masked, recon = x.cpu(), masked.float().cpu(), recon.float().cpu()
     idx = rgb_indices(sensor, bands, x.shape[1])
     rows = [(f"{sensor} #{i}", to_rgb(x[i], idx), to_rgb(masked[i], idx), to_rgb(recon[i], idx)) for i in range(x.shape[0])]
     return _plot_rows(rows, png_path)

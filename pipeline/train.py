@@ -62,6 +62,7 @@ class TrainConfig:
     mixed_precision: str = "no"  # no | bf16 | fp16
     compile: bool = False
     workers: int = 0
+    device_augment: bool = False  # workers ship native-dtype pixels; normalise/crop on the accelerator
     shuffle_buffer: int = 256
     resampled: bool = False
     weights: dict[str, float] | None = None
@@ -175,7 +176,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     from model import MaskedAutoencoder, ModelConfig, flops_per_image
     from pipeline.checkpoint import MODEL_DIR, latest_checkpoint, load_state, rng_state, save_checkpoint, set_rng_state
-    from pipeline.data import LoaderConfig, batches, make_loader, modalities, read_streams
+    from pipeline.data import LoaderConfig, batches, make_loader, modalities, read_streams, to_device
 
     if not cfg.data:
         raise ValueError("no training data: pass --data URL (or 'data:' in the config file)")
@@ -241,7 +242,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     loader = make_loader(LoaderConfig(
         data=cfg.data, batch_size=cfg.batch_size, img_size=cfg.img_size, seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer,
         resampled=cfg.resampled, weights=cfg.weights, dataset_weights=cfg.dataset_weights, storage_options=so,
-        rank=rank, world_size=world, skip_batches=start * cfg.grad_accum,
+        rank=rank, world_size=world, skip_batches=start * cfg.grad_accum, device_augment=cfg.device_augment,
     ), workers=cfg.workers, streams=streams)
     it = batches(loader)
 
@@ -270,7 +271,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             tw = time.perf_counter()
             batch = next(it)
             wait += time.perf_counter() - tw
-            x = batch["pixels"].to(accelerator.device, non_blocking=True)
+            x = to_device(batch, accelerator.device, cfg.img_size)
             skipped = max(skipped, int(batch["skipped"]))
             sync = accelerator.no_sync(model) if micro < cfg.grad_accum - 1 and world > 1 else nullcontext()
             with sync, accelerator.autocast():
@@ -321,7 +322,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             if cfg.plot_every and step % cfg.plot_every == 0:
                 from pipeline.plots import plot_batch
 
-                plot_batch(unwrapped, batch["pixels"][:4], batch["sensor"], log_path.parent / f"reconstruction-{step:08d}.png")
+                plot_batch(unwrapped, x[:4].float().cpu(), batch["sensor"], log_path.parent / f"reconstruction-{step:08d}.png")
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4f}" if last_loss is not None else "nan")
         if bad_in_row >= cfg.max_bad_steps:
@@ -406,6 +407,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default=S, help="autocast precision (default: no)")
     p.add_argument("--compile", action="store_true", default=S, help="torch.compile the model")
     p.add_argument("--workers", type=int, default=S, help=f"loader worker processes per rank (default: {d.workers})")
+    p.add_argument("--device-augment", action="store_true", default=S,
+                   help="loader workers only decode; normalise/crop/flip run on the GPU (for fast GPUs)")
     p.add_argument("--shuffle-buffer", type=int, default=S, help=f"samples in each shuffle buffer (default: {d.shuffle_buffer})")
     p.add_argument("--resampled", action="store_true", default=S, help="draw shards with replacement (multi-node)")
     p.add_argument("--max-bad-steps", type=int, default=S, help=f"stop after N non-finite losses in a row (default: {d.max_bad_steps})")

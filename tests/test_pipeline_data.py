@@ -115,3 +115,38 @@ def test_damaged_shard_and_sample_are_counted_and_skipped(tmp_path, caplog):
     assert all(b["pixels"].shape == (2, 4, 8, 8) for b in got)
     assert got[-1]["skipped"] >= 2
     assert "skipping damaged" in caplog.text
+
+
+def test_device_augment_ships_native_dtype_and_prepares_like_the_workers(dataset):
+    from pipeline import augment
+    from pipeline.data import decode_raw, to_device
+
+    cfg = dict(data=[dataset], batch_size=3, img_size=32, shuffle_buffer=4, weights={"naip": 0.0, "sentinel-2": 1.0})
+    raw = _take(LoaderConfig(device_augment=True, **cfg), 3)
+    cpu = _take(LoaderConfig(**cfg), 3)
+    for r, c in zip(raw, cpu):
+        assert r["pixels"].dtype == torch.uint16 and r["pixels"].shape == (3, 12, 40, 40)
+        assert r["keys"] == c["keys"]  # same stream, only the place of the pixel work differs
+        x = to_device(r, "cpu", 32)
+        assert x.shape == c["pixels"].shape and x.dtype == torch.float32 and torch.isfinite(x).all()
+        # both paths agree on the per-band level of the crops (resampling kernels differ slightly)
+        assert torch.allclose(x.mean((2, 3)), c["pixels"].mean((2, 3)), atol=0.25)
+    # the whole chip at its own size, unflipped, is exactly the normalised chip (nodata corner -> 0)
+    streams = {s.sensor: s for s in read_streams([dataset])}
+    sample = next(iter(ShardBatches(LoaderConfig(data=[dataset], batch_size=1, img_size=40, min_scale=1.0,
+                                                 shuffle_buffer=1, weights={"naip": 0.0, "sentinel-2": 1.0},
+                                                 device_augment=True))))
+    full = dict(sample, params=torch.tensor([[0.0, 0.0, 40.0, 40.0, 0.0, 0.0]]))
+    x = augment.prepare(full, 40)
+    px = sample["pixels"][0].numpy()
+    import io as _io
+    buf = _io.BytesIO()
+    np.save(buf, px)
+    meta = {"scale": sample["scale"][0].tolist(), "offset": sample["offset"][0].tolist(), "nodata": [0] * 12}
+    ref = decode({"pixels.npy": buf.getvalue(), "meta.json": json.dumps(meta).encode()}, streams["sentinel-2"])
+    assert torch.allclose(x[0], ref, atol=1e-4) and torch.all(x[0, :, 0, 0] == 0)
+    flipped = augment.prepare(dict(full, params=torch.tensor([[0.0, 0.0, 40.0, 40.0, 1.0, 0.0]])), 40)
+    assert torch.allclose(flipped[0], ref.flip(-1), atol=1e-4)
+    _, consts = decode_raw({"pixels.npy": buf.getvalue(), "meta.json": json.dumps({"nodata": 0}).encode()},
+                           streams["sentinel-2"])
+    assert consts[3] == [1.0] * 12 and consts[0] == [1.0] * 12  # scalar nodata, default scale

@@ -75,8 +75,10 @@ def test_cli_with_yaml_config_and_flag_override(dataset, tmp_path):
     out = tmp_path / "cli"
     config.write_text(f"data: [{dataset}]\nsize: tiny\nsteps: 50\nbatch-size: 2\nimg_size: 32\nsave_every: 2\n"
                       f"out: {out}\ncpu: true\ntensorboard: false\n")
-    assert main(["train", "--config", str(config), "--steps", "2"]) == 0
-    assert sorted(_losses(out)) == [1, 2]
+    # --device-augment: workers ship raw pixels, the trainer normalises/crops them on its device
+    assert main(["train", "--config", str(config), "--steps", "2", "--device-augment", "--plot-every", "2"]) == 0
+    assert sorted(_losses(out)) == [1, 2] and all(math.isfinite(v) for v in _losses(out).values())
+    assert (out / "reconstruction-00000002.png").stat().st_size > 1000
     assert from_pretrained(str(out / "checkpoints" / "step-00000002" / "model")).config.modalities == {
         "naip": 4, "sentinel-1": 2, "sentinel-2": 12}
     bad = tmp_path / "bad.yaml"
