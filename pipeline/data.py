@@ -377,10 +377,11 @@ def batches(loader: Iterator[dict] | torch.utils.data.DataLoader) -> Iterator[di
             yield batch
 
 
-def make_loader(cfg: LoaderConfig, workers: int = 0, streams: list[Stream] | None = None) -> torch.utils.data.DataLoader:
-    """A DataLoader over ``ShardBatches`` (already batched; ``batch_size=None``)."""
+def make_loader(cfg: LoaderConfig, workers: int = 0, streams: list[Stream] | None = None,
+                pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """A DataLoader over ``ShardBatches`` (already batched; ``batch_size=None``); pin memory for GPU copies."""
     dataset = ShardBatches(cfg, streams)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=None, num_workers=workers, persistent_workers=False,
+        dataset, batch_size=None, num_workers=workers, persistent_workers=False, pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(cfg.seed), prefetch_factor=4 if workers else None,
     )

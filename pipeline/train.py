@@ -243,7 +243,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         data=cfg.data, batch_size=cfg.batch_size, img_size=cfg.img_size, seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer,
         resampled=cfg.resampled, weights=cfg.weights, dataset_weights=cfg.dataset_weights, storage_options=so,
         rank=rank, world_size=world, skip_batches=start * cfg.grad_accum, device_augment=cfg.device_augment,
-    ), workers=cfg.workers, streams=streams)
+    ), workers=cfg.workers, streams=streams, pin_memory=accelerator.device.type == "cuda")
     it = batches(loader)
 
     # ---- logging
