@@ -25,7 +25,7 @@ from ingest.storage import get_fs, join
 MARKER = "COMPLETE"
 STATE_NAME = "train_state.pt"
 MODEL_DIR = "model"
-_STEP_RE = re.compile(r"step-(\d{8})$")
+_STEP_RE = re.compile(r"(?:^|/)step-(\d{8})$")  # not ".tmp-step-..." (a local write not yet renamed)
 
 
 def checkpoint_name(step: int) -> str:
