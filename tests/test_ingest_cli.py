@@ -214,6 +214,10 @@ def test_bbox_datetime_and_intersects(catalog, tmp_path):
     found = search_items(url, SearchParams(tuple(COLLECTIONS), datetime="2023-01-01T00:00:00Z/2024-12-31T23:59:59Z"))
     assert {it["id"] for it in found} == {it["id"] for it in items if it["properties"]["datetime"][:4] in ("2023", "2024")}
 
+    capped = search_items(url, SearchParams(("sentinel-2-l2a",), max_cloud=50, max_items=1))
+    assert len(capped) == 1 and capped[0]["properties"]["eo:cloud_cover"] <= 50  # filter first, then the cap
+    assert len(search_items(url, SearchParams(tuple(COLLECTIONS), max_items=3))) == 3
+
     landsat = next(it for it in items if it["id"].startswith("LC08_L2SP_197022"))
     aoi = tmp_path / "aoi.geojson"
     aoi.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": landsat["geometry"]}))
