@@ -191,26 +191,74 @@ def _shuffled(samples: Iterator[dict], size: int, rng: random.Random) -> Iterato
     yield from buf
 
 
-def decode(sample: dict, stream: Stream) -> torch.Tensor:
-    """Raw sample -> float32 [C, H, W]: scale/offset, per-band normalisation, nodata -> 0."""
+def _normalise(raw: np.ndarray, meta: dict, stream: Stream) -> np.ndarray:
+    """Native-dtype [C, h, w] (any view) -> contiguous float32: one fused affine, nodata/non-finite -> 0."""
+    c = raw.shape[0]
+    scale = np.asarray(meta.get("scale") or [1.0] * c, dtype=np.float32)
+    offset = np.asarray(meta.get("offset") or [0.0] * c, dtype=np.float32)
+    a = (scale / stream.std).reshape(c, 1, 1)
+    b = ((offset - stream.mean) / stream.std).reshape(c, 1, 1)
+    x = raw.astype(np.float32)  # contiguous copy (flipped views come out flipped)
+    x *= a
+    x += b
+    invalid = ~np.isfinite(x) if raw.dtype.kind == "f" else None
+    nodata = meta.get("nodata")
+    if nodata is not None:
+        nd = np.asarray([np.nan if v is None else v for v in (nodata if isinstance(nodata, list) else [nodata] * c)],
+                        dtype=np.float64)
+        if np.isfinite(nd).any():
+            hit = raw == nd.reshape(c, 1, 1).astype(raw.dtype) if raw.dtype.kind != "f" else raw == nd.reshape(c, 1, 1)
+            hit &= np.isfinite(nd).reshape(c, 1, 1)
+            invalid = hit if invalid is None else invalid | hit
+    if invalid is not None:
+        x[invalid] = 0.0
+    return x
+
+
+def _load(sample: dict, stream: Stream) -> tuple[np.ndarray, dict]:
     raw = np.load(io.BytesIO(sample[PIXELS_EXT]), allow_pickle=False)
     meta = json.loads(sample[META_EXT])
     if raw.ndim != 3 or raw.shape[0] != len(stream.bands):
         raise ValueError(f"pixels shape {raw.shape}, expected ({len(stream.bands)}, H, W)")
-    c = raw.shape[0]
-    scale = np.asarray(meta.get("scale") or [1.0] * c, dtype=np.float32).reshape(c, 1, 1)
-    offset = np.asarray(meta.get("offset") or [0.0] * c, dtype=np.float32).reshape(c, 1, 1)
-    x = raw.astype(np.float32) * scale + offset
-    x = (x - stream.mean.reshape(c, 1, 1)) / stream.std.reshape(c, 1, 1)
-    invalid = ~np.isfinite(x)
-    nodata = meta.get("nodata")
-    if nodata is not None:
-        nd = nodata if isinstance(nodata, list) else [nodata] * c
-        for b, v in enumerate(nd):
-            if v is not None:
-                invalid[b] |= raw[b] == v if not (isinstance(v, float) and math.isnan(v)) else np.isnan(raw[b])
-    x[invalid] = 0.0
-    return torch.from_numpy(x)
+    return raw, meta
+
+
+def decode(sample: dict, stream: Stream) -> torch.Tensor:
+    """Raw sample -> float32 [C, H, W]: scale/offset, per-band normalisation, nodata -> 0."""
+    raw, meta = _load(sample, stream)
+    return torch.from_numpy(_normalise(raw, meta, stream))
+
+
+def _crop_box(rng: random.Random, h: int, w: int, scale: tuple[float, float],
+              ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+    """``(top, left, height, width)`` of a random-resized-crop box (ten tries, then the whole chip)."""
+    for _ in range(10):
+        area = h * w * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        cw, ch = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            break
+    else:
+        ch, cw = h, w
+    return rng.randint(0, h - ch), rng.randint(0, w - cw), ch, cw
+
+
+def decode_crop(sample: dict, stream: Stream, rng: random.Random, size: int,
+                scale: tuple[float, float] = (0.2, 1.0)) -> torch.Tensor:
+    """``decode`` + ``random_resized_crop`` (same draws), cropping and flipping the raw pixels first so
+    only the crop is converted and normalised."""
+    raw, meta = _load(sample, stream)
+    top, left, ch, cw = _crop_box(rng, raw.shape[1], raw.shape[2], scale)
+    hflip, vflip = rng.random() < 0.5, rng.random() < 0.5
+    r = raw[:, top:top + ch, left:left + cw]
+    if hflip:
+        r = r[:, :, ::-1]
+    if vflip:
+        r = r[:, ::-1, :]
+    x = torch.from_numpy(_normalise(r, meta, stream))[None]
+    if ch == size and cw == size:
+        return x[0]
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=(ch > size or cw > size))[0]
 
 
 def decode_raw(sample: dict, stream: Stream) -> tuple[np.ndarray, list[list[float]]]:
@@ -264,16 +312,7 @@ def to_device(batch: dict, device: torch.device | str, img_size: int) -> torch.T
 def random_resized_crop(x: torch.Tensor, size: int, rng: random.Random, scale: tuple[float, float] = (0.2, 1.0),
                         ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
     """Crop a random area share in ``scale`` and aspect ratio in ``ratio``, resize to ``size``, random flips."""
-    _, h, w = x.shape
-    for _ in range(10):
-        area = h * w * rng.uniform(*scale)
-        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
-        cw, ch = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
-        if 0 < cw <= w and 0 < ch <= h:
-            break
-    else:
-        ch, cw = h, w
-    top, left = rng.randint(0, h - ch), rng.randint(0, w - cw)
+    top, left, ch, cw = _crop_box(rng, x.shape[1], x.shape[2], scale, ratio)
     crop = x[None, :, top:top + ch, left:left + cw]
     out = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=(ch > size or cw > size))[0]
     if rng.random() < 0.5:
@@ -348,20 +387,18 @@ class ShardBatches(torch.utils.data.IterableDataset):
                 images, keys = [], []
                 for sample in picked:
                     try:
-                        x = decode(sample, stream)
+                        images.append(decode_crop(sample, stream, aug, cfg.img_size, (cfg.min_scale, cfg.max_scale)))
                     except Exception as exc:  # noqa: BLE001
                         counter.bad(f"sample {sample.get('__key__')} of {sample.get('__url__')}", exc)
                         continue
-                    images.append(random_resized_crop(x, cfg.img_size, aug, (cfg.min_scale, cfg.max_scale)))
                     keys.append(sample["__key__"])
                 while len(images) < cfg.batch_size:  # refill what damage took, from the same stream
                     sample = next(shuffled[k])
                     try:
-                        x = decode(sample, stream)
+                        images.append(decode_crop(sample, stream, aug, cfg.img_size, (cfg.min_scale, cfg.max_scale)))
                     except Exception as exc:  # noqa: BLE001
                         counter.bad(f"sample {sample.get('__key__')} of {sample.get('__url__')}", exc)
                         continue
-                    images.append(random_resized_crop(x, cfg.img_size, aug, (cfg.min_scale, cfg.max_scale)))
                     keys.append(sample["__key__"])
                 yield {"pixels": torch.stack(images), "sensor": stream.sensor, "index": index,
                        "skipped": counter.skipped, "keys": keys}

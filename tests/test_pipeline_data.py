@@ -150,3 +150,20 @@ def test_device_augment_ships_native_dtype_and_prepares_like_the_workers(dataset
     _, consts = decode_raw({"pixels.npy": buf.getvalue(), "meta.json": json.dumps({"nodata": 0}).encode()},
                            streams["sentinel-2"])
     assert consts[3] == [1.0] * 12 and consts[0] == [1.0] * 12  # scalar nodata, default scale
+
+
+def test_decode_crop_equals_decode_then_crop(dataset):
+    """The worker fast path (crop/flip raw pixels first) gives what normalise-then-crop gives."""
+    import random
+
+    from pipeline.data import decode_crop, iter_shard, random_resized_crop
+    from pipeline.data import Counter
+
+    s2 = next(s for s in read_streams([dataset]) if s.sensor == "sentinel-2")
+    samples = list(iter_shard(s2.shards[0], None, Counter()))[:4]
+    for seed, sample in enumerate(samples):
+        for size in (16, 32, 64):
+            fast = decode_crop(sample, s2, random.Random(seed), size)
+            slow = random_resized_crop(decode(sample, s2), size, random.Random(seed))
+            assert fast.shape == slow.shape == (12, size, size)
+            assert torch.allclose(fast, slow, atol=1e-4), (seed, size)
