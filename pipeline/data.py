@@ -127,6 +127,42 @@ class Counter:
         log.warning("skipping damaged %s: %s: %s", what, type(exc).__name__, exc)
 
 
+def iter_tar(stream: Any, url: str) -> Iterator[dict]:
+    """Members ``{"fname", "data", "__url__"}`` of a POSIX tar read front to back: one read per header and
+    one per member (tarfile's stream mode reads 10 KiB records). Raises on a bad header or a short read."""
+    import tarfile
+
+    long_name = None
+    while True:
+        header = stream.read(512)
+        if not header or header == b"\0" * len(header):
+            return  # end of archive
+        if len(header) < 512:
+            raise tarfile.ReadError(f"{url}: truncated tar header")
+        info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
+        data = stream.read(info.size) if info.size else b""
+        if len(data) < info.size:
+            raise tarfile.ReadError(f"{url}: member {info.name} truncated ({len(data)} of {info.size} bytes)")
+        pad = (-info.size) % 512
+        if pad:
+            stream.read(pad)
+        if info.type == tarfile.GNUTYPE_LONGNAME:
+            long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+            continue
+        if info.type in (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE):
+            for record in data.decode("utf-8", "surrogateescape").splitlines():
+                if " path=" in record:
+                    long_name = record.split(" path=", 1)[1]
+            continue
+        if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+            long_name = None
+            continue
+        name, long_name = long_name or info.name, None
+        if name.rsplit("/", 1)[-1].startswith("__"):
+            continue  # WebDataset meta members
+        yield {"fname": name, "data": data, "__url__": url}
+
+
 def iter_shard(url: str, storage_options: dict[str, Any] | None, counter: Counter) -> Iterator[dict]:
     """Samples ``{"__key__", "pixels.npy", "meta.json", "__url__"}`` of one shard; stops at damage."""
     import webdataset.tariterators as wt
@@ -138,7 +174,7 @@ def iter_shard(url: str, storage_options: dict[str, Any] | None, counter: Counte
     try:
         fs, path = get_fs(url, storage_options)
         with fs.open(path, "rb") as stream:
-            files = ({**f, "__url__": url} for f in wt.tar_file_iterator(stream, handler=handler))
+            files = iter_tar(stream, url)
             for sample in wt.group_by_keys(files, handler=handler):
                 key = str(sample.get("__key__"))
                 if key.startswith("/") or ".." in key.replace("\\", "/").split("/"):

@@ -167,3 +167,27 @@ def test_decode_crop_equals_decode_then_crop(dataset):
             slow = random_resized_crop(decode(sample, s2), size, random.Random(seed))
             assert fast.shape == slow.shape == (12, size, size)
             assert torch.allclose(fast, slow, atol=1e-4), (seed, size)
+
+
+@pytest.mark.parametrize("fmt", ["ustar", "gnu", "pax"])
+def test_iter_tar_reads_what_tarfile_reads(tmp_path, fmt):
+    import io as _io
+    import tarfile
+
+    from pipeline.data import iter_tar
+
+    formats = {"ustar": tarfile.USTAR_FORMAT, "gnu": tarfile.GNU_FORMAT, "pax": tarfile.PAX_FORMAT}
+    names = ["a.pixels.npy", "a.meta.json", ("k" * 60 if fmt == "ustar" else "k" * 150) + ".meta.json", "__meta__.json"]
+    buf = _io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=formats[fmt]) as tar:
+        for i, name in enumerate(names):
+            data = bytes(range(i + 1)) * (300 * i + 1)
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, _io.BytesIO(data))
+    got = [(m["fname"], m["data"]) for m in iter_tar(_io.BytesIO(buf.getvalue()), "mem")]
+    with tarfile.open(fileobj=_io.BytesIO(buf.getvalue())) as tar:
+        want = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers() if not m.name.startswith("__")]
+    assert got == want and len(got) == 3
+    with pytest.raises(tarfile.ReadError, match="truncated"):
+        list(iter_tar(_io.BytesIO(buf.getvalue()[:1500]), "mem"))
