@@ -59,7 +59,7 @@ class TrainConfig:
     warmup_steps: int | None = None  # default: 5 % of steps
     grad_accum: int = 1
     clip: float = 1.0
-    mixed_precision: str = "no"  # no | bf16 | fp16
+    mixed_precision: str | None = None  # no | bf16 | fp16; None: what accelerate launch / its config says
     compile: bool = False
     workers: int = 0
     device_augment: bool = False  # workers ship native-dtype pixels; normalise/crop on the accelerator
@@ -404,7 +404,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-steps", type=int, default=S, help="linear warmup steps (default: 5%% of steps)")
     p.add_argument("--grad-accum", type=int, default=S, help=f"gradient accumulation micro-steps (default: {d.grad_accum})")
     p.add_argument("--clip", type=float, default=S, help=f"gradient norm clip, 0 = off (default: {d.clip})")
-    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default=S, help="autocast precision (default: no)")
+    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default=S, help="autocast precision (default: accelerate launch's setting, else no)")
     p.add_argument("--compile", action="store_true", default=S, help="torch.compile the model")
     p.add_argument("--workers", type=int, default=S, help=f"loader worker processes per rank (default: {d.workers})")
     p.add_argument("--device-augment", action="store_true", default=S,
