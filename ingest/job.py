@@ -158,7 +158,8 @@ def _select_items(fs, root: str, cfg: IngestConfig) -> list[dict]:
     from ingest.search import search_items
 
     path = f"{root}/{SEARCH_RECORD}"
-    key = {"catalog": cfg.catalog, "search": cfg.search_params().to_dict(), "ids": cfg.ids, "chips": cfg.chips_record()}
+    key = {"catalog": clean_href(cfg.catalog),  # never credentials: a killed run leaves this file behind
+           "search": cfg.search_params().to_dict(), "ids": cfg.ids, "chips": cfg.chips_record()}
     if fs.exists(path):
         saved = json.loads(fs.cat_file(path))
         if saved.get("key") == json.loads(json.dumps(key)):

@@ -139,3 +139,17 @@ def test_no_secret_in_training_outputs(setup, tmp_path, caplog):
     leaks = {name: _leaks(data) for name, data in files.items()}
     leaks["logs"] = _leaks(caplog.text + json.dumps(summary))
     assert not any(leaks.values()), {k: v for k, v in leaks.items() if v}
+
+
+def test_no_secret_in_what_a_killed_run_leaves(setup, tmp_path):
+    """A run killed mid-way leaves its staging files (search record, per-item tars) in the dataset folder."""
+    s3, catalog, port = setup
+    out = tmp_path / "killed"
+    env = {**_env(s3, port), "OFA_INGEST_KILL_AT": "tasks"}
+    run = _ofa(["ingest", "--catalog", catalog, "--collection", "naip", "--out", str(out), "--chip-size", "80",
+                "--workers", "1", "--sign-href", "test_security_secrets:sign_planted"], env)
+    assert run.returncode < 0, run.stderr[-2000:]                     # SIGKILLed
+    files = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert any("_search" in name for name in files), sorted(files)
+    leaks = {name: _leaks(data) for name, data in {**files, "stderr": run.stderr.encode()}.items()}
+    assert not any(leaks.values()), {k: v for k, v in leaks.items() if v}
