@@ -127,6 +127,28 @@ class Counter:
         log.warning("skipping damaged %s: %s: %s", what, type(exc).__name__, exc)
 
 
+def _read_at_most(stream: Any, size: int, chunk: int = 1 << 24) -> bytes:
+    """Up to ``size`` bytes, in chunks: a forged header claiming gigabytes allocates no more than the file holds."""
+    if size <= chunk:
+        return stream.read(size) if size else b""
+    parts = []
+    while size > 0:
+        part = stream.read(min(size, chunk))
+        if not part:
+            break
+        parts.append(part)
+        size -= len(part)
+    return b"".join(parts)
+
+
+def _until_damage(files: Iterator[dict], url: str, counter: Counter) -> Iterator[dict]:
+    """Pass members through; on a read error count it and end cleanly, so complete samples before it are kept."""
+    try:
+        yield from files
+    except Exception as exc:  # noqa: BLE001 - a damaged shard must not stop training
+        counter.bad(f"shard {url}", exc)
+
+
 def iter_tar(stream: Any, url: str) -> Iterator[dict]:
     """Members ``{"fname", "data", "__url__"}`` of a POSIX tar read front to back: one read per header and
     one per member (tarfile's stream mode reads 10 KiB records). Raises on a bad header or a short read."""
@@ -140,7 +162,7 @@ def iter_tar(stream: Any, url: str) -> Iterator[dict]:
         if len(header) < 512:
             raise tarfile.ReadError(f"{url}: truncated tar header")
         info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
-        data = stream.read(info.size) if info.size else b""
+        data = _read_at_most(stream, info.size)
         if len(data) < info.size:
             raise tarfile.ReadError(f"{url}: member {info.name} truncated ({len(data)} of {info.size} bytes)")
         pad = (-info.size) % 512
@@ -174,7 +196,7 @@ def iter_shard(url: str, storage_options: dict[str, Any] | None, counter: Counte
     try:
         fs, path = get_fs(url, storage_options)
         with fs.open(path, "rb") as stream:
-            files = iter_tar(stream, url)
+            files = _until_damage(iter_tar(stream, url), url, counter)
             for sample in wt.group_by_keys(files, handler=handler):
                 key = str(sample.get("__key__"))
                 if key.startswith("/") or ".." in key.replace("\\", "/").split("/"):
