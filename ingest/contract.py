@@ -89,6 +89,10 @@ def check_manifest(manifest: Any, source: str = "manifest") -> dict:
     missing = [k for k in ("shards", "statistics") if k not in manifest]
     if missing:
         raise ManifestError(f"{source}: missing keys {missing}")
+    for shard in manifest["shards"] if isinstance(manifest["shards"], list) else [None]:
+        path = shard.get("path") if isinstance(shard, dict) else None
+        if not isinstance(path, str) or path.startswith("/") or "://" in path or ".." in path.replace("\\", "/").split("/"):
+            raise ManifestError(f"{source}: shard path {path!r} must be relative and stay inside the dataset")
     return manifest
 
 
