@@ -442,24 +442,21 @@ class ShardBatches(torch.utils.data.IterableDataset):
                        "skipped": counter.skipped, "keys": keys}
             elif index >= first:
                 aug = random.Random(_seed(cfg.seed, "augment", cfg.rank, index))
-                images, keys = [], []
-                for sample in picked:
+                c, size = len(stream.bands), cfg.img_size
+                out = torch.empty((cfg.batch_size, c, size, size))
+                if info is not None:  # written once, straight into what the DataLoader sends to the trainer
+                    out.share_memory_()
+                keys: list[str] = []
+                pending = iter(picked)
+                while len(keys) < cfg.batch_size:  # what damage takes is refilled from the same stream
+                    sample = next(pending, None) or next(shuffled[k])
                     try:
-                        images.append(decode_crop(sample, stream, aug, cfg.img_size, (cfg.min_scale, cfg.max_scale)))
+                        out[len(keys)] = decode_crop(sample, stream, aug, size, (cfg.min_scale, cfg.max_scale))
                     except Exception as exc:  # noqa: BLE001
                         counter.bad(f"sample {sample.get('__key__')} of {sample.get('__url__')}", exc)
                         continue
                     keys.append(sample["__key__"])
-                while len(images) < cfg.batch_size:  # refill what damage took, from the same stream
-                    sample = next(shuffled[k])
-                    try:
-                        images.append(decode_crop(sample, stream, aug, cfg.img_size, (cfg.min_scale, cfg.max_scale)))
-                    except Exception as exc:  # noqa: BLE001
-                        counter.bad(f"sample {sample.get('__key__')} of {sample.get('__url__')}", exc)
-                        continue
-                    keys.append(sample["__key__"])
-                yield {"pixels": torch.stack(images), "sensor": stream.sensor, "index": index,
-                       "skipped": counter.skipped, "keys": keys}
+                yield {"pixels": out, "sensor": stream.sensor, "index": index, "skipped": counter.skipped, "keys": keys}
             else:  # keeps the DataLoader's round-robin aligned with batch indices on resume
                 yield {"skip": True, "index": index}
             index += workers
