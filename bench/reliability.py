@@ -161,6 +161,7 @@ def s3_faults(cat: Catalog, s3, n: int, rng: random.Random, reference: Path) -> 
     def options(endpoint: str) -> dict:
         return {**s3.storage_options, "client_kwargs": {"endpoint_url": endpoint}}
 
+    t0 = time.monotonic()
     flaky = Row("S3 connections reset or stalled by the proxy during ingest")
     for i in range(n):
         mode = ("reset", "stall")[i % 2]
@@ -183,6 +184,7 @@ def s3_faults(cat: Catalog, s3, n: int, rng: random.Random, reference: Path) -> 
         "faults per trial: " + ", ".join(n_.split(": ", 1)[1] for n_ in flaky.notes if "rc" not in n_),
         "check: run completes, shards byte-identical to the local reference run (writes retried with backoff by botocore/s3fs)"]
 
+    flaky.seconds, t0 = time.monotonic() - t0, time.monotonic()
     dead = Row("S3 unreachable for a whole run (every connection reset), then back")
     for i in range(max(1, n // 2)):
         prefix = f"rel/dead-{i}"
@@ -203,6 +205,7 @@ def s3_faults(cat: Catalog, s3, n: int, rng: random.Random, reference: Path) -> 
             dead.notes.append(f"the message: `{last[:220]}`")
     dead.notes.append("check: fails with one line naming --out, no manifest appears, the rerun completes identical")
 
+    dead.seconds, t0 = time.monotonic() - t0, time.monotonic()
     restart = Row("S3 server stopped and restarted on the same port mid-ingest")
     from infra.localstack import s3_server
 
@@ -251,6 +254,7 @@ def s3_faults(cat: Catalog, s3, n: int, rng: random.Random, reference: Path) -> 
                                  f"{'completed' if first_ok else 'failed: ' + last[:160]}")
     restart.notes.append("moto keeps nothing across a restart (a real store keeps its objects), so this is harsher than "
                          "an outage; check: the run completes or fails with one line, and a rerun completes identical")
+    restart.seconds = time.monotonic() - t0
     return [flaky, dead, restart]
 
 
@@ -456,11 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             steps.update()
             s3 = stack.enter_context(s3_server())
             s3.make_bucket("rel")
-            t = time.monotonic()
-            s3_rows = s3_faults(cat, s3, args.s3_trials, random.Random(args.seed + 1), reference)
-            for r in s3_rows:
-                r.seconds = (time.monotonic() - t) / len(s3_rows)
-            rows += s3_rows
+            rows += s3_faults(cat, s3, args.s3_trials, random.Random(args.seed + 1), reference)
             steps.update()
             t = time.monotonic()
             rows.append(train_sigkill(work, args.train_kills, random.Random(args.seed + 2)))
