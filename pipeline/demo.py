@@ -22,7 +22,7 @@ class DemoConfig:
     """What the demo builds; the defaults finish in a few minutes on 2 CPU cores."""
 
     out: str = "ofa-demo"
-    steps: int = 150
+    steps: int = 300
     batch_size: int = 8
     img_size: int = 64
     patch_size: int = 8     # 8 x 8 tokens at 64 px: enough context for a tiny MAE to learn in minutes

@@ -325,6 +325,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 plot_batch(unwrapped, x[:4].float().cpu(), batch["sensor"], log_path.parent / f"reconstruction-{step:08d}.png")
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4f}" if last_loss is not None else "nan")
+            if bar.disable and (step % max(stop_at // 20, 1) == 0 or step == stop_at):
+                # no terminal (CI, batch jobs): a plain progress line about every 5 % of the run
+                print(f"step {step}/{stop_at} loss {rec.get('loss', float('nan')):.4f} "
+                      f"{rec['images_per_s']:.1f} img/s data-wait {rec['data_wait']:.0%}", flush=True)
         if bad_in_row >= cfg.max_bad_steps:
             bar.close()
             raise NonFiniteLossError(f"stopped at step {step}: {bad_in_row} non-finite losses in a row; "
