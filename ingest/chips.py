@@ -211,6 +211,23 @@ class _Reader:
         return data
 
 
+def _warn_nodata_mismatch(plan: ItemPlan, reader: "_Reader") -> None:
+    """One warning per asset whose file nodata disagrees with the item's (the item's value is used)."""
+    import logging
+
+    seen = set()
+    for ch in plan.channels:
+        file_nodata = reader.datasets[ch.href].nodatavals[ch.index - 1]
+        if ch.asset in seen or file_nodata is None or ch.nodata is None:
+            continue
+        same = (math.isnan(file_nodata) and math.isnan(ch.nodata)) or file_nodata == ch.nodata
+        if not same:
+            seen.add(ch.asset)
+            logging.getLogger("ofa.ingest").warning(
+                "item %s asset %r: the file's nodata %s differs from the item's nodata %s; using the item's",
+                plan.item_id, ch.asset, file_nodata, ch.nodata)
+
+
 def _short(exc: BaseException) -> str:
     """One line: the exception and the GDAL error under it (rasterio chains it as the cause)."""
     text = " ".join(str(exc).split())
@@ -321,6 +338,7 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
             for ch in plan.channels:
                 if ch.index > reader.datasets[ch.href].count:
                     raise ItemError(f"asset {ch.asset!r} has {reader.datasets[ch.href].count} bands, band {ch.name} needs index {ch.index}")
+            _warn_nodata_mismatch(plan, reader)
             epsg = crs.to_epsg()
             crs_text = f"EPSG:{epsg}" if epsg else crs.to_string()
             ref_transform = ref.transform

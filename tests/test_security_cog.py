@@ -1,9 +1,7 @@
 """COGs that disagree with their STAC item (a float32 band with NaN nodata among uint16 bands, an int16
 band with -9999 nodata): nothing breaks; each sample records the dtype it really holds, and the
-training loader turns it into finite tensors.
-
-Not covered (a known gap): when the file's nodata disagrees with the item's ``raster:bands`` nodata,
-ingest uses the item's value without saying so, so -9999 pixels count as valid data."""
+training loader turns it into finite tensors. A file nodata that disagrees with the item's gets one
+warning line naming the item and asset (the item's value is used)."""
 from __future__ import annotations
 
 import copy
@@ -44,14 +42,22 @@ def _variant(item: dict, root: Path, dtype: str, nodata: float) -> dict:
 
 
 @pytest.mark.parametrize("dtype,nodata", [("float32", float("nan")), ("int16", -9999.0)])
-def test_wrong_dtype_and_nodata_do_not_break(s2_item, dtype, nodata):
+def test_wrong_dtype_and_nodata_do_not_break(s2_item, dtype, nodata, caplog):
+    import logging
+
     import torch
 
     from pipeline.data import Stream, decode
 
     item, root = s2_item
+    caplog.set_level(logging.WARNING, logger="ofa.ingest")
     result = process_item(plan_item(_variant(item, root, dtype, nodata)), ChipOptions(80))
     assert result.kept > 0
+    lines = [r.getMessage() for r in caplog.records if "nodata" in r.getMessage()]
+    assert len(lines) == 1 and f"WRONG_{dtype}" in lines[0] and "'red'" in lines[0], lines
+    caplog.clear()
+    process_item(plan_item(item), ChipOptions(80))                # the good item: no such line
+    assert not [r for r in caplog.records if "nodata" in r.getMessage()]
     stream = Stream(dataset="x", sensor="sentinel-2", shards=[], count=0, bands=[c.name for c in plan_item(item).channels],
                     mean=np.zeros(12, np.float32), std=np.ones(12, np.float32))
     for key, pixels, meta in result.samples:
