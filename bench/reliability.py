@@ -418,8 +418,8 @@ def write_report(rows: list[Row], path: Path, command: str, seconds: float) -> N
         "catalog password are grepped for in every ingest/verify/show output, every dataset object, and a training run's "
         "checkpoints and logs.",
         "- `tests/test_security_cog.py`: COGs whose dtype/nodata disagree with the item (float32 with NaN, int16 with "
-        "-9999 among uint16 bands) do not break ingest or the loader. Known gap: a file nodata that disagrees with the "
-        "item's `raster:bands` nodata is not reported; the item's value wins silently.",
+        "-9999 among uint16 bands) do not break ingest or the loader; a file nodata that disagrees with the item's "
+        "`raster:bands` nodata gets one warning line (the item's value is used).",
         "- `tests/test_reliability_s3.py`, `tests/test_reliability_train.py`, `tests/test_reliability_damage.py`, "
         "`tests/test_ingest_resume.py`: fast seeded subsets of the trials above, run in CI.",
         "",
