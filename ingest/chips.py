@@ -2,6 +2,7 @@
 window (coarser bands nearest-resampled onto the chip grid), filter, and describe each chip."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -418,7 +419,9 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
                 }
                 from ingest.contract import sample_key
 
-                result.samples.append((sample_key(plan.item_id, row, col), encode_npy(pixels), encode_json(meta)))
+                npy = encode_npy(pixels)
+                meta["pixels_sha256"] = hashlib.sha256(npy).hexdigest()
+                result.samples.append((sample_key(plan.item_id, row, col), npy, encode_json(meta)))
                 result.kept += 1
         finally:
             reader.close()

@@ -21,6 +21,7 @@ applying each band's scale and offset, so readers normalise ``(x * scale + offse
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -51,6 +52,7 @@ META_KEYS = (
     "window",           # {"col_off", "row_off", "width", "height"} in the reference asset grid
     "cloud_fraction",   # 0..1, from the sensor's cloud mask (null if it has none)
     "nodata_fraction",  # 0..1
+    "pixels_sha256",    # sha256 of this sample's pixels.npy member: readers catch bit flips per sample
 )
 
 #: top-level keys of manifest.json
@@ -103,6 +105,16 @@ def parse_manifest(text: str | bytes, source: str = "manifest") -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{source}: not valid JSON ({exc})") from None
     return check_manifest(data, source)
+
+
+def check_pixels(pixels: bytes, meta: dict, key: str = "sample") -> None:
+    """Raise ``ValueError`` if ``pixels`` (the pixels.npy bytes) do not match ``meta["pixels_sha256"]``."""
+    expected = meta.get("pixels_sha256")
+    if expected is None:
+        raise ValueError(f"{key}: meta.json has no pixels_sha256")
+    actual = hashlib.sha256(pixels).hexdigest()
+    if actual != expected:
+        raise ValueError(f"{key}: pixels.npy sha256 {actual[:12]}... does not match meta.json's {expected[:12]}... (damaged)")
 
 
 def sample_key(item_id: str, row_off: int, col_off: int) -> str:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ingest.contract import MANIFEST_NAME, META_EXT, PIXELS_EXT, parse_manifest
+from ingest.contract import MANIFEST_NAME, META_EXT, PIXELS_EXT, check_pixels, parse_manifest
 from ingest.storage import get_fs, join
 from pipeline import augment
 
@@ -273,9 +273,16 @@ def _normalise(raw: np.ndarray, meta: dict, stream: Stream) -> np.ndarray:
     return x
 
 
-def _load(sample: dict, stream: Stream) -> tuple[np.ndarray, dict]:
-    raw = np.load(io.BytesIO(sample[PIXELS_EXT]), allow_pickle=False)
+def _read(sample: dict) -> tuple[np.ndarray, dict]:
+    """Pixels and meta of a sample, after checking the pixels against the sha256 its meta records."""
     meta = json.loads(sample[META_EXT])
+    if "pixels_sha256" in meta:  # datasets written before the per-sample checksum carry none
+        check_pixels(sample[PIXELS_EXT], meta, sample.get("__key__", "sample"))
+    return np.load(io.BytesIO(sample[PIXELS_EXT]), allow_pickle=False), meta
+
+
+def _load(sample: dict, stream: Stream) -> tuple[np.ndarray, dict]:
+    raw, meta = _read(sample)
     if raw.ndim != 3 or raw.shape[0] != len(stream.bands):
         raise ValueError(f"pixels shape {raw.shape}, expected ({len(stream.bands)}, H, W)")
     return raw, meta
@@ -321,8 +328,7 @@ def decode_crop(sample: dict, stream: Stream, rng: random.Random, size: int,
 
 def decode_raw(sample: dict, stream: Stream) -> tuple[np.ndarray, list[list[float]]]:
     """Raw sample -> (native-dtype pixels [C, H, W], [scale, offset, nodata, has_nodata] per band)."""
-    raw = np.load(io.BytesIO(sample[PIXELS_EXT]), allow_pickle=False)
-    meta = json.loads(sample[META_EXT])
+    raw, meta = _read(sample)
     c = len(stream.bands)
     if raw.ndim != 3 or raw.shape[0] != c:
         raise ValueError(f"pixels shape {raw.shape}, expected ({c}, H, W)")

@@ -59,7 +59,8 @@ def write_dataset(url: str, sensors: dict[str, tuple[int, int]], size: int = 48,
                     np.save(npy, px)
                     meta = {"sensor": sensor, "bands": bands, "wavelengths": wl, "gsd": 10.0, "dtype": dtype,
                             "nodata": [nodata] * len(bands), "scale": [scale] * len(bands), "offset": [offset] * len(bands),
-                            "item_id": key, "index": index}
+                            "item_id": key, "index": index,
+                            "pixels_sha256": hashlib.sha256(npy.getvalue()).hexdigest()}
                     _tar_add(tar, f"{key}.pixels.npy", npy.getvalue())
                     _tar_add(tar, f"{key}.meta.json", json.dumps(meta).encode())
                     phys = px.astype(np.float64) * scale + offset

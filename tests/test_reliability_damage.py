@@ -72,3 +72,28 @@ def test_damaged_shard_is_named_and_counted(dataset, tmp_path, capsys, trial):
     for other, keys in before.items():
         if other != shard["path"]:
             assert after[other] == keys                                           # the rest is untouched
+
+
+def test_bit_flips_in_pixel_data_are_caught_per_sample(dataset, tmp_path):
+    """A flipped bit inside a pixel payload (the npy header and tar headers intact) decodes fine as an
+    array; the sample's pixels_sha256 in meta.json catches it, so the loader skips and counts it."""
+    import shutil
+
+    out = tmp_path / "ds"
+    shutil.copytree(dataset, out)
+    before, _ = _read_all(out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    shard = manifest["shards"][0]
+    path = out / shard["path"]
+    data = bytearray(path.read_bytes())
+    # the first member's payload starts after its 512-byte tar header; skip the 128-byte npy header too
+    target = 512 + 128 + 40
+    data[target] ^= 0x01
+    path.write_bytes(bytes(data))
+
+    after, counter = _read_all(out)
+    assert counter.skipped == 1
+    assert len(before[shard["path"]] - after[shard["path"]]) == 1
+    for other, keys in before.items():
+        if other != shard["path"]:
+            assert after[other] == keys
