@@ -61,6 +61,10 @@ def plot_loss_curve(log_jsonl_path: str | Path, png_path: str | Path) -> Path:
         ax2 = ax.twinx()
         ax2.plot(steps, [lr or 0 for lr in lrs], lw=1, color="tab:gray", alpha=0.6)
         ax2.set_ylabel("learning rate", color="tab:gray")
+    return _save(plt, fig, png_path)
+
+
+def _save(plt: Any, fig: Any, png_path: str | Path) -> Path:
     fig.tight_layout()
     out = Path(png_path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -98,12 +102,7 @@ def _plot_rows(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], png_p
             if r == 0:
                 axes[r][c].set_title(title)
         axes[r][0].set_ylabel(label)
-    fig.tight_layout()
-    out = Path(png_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, png_path)
 
 
 def plot_batch(model: Any, x: torch.Tensor, sensor: str, png_path: str | Path, bands: Sequence[str] | None = None) -> Path:
