@@ -20,7 +20,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import math
 import random
 import zlib
 from dataclasses import dataclass, field
@@ -294,27 +293,12 @@ def decode(sample: dict, stream: Stream) -> torch.Tensor:
     return torch.from_numpy(_normalise(raw, meta, stream))
 
 
-def _crop_box(rng: random.Random, h: int, w: int, scale: tuple[float, float],
-              ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
-    """``(top, left, height, width)`` of a random-resized-crop box (ten tries, then the whole chip)."""
-    for _ in range(10):
-        area = h * w * rng.uniform(*scale)
-        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
-        cw, ch = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
-        if 0 < cw <= w and 0 < ch <= h:
-            break
-    else:
-        ch, cw = h, w
-    return rng.randint(0, h - ch), rng.randint(0, w - cw), ch, cw
-
-
 def decode_crop(sample: dict, stream: Stream, rng: random.Random, size: int,
                 scale: tuple[float, float] = (0.2, 1.0)) -> torch.Tensor:
     """``decode`` + ``random_resized_crop`` (same draws), cropping and flipping the raw pixels first so
     only the crop is converted and normalised."""
     raw, meta = _load(sample, stream)
-    top, left, ch, cw = _crop_box(rng, raw.shape[1], raw.shape[2], scale)
-    hflip, vflip = rng.random() < 0.5, rng.random() < 0.5
+    top, left, ch, cw, hflip, vflip = map(int, augment.crop_params(rng, raw.shape[1], raw.shape[2], scale))
     r = raw[:, top:top + ch, left:left + cw]
     if hflip:
         r = r[:, :, ::-1]
@@ -367,8 +351,6 @@ def to_device(batch: dict, device: torch.device | str, img_size: int) -> torch.T
     """Model input of a batch on ``device``: prepared pixels moved, or raw ones (device_augment) prepared there."""
     if "params" not in batch:
         return batch["pixels"].to(device, non_blocking=True)
-    from pipeline import augment
-
     fields = {k: batch[k].to(device, non_blocking=True) for k in ("pixels", *augment.BATCH_FIELDS)}
     return augment.prepare(fields, img_size)
 
@@ -376,12 +358,12 @@ def to_device(batch: dict, device: torch.device | str, img_size: int) -> torch.T
 def random_resized_crop(x: torch.Tensor, size: int, rng: random.Random, scale: tuple[float, float] = (0.2, 1.0),
                         ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
     """Crop a random area share in ``scale`` and aspect ratio in ``ratio``, resize to ``size``, random flips."""
-    top, left, ch, cw = _crop_box(rng, x.shape[1], x.shape[2], scale, ratio)
+    top, left, ch, cw, hflip, vflip = map(int, augment.crop_params(rng, x.shape[1], x.shape[2], scale, ratio))
     crop = x[None, :, top:top + ch, left:left + cw]
     out = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=(ch > size or cw > size))[0]
-    if rng.random() < 0.5:
+    if hflip:
         out = out.flip(-1)
-    if rng.random() < 0.5:
+    if vflip:
         out = out.flip(-2)
     return out
 
