@@ -53,21 +53,14 @@ def _json_arg(text: str) -> dict:
 
 
 def _load_config(path: str) -> dict[str, Any]:
-    import yaml
+    from ingest.options import load_yaml_options
 
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        return load_yaml_options(path, CONFIG_KEYS)
+    except ValueError as exc:
+        raise SystemExit(f"ofa ingest: error: --config {exc}")
+    except OSError as exc:
         raise SystemExit(f"ofa ingest: error: --config {path}: {exc}")
-    if not isinstance(data, dict):
-        raise SystemExit(f"ofa ingest: error: --config {path}: expected a mapping of option names to values")
-    out = {}
-    for key, value in data.items():
-        norm = str(key).replace("-", "_")
-        if norm not in CONFIG_KEYS:
-            raise SystemExit(f"ofa ingest: error: --config {path}: unknown key {key!r} (known: {', '.join(CONFIG_KEYS)})")
-        out[norm] = value
-    return out
 
 
 def _setup_logging() -> None:

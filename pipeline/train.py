@@ -371,19 +371,9 @@ _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 def load_yaml(path: str) -> dict[str, Any]:
     """Options from a YAML file (keys = option names, dashes or underscores)."""
-    import yaml
+    from ingest.options import load_yaml_options
 
-    with open(path) as f:
-        doc = yaml.safe_load(f) or {}
-    if not isinstance(doc, dict):
-        raise ValueError(f"{path}: expected a mapping of options, got {type(doc).__name__}")
-    out = {}
-    for key, value in doc.items():
-        name = str(key).replace("-", "_")
-        if name not in _FIELDS:
-            raise ValueError(f"{path}: unknown option {key!r} (known: {', '.join(sorted(_FIELDS))})")
-        out[name] = value
-    return out
+    return load_yaml_options(path, _FIELDS)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
