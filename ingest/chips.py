@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ingest.contract import sample_key
 from ingest.items import ChannelPlan, ItemError, ItemPlan, identity_href, read_href, redact
 
 #: drop reasons. Order of the checks: the cloud mask's fill and cloud fractions (before the bands
@@ -115,10 +116,16 @@ class ItemResult:
     dropped: dict[str, int] = field(default_factory=dict)
 
 
-def encode_npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    return buf.getvalue()
+def encode_npy(array: np.ndarray) -> bytearray:
+    """``np.save``'s bytes for ``array``, made with a single copy of the pixels (``array`` may be a
+    strided view)."""
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, np.lib.format.header_data_from_array_1_0(array))
+    header = head.getvalue()
+    out = bytearray(len(header) + array.nbytes)
+    out[:len(header)] = header
+    np.frombuffer(out, dtype=array.dtype, offset=len(header)).reshape(array.shape)[...] = array
+    return out
 
 
 def encode_json(data: Any) -> bytes:
@@ -157,7 +164,13 @@ def _round(values, ndigits: int = 9) -> list[float]:
 
 
 class _Reader:
-    """Open datasets of one item, read chip windows from them, close them at the end."""
+    """Open datasets of one item and read rectangles of the reference grid from them.
+
+    Assets on the reference grid are read directly. Coarser north-up assets are read once at their
+    native resolution over the rectangle and sampled onto the reference grid by index (the coarse
+    pixel containing each reference pixel centre: nearest neighbour), which is what GDAL's nearest
+    does but without resampling inside every read. Other grids (rotated) go through GDAL.
+    """
 
     def __init__(self, plan: ItemPlan, sign_href: Callable[[str], str]):
         import rasterio
@@ -180,36 +193,63 @@ class _Reader:
         for ds in self.datasets.values():
             ds.close()
 
-    def read(self, href: str, indexes: list[int], bounds: tuple, ref_window, ref_transform, size: int) -> np.ndarray:
-        from rasterio.enums import Resampling
-        from rasterio.windows import Window
-
+    def read(self, href: str, indexes: list[int], ref_transform, row: int, col: int, height: int, width: int) -> np.ndarray:
+        """Bands ``indexes`` of ``href`` over rows/cols of the reference grid, as (n, height, width)."""
         ds = self.datasets[href]
         try:
             if ds.transform == ref_transform:
-                window, out_shape = ref_window, None
+                data = self._window(ds, indexes, col, row, width, height, None)
+            elif _north_up(ds.transform) and _north_up(ref_transform):
+                data = self._sampled(ds, indexes, ref_transform, row, col, height, width)
             else:
-                col, row, width, height = bounds_window(ds.transform, bounds)
-                # keep the fractional window: rounding it misplaces coarse pixels when the chip is not a
-                # whole number of them (e.g. 256 px at 10 m = 42.67 px at 60 m); GDAL's nearest then
-                # samples each chip pixel centre exactly
-                window = Window(round(col, 6), round(row, 6), max(1e-6, round(width, 6)), max(1e-6, round(height, 6)))
-                out_shape = (len(indexes), size, size)
-            inside = (window.col_off >= 0 and window.row_off >= 0
-                      and window.col_off + window.width <= ds.width and window.row_off + window.height <= ds.height)
-            kwargs: dict[str, Any] = {"indexes": indexes, "window": window}
-            if out_shape is not None:
-                kwargs.update(out_shape=out_shape, resampling=Resampling.nearest)
-            if not inside:
-                kwargs.update(boundless=True, fill_value=ds.nodata if ds.nodata is not None else 0)
-            data = ds.read(**kwargs)
+                bounds = grid_bounds(ref_transform, col, row, width, height)
+                c, r, w, h = bounds_window(ds.transform, bounds)
+                # keep the fractional window: rounding it misplaces coarse pixels
+                data = self._window(ds, indexes, round(c, 6), round(r, 6), max(1e-6, round(w, 6)),
+                                    max(1e-6, round(h, 6)), (len(indexes), height, width))
         except ItemError:
             raise
         except Exception as exc:  # noqa: BLE001 - a truncated/corrupt COG fails here
             raise ItemError(f"asset {self.names[href]!r} ({href}) cannot be read: {_short(exc)}") from None
-        if data.shape[1:] != (size, size):
-            raise ItemError(f"asset {self.names[href]!r} gave a {data.shape} window for a {size}px chip")
+        if data.shape[1:] != (height, width):
+            raise ItemError(f"asset {self.names[href]!r} gave a {data.shape} window for a {height}x{width} px read")
         return data
+
+    def _window(self, ds, indexes: list[int], col: float, row: float, width: float, height: float,
+                out_shape: tuple[int, int, int] | None) -> np.ndarray:
+        from rasterio.enums import Resampling
+        from rasterio.windows import Window
+
+        inside = col >= 0 and row >= 0 and col + width <= ds.width and row + height <= ds.height
+        kwargs: dict[str, Any] = {"indexes": indexes, "window": Window(col, row, width, height)}
+        if out_shape is not None:
+            kwargs.update(out_shape=out_shape, resampling=Resampling.nearest)
+        if not inside:
+            kwargs.update(boundless=True, fill_value=ds.nodata if ds.nodata is not None else 0)
+        return ds.read(**kwargs)
+
+    def _sampled(self, ds, indexes: list[int], ref, row: int, col: int, height: int, width: int) -> np.ndarray:
+        t = ds.transform
+        cols = np.floor((ref.c + (np.arange(col, col + width) + 0.5) * ref.a - t.c) / t.a).astype(np.int64)
+        rows = np.floor((ref.f + (np.arange(row, row + height) + 0.5) * ref.e - t.f) / t.e).astype(np.int64)
+        fill = ds.nodata if ds.nodata is not None else 0
+        col_ok = (cols >= 0) & (cols < ds.width)
+        row_ok = (rows >= 0) & (rows < ds.height)
+        if not col_ok.any() or not row_ok.any():
+            return np.full((len(indexes), height, width), fill, dtype=ds.dtypes[indexes[0] - 1])
+        c0, c1 = int(cols[col_ok].min()), int(cols[col_ok].max()) + 1
+        r0, r1 = int(rows[row_ok].min()), int(rows[row_ok].max()) + 1
+        native = self._window(ds, indexes, c0, r0, c1 - c0, r1 - r0, None)
+        sampled = native[:, rows[row_ok] - r0][:, :, cols[col_ok] - c0]
+        if col_ok.all() and row_ok.all():
+            return sampled
+        out = np.full((len(indexes), height, width), fill, dtype=native.dtype)
+        out[np.ix_(np.arange(len(indexes)), np.flatnonzero(row_ok), np.flatnonzero(col_ok))] = sampled
+        return out
+
+
+def _north_up(t) -> bool:
+    return t.b == 0 and t.d == 0 and t.a != 0 and t.e != 0
 
 
 def _warn_nodata_mismatch(plan: ItemPlan, reader: "_Reader") -> None:
@@ -296,6 +336,84 @@ def _masks(pixels: np.ndarray, channels: tuple[ChannelPlan, ...], mask: np.ndarr
     return nodata | fill, border, cloud
 
 
+def add_chip_stats(raw: list[RawStats], chip: np.ndarray, valid: np.ndarray | None) -> None:
+    """Add one chip's bands to per-band sums (all bands at once when every pixel is valid)."""
+    flat = chip.reshape(chip.shape[0], -1)
+    # squares of 16-bit integers summed in float64 stay exact below 2**21 values per band
+    if valid is None and flat.dtype.kind in "ui" and flat.dtype.itemsize <= 2 and flat.shape[1] < 2**21:
+        totals = flat.sum(axis=1, dtype=np.int64)
+        f = flat.astype(np.float64)
+        squares = np.einsum("ij,ij->i", f, f)
+        lows, highs = flat.min(axis=1), flat.max(axis=1)
+        for r, total, sq, lo, hi in zip(raw, totals, squares, lows, highs):
+            r.count += flat.shape[1]
+            r.total += int(total)
+            r.total_sq += int(sq)
+            r.min = float(lo) if r.min is None else min(r.min, float(lo))
+            r.max = float(hi) if r.max is None else max(r.max, float(hi))
+        return
+    for r, band in zip(raw, chip):
+        r.add(band, valid)
+
+
+def _per_chip(flags: np.ndarray, size: int) -> np.ndarray:
+    """Count of true pixels in each ``size`` x ``size`` chip of a (size, k * size) row of flags."""
+    return flags.reshape(size, -1, size).sum(axis=(0, 2), dtype=np.int64)
+
+
+def _runs(keep: np.ndarray) -> Iterator[tuple[int, int]]:
+    """``[a, b)`` index ranges of consecutive true values."""
+    start = None
+    for i, k in enumerate(keep):
+        if k and start is None:
+            start = i
+        elif not k and start is not None:
+            yield start, i
+            start = None
+    if start is not None:
+        yield start, len(keep)
+
+
+class _ChipBoxes:
+    """WGS84 bounds of chips, one chip row at a time: every chip edge densified as ``transform_bounds``
+    does (corners + 21 points), the whole row projected in one call. Chips that cross the antimeridian
+    or come near a pole go through ``transform_bounds`` itself."""
+
+    EDGE = np.linspace(0.0, 1.0, 23)
+
+    def __init__(self, crs, transform, size: int, cols: list[int]):
+        self.crs, self.t, self.size, self.cols = crs, transform, size, cols
+        self.geographic = crs.to_epsg() == 4326
+        self.row, self.boxes = -1, {}
+
+    def bbox(self, col: int, row: int) -> tuple[float, float, float, float]:
+        if self.geographic:
+            return grid_bounds(self.t, col, row, self.size, self.size)
+        if row != self.row:
+            self.row, self.boxes = row, self._project_row(row)
+        return self.boxes[col]
+
+    def _project_row(self, row: int) -> dict[int, tuple[float, float, float, float]]:
+        from rasterio.warp import transform, transform_bounds
+
+        e, size = self.EDGE * self.size, self.size
+        ring_c = np.concatenate([e, np.full_like(e, size), e[::-1], np.zeros_like(e)])
+        ring_r = np.concatenate([np.zeros_like(e), e, np.full_like(e, size), e[::-1]]) + row
+        cs = np.concatenate([ring_c + col for col in self.cols])
+        rs = np.tile(ring_r, len(self.cols))
+        t = self.t
+        lon, lat = transform(self.crs, "EPSG:4326", t.a * cs + t.b * rs + t.c, t.d * cs + t.e * rs + t.f)
+        lon, lat = np.asarray(lon).reshape(len(self.cols), -1), np.asarray(lat).reshape(len(self.cols), -1)
+        boxes = {}
+        for i, col in enumerate(self.cols):
+            x, y = lon[i], lat[i]
+            if not (np.isfinite(x).all() and np.isfinite(y).all()) or x.max() - x.min() > 180.0 or abs(y).max() > 89.0:
+                boxes[col] = transform_bounds(self.crs, "EPSG:4326", *grid_bounds(t, col, row, size, size), densify_pts=21)
+            else:
+                boxes[col] = (float(x.min()), float(y.min()), float(x.max()), float(y.max()))
+        return boxes
+
+
 def _drop(result: "ItemResult", reason: str, on_chip: Callable[[int], None] | None) -> None:
     result.dropped[reason] += 1
     if on_chip:
@@ -307,9 +425,6 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
     """Read, filter and encode every chip of one item. Raises ``ItemError`` for an unusable item."""
     import rasterio
     from rasterio.crs import CRS
-    from rasterio.warp import transform_bounds
-    from rasterio.transform import Affine
-    from rasterio.windows import Window
 
     size = options.chip_size
     result = ItemResult(dropped={r: 0 for r in DROP_REASONS})
@@ -347,82 +462,76 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
             if not crs.is_projected:
                 gsd = min(ch.gsd for ch in plan.channels)
             by_href: dict[str, list[int]] = {}
+            layers: list[tuple[str, int]] = []   # (href, position in that href's read) per channel
             for ch in plan.channels:
-                by_href.setdefault(ch.href, []).append(ch.index)
+                layers.append((ch.href, len(by_href.setdefault(ch.href, []))))
+                by_href[ch.href].append(ch.index)
             r0, r1, c0, c1 = _valid_window_range(plan, crs, ref_transform, ref.height, ref.width)
-            for row, col in chip_windows(ref.height, ref.width, size):
-                if row + size <= r0 or row >= r1 or col + size <= c0 or col >= c1:
-                    continue
-                window = Window(col, row, size, size)
-                bounds = grid_bounds(ref_transform, col, row, size, size)
-                n = float(size * size)
-                fill = cloud = None
-                cloud_fraction = None
+            cols = [c for c in range(0, ref.width - size + 1, size) if c + size > c0 and c < c1]
+            rows = [r for r in range(0, ref.height - size + 1, size) if r + size > r0 and r < r1]
+            boxes = _ChipBoxes(crs, ref_transform, size, cols)
+            common = {
+                "sensor": plan.sensor, "bands": [ch.name for ch in plan.channels],
+                "wavelengths": [ch.wavelength for ch in plan.channels], "gsd": round(float(gsd), 6),
+                "nodata": [ch.nodata for ch in plan.channels], "scale": [ch.scale for ch in plan.channels],
+                "offset": [ch.offset for ch in plan.channels], "crs": crs_text, "datetime": plan.datetime,
+                "item_id": plan.item_id, "collection": plan.collection,
+            }
+            n = float(size * size)
+            for row in rows if cols else ():
+                # one chip row at a time: the mask first (a chip it condemns costs no band read), then
+                # each run of surviving chips in one read per asset
+                keep = np.ones(len(cols), dtype=bool)
+                fill = cloud_fraction = None
                 if plan.mask_href:
-                    # the mask first: a chip it condemns costs one small read, not one per band
-                    fill, cloud = mask_flags(reader.read(plan.mask_href, [1], bounds, window, ref_transform, size)[0], plan)
-                    clear = ~fill
-                    cloud_fraction = float((cloud & clear).sum()) / max(float(clear.sum()), 1.0)
-                    if float(fill.sum()) / n > options.max_nodata:
-                        _drop(result, "nodata", on_chip)
-                        continue
-                    if cloud_fraction > options.max_cloud:
-                        _drop(result, "cloud", on_chip)
-                        continue
-                parts = {h: reader.read(h, idx, bounds, window, ref_transform, size) for h, idx in by_href.items()}
-                used = {h: 0 for h in parts}
-                layers = []
-                for ch in plan.channels:
-                    layers.append(parts[ch.href][used[ch.href]])
-                    used[ch.href] += 1
-                pixels = np.stack(layers)
-                nodata, border = band_flags(pixels, plan.channels, plan.sar)
-                if fill is not None:
-                    nodata |= fill
-                invalid = nodata | border
-                nodata_fraction = float(invalid.sum()) / n
-                border_fraction = float(border.sum()) / n
-                valid = ~invalid
-                if border_fraction > options.max_sar_border:
-                    _drop(result, "sar_border", on_chip)
-                    continue
-                if nodata_fraction > options.max_nodata:
-                    # SAR swath borders are all-zero in every polarisation: name them when they dominate
-                    _drop(result, "sar_border" if border_fraction * 2 > nodata_fraction else "nodata", on_chip)
-                    continue
-                if on_chip:
-                    on_chip(1)
-                every = bool(valid.all())
-                for stats, band in zip(raw, pixels):
-                    stats.add(band, None if every else valid)
-                x0, y0 = _apply(ref_transform, col, row)
-                t = Affine(ref_transform.a, ref_transform.b, x0, ref_transform.d, ref_transform.e, y0)
-                bbox = transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21)
-                meta = {
-                    "sensor": plan.sensor,
-                    "bands": [ch.name for ch in plan.channels],
-                    "wavelengths": [ch.wavelength for ch in plan.channels],
-                    "gsd": round(float(gsd), 6),
-                    "dtype": pixels.dtype.name,
-                    "nodata": [ch.nodata for ch in plan.channels],
-                    "scale": [ch.scale for ch in plan.channels],
-                    "offset": [ch.offset for ch in plan.channels],
-                    "crs": crs_text,
-                    "transform": _round([t.a, t.b, t.c, t.d, t.e, t.f], 12),
-                    "bbox": _round(bbox, 9),
-                    "datetime": plan.datetime,
-                    "item_id": plan.item_id,
-                    "collection": plan.collection,
-                    "window": {"col_off": col, "row_off": row, "width": size, "height": size},
-                    "cloud_fraction": None if cloud_fraction is None else round(cloud_fraction, 6),
-                    "nodata_fraction": round(nodata_fraction, 6),
-                }
-                from ingest.contract import sample_key
-
-                npy = encode_npy(pixels)
-                meta["pixels_sha256"] = hashlib.sha256(npy).hexdigest()
-                result.samples.append((sample_key(plan.item_id, row, col), npy, encode_json(meta)))
-                result.kept += 1
+                    mask = reader.read(plan.mask_href, [1], ref_transform, row, cols[0], size, len(cols) * size)[0]
+                    fill, cloud = mask_flags(mask, plan)
+                    fill_n = _per_chip(fill, size)
+                    cloud_fraction = _per_chip(cloud & ~fill, size) / np.maximum(n - fill_n, 1.0)
+                    for j in range(len(cols)):
+                        if fill_n[j] / n > options.max_nodata:
+                            keep[j] = False
+                            _drop(result, "nodata", on_chip)
+                        elif cloud_fraction[j] > options.max_cloud:
+                            keep[j] = False
+                            _drop(result, "cloud", on_chip)
+                for a, b in _runs(keep):
+                    x0, width = cols[a], (b - a) * size
+                    parts = {h: reader.read(h, idx, ref_transform, row, x0, size, width) for h, idx in by_href.items()}
+                    pixels = np.stack([parts[h][k] for h, k in layers])
+                    nodata, border = band_flags(pixels, plan.channels, plan.sar)
+                    if fill is not None:
+                        nodata |= fill[:, (x0 - cols[0]):(x0 - cols[0]) + width]
+                    invalid = nodata | border
+                    invalid_n, border_n = _per_chip(invalid, size), _per_chip(border, size)
+                    for j in range(b - a):
+                        nodata_fraction, border_fraction = float(invalid_n[j]) / n, float(border_n[j]) / n
+                        if border_fraction > options.max_sar_border:
+                            _drop(result, "sar_border", on_chip)
+                            continue
+                        if nodata_fraction > options.max_nodata:
+                            # SAR swath borders are all-zero in every polarisation: name them when they dominate
+                            _drop(result, "sar_border" if border_fraction * 2 > nodata_fraction else "nodata", on_chip)
+                            continue
+                        if on_chip:
+                            on_chip(1)
+                        view = pixels[:, :, j * size:(j + 1) * size]
+                        npy = encode_npy(view)   # the one copy of the chip: its contiguous pixels live in there
+                        chip = np.frombuffer(npy, view.dtype, offset=len(npy) - view.nbytes).reshape(view.shape)
+                        add_chip_stats(raw, chip, None if invalid_n[j] == 0 else ~invalid[:, j * size:(j + 1) * size])
+                        col = x0 + j * size
+                        x, y = _apply(ref_transform, col, row)
+                        t = ref_transform
+                        frac = None if cloud_fraction is None else round(float(cloud_fraction[a + j]), 6)
+                        meta = {
+                            **common, "dtype": chip.dtype.name, "transform": _round([t.a, t.b, x, t.d, t.e, y], 12),
+                            "bbox": _round(boxes.bbox(col, row), 9),
+                            "window": {"col_off": col, "row_off": row, "width": size, "height": size},
+                            "cloud_fraction": frac, "nodata_fraction": round(nodata_fraction, 6),
+                        }
+                        meta["pixels_sha256"] = hashlib.sha256(npy).hexdigest()
+                        result.samples.append((sample_key(plan.item_id, row, col), npy, encode_json(meta)))
+                        result.kept += 1
         finally:
             reader.close()
     result.stats = [r.physical(ch.scale, ch.offset) for r, ch in zip(raw, plan.channels)]

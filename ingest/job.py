@@ -1,8 +1,10 @@
-"""An ingest run: search -> per-item chip tasks on Dask -> staging files -> shards -> manifest.
+"""An ingest run: search -> per-item chip tasks on Dask -> shards written in item order -> manifest.
 
-Resumable: the search result, every finished item and every shard is written atomically, and
-the manifest last. A rerun (same command) reuses finished items and rewrites shards from them in
-a fixed order, so a run killed at any point ends with the same bytes as an uninterrupted one.
+Item tasks run in parallel; their samples are streamed into each sensor's shards in a fixed item
+order, so the same inputs give the same bytes. Resumable: the search result, every shard and a
+progress record (finished shards, where the open shard starts, records of finished items) are
+written atomically, and the manifest last; a rerun with the same command redoes only the items
+from the open shard on, so a run killed at any point ends as an uninterrupted one would.
 """
 from __future__ import annotations
 
@@ -12,22 +14,23 @@ import logging
 import os
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ingest.chips import DROP_REASONS, BandStats, ChipOptions
 from ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, ManifestError
 from ingest.items import ItemError, ItemPlan, clean_href, identity_href, item_etag, plan_item, redact
 from ingest.search import SearchParams
 from ingest.shards import (
-    SHARD_MAX_BYTES, SHARD_MAX_SAMPLES, STAGING_DIR, ShardWriter, read_staging_blocks, remove_temporaries,
-    staging_bytes, staging_name, write_atomic,
+    SHARD_MAX_BYTES, SHARD_MAX_SAMPLES, STAGING_DIR, ShardWriter, remove_temporaries, sample_block, write_atomic,
 )
 from ingest.storage import get_fs, join
 
 log = logging.getLogger("ofa.ingest")
 SEARCH_RECORD = f"{STAGING_DIR}/_search.json"
+PROGRESS_RECORD = f"{STAGING_DIR}/_progress.json"
 
 
 class IngestError(RuntimeError):
@@ -78,10 +81,21 @@ class IngestConfig:
                 "shard_max_samples": self.shard_max_samples, "shard_max_bytes": self.shard_max_bytes}
 
 
+def item_key(collection: str, item_id: str) -> str:
+    """A file-name-safe key naming an item in progress records."""
+    return "".join(c if (c.isalnum() or c in "-_.") else "-" for c in f"{collection}__{item_id}")
+
+
+_KILL_COUNTS: dict[str, int] = {}
+
+
 def _kill_point(name: str) -> None:
-    """Test hook: ``OFA_INGEST_KILL_AT=name`` makes the run SIGKILL itself here."""
-    if os.environ.get("OFA_INGEST_KILL_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Test hook: ``OFA_INGEST_KILL_AT=name`` (or ``name:n``, the n-th time) makes the run SIGKILL itself here."""
+    point, _, nth = os.environ.get("OFA_INGEST_KILL_AT", "").partition(":")
+    if point == name:
+        _KILL_COUNTS[name] = _KILL_COUNTS.get(name, 0) + 1
+        if _KILL_COUNTS[name] >= int(nth or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def resolve_hook(hook: Callable[[str], str] | str | None) -> Callable[[str], str]:
@@ -113,26 +127,22 @@ def software_versions() -> dict[str, str]:
 
 
 # ------------------------------------------------------------------ the per-item task
-def ingest_item_task(plan: ItemPlan, options: ChipOptions, out: str, storage_options: dict | None,
-                     sign_href: Callable[[str], str] | str | None) -> dict:
-    """Read one item and write its staging file; return its record (runs on a Dask worker)."""
+def ingest_item_task(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str], str] | str | None) -> dict:
+    """Read one item; return its record and its samples as tar blocks (runs on a Dask worker)."""
     from ingest.chips import process_item
 
-    fs, root = get_fs(out, storage_options)
     record: dict[str, Any] = {"item_id": plan.item_id, "collection": plan.collection, "sensor": plan.sensor,
                               "bands": [c.name for c in plan.channels]}
+    blocks: list[bytes] = []
     try:
         result = process_item(plan, options, resolve_hook(sign_href))
-        samples = result.samples
+        blocks = [sample_block(*sample) for sample in result.samples]
         record.update(kept=result.kept, dropped=result.dropped, stats=[s.to_list() for s in result.stats])
     except ItemError as exc:
-        samples = []
         record.update(skipped=str(exc))
     except Exception as exc:  # noqa: BLE001 - anything else about one item must not stop the run
-        samples = []
         record.update(skipped=f"{type(exc).__name__}: {redact(' '.join(str(exc).split()))[:300]}")
-    write_atomic(fs, f"{root.rstrip('/')}/{staging_name(plan.collection, plan.item_id)}", staging_bytes(samples, record))
-    return {k: v for k, v in record.items() if k != "stats"}
+    return {"record": record, "blocks": blocks}
 
 
 # ------------------------------------------------------------------ the run
@@ -189,41 +199,121 @@ def _chip_estimate(plan: ItemPlan, chip_size: int) -> int:
     return (shape[0] // chip_size) * (shape[1] // chip_size) if shape else 0
 
 
-def _run_tasks(todo: list[ItemPlan], cfg: IngestConfig) -> None:
-    """Run the item tasks on Dask distributed (local cluster unless ``cfg.scheduler``)."""
-    from dask.distributed import Client, LocalCluster, as_completed
+@dataclass
+class _Progress:
+    """What a run has made durable: per sensor the finished shards and where the open shard starts
+    (item position, sample index), and the records of the items consumed so far."""
+
+    shards: dict[str, list[dict]] = field(default_factory=dict)
+    cursor: dict[str, tuple[int, int]] = field(default_factory=dict)
+    records: dict[str, dict] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, fs, root: str) -> "_Progress":
+        path = f"{root}/{PROGRESS_RECORD}"
+        if not fs.exists(path):
+            return cls()
+        data = json.loads(fs.cat_file(path))
+        return cls(data["shards"], {k: tuple(v) for k, v in data["cursor"].items()}, data["records"])
+
+    def save(self, fs, root: str) -> None:
+        data = {"shards": self.shards, "cursor": self.cursor, "records": self.records}
+        write_atomic(fs, f"{root}/{PROGRESS_RECORD}", json.dumps(data, sort_keys=True).encode())
+
+
+@contextmanager
+def _dask_client(cfg: IngestConfig, tasks: int) -> Iterator[Any]:
+    """A Dask client: on ``cfg.scheduler``, or on a local cluster of ``cfg.workers`` workers."""
+    from dask.distributed import Client, LocalCluster
+
+    if cfg.scheduler:
+        with Client(cfg.scheduler) as client:
+            yield client
+        return
+    n = max(1, min(cfg.workers or os.cpu_count() or 1, tasks))
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=cfg.processes, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+def _write_items(fs, root: str, cfg: IngestConfig, by_sensor: dict[str, list[ItemPlan]]) -> tuple[dict[str, list[dict]], dict[str, dict]]:
+    """Run the item tasks on Dask and stream their samples into each sensor's shards, in item order.
+
+    Results arriving out of order wait (at most a window of items is in flight, so memory stays
+    bounded); after every finished shard the progress record is saved, so a rerun starts from the
+    shard that was open. Returns the shards per sensor and the record of every item.
+    """
+    from dask.distributed import as_completed
     from tqdm.auto import tqdm
 
-    if not todo:
-        return
+    progress = _Progress.load(fs, root)
+    writers = {s: ShardWriter(fs, root, s, cfg.shard_max_samples, cfg.shard_max_bytes, shards=list(progress.shards.get(s, [])))
+               for s in sorted(by_sensor)}
+    queue: list[tuple[str, int, ItemPlan, int]] = []   # (sensor, position, plan, samples already in shards)
+    for sensor in sorted(by_sensor):
+        start, skip = progress.cursor.get(sensor, (0, 0))
+        queue += [(sensor, pos, plan, skip if pos == start else 0) for pos, plan in enumerate(by_sensor[sensor]) if pos >= start]
+    pending = {item_key(plan.collection, plan.item_id) for _, _, plan, _ in queue}
+    records = {k: v for k, v in progress.records.items() if k not in pending}
+    if len(queue) < sum(map(len, by_sensor.values())):
+        log.info("resuming: %d of %d items already in shards", sum(map(len, by_sensor.values())) - len(queue),
+                 sum(map(len, by_sensor.values())))
+    if not queue:
+        return {s: w.shards for s, w in writers.items()}, records
+
+    def save(sensor: str, cursor: tuple[int, int]) -> None:
+        progress.shards[sensor], progress.cursor[sensor] = writers[sensor].shards, cursor
+        progress.records = records
+        progress.save(fs, root)
+
+    def consume(entry: tuple[str, int, ItemPlan, int], result: dict) -> None:
+        sensor, pos, plan, skip = entry
+        record, writer = result["record"], writers[sensor]
+        for i, block in enumerate(result["blocks"][skip:], start=skip):
+            if writer.add_block(block):
+                save(sensor, (pos, i))   # a shard was finished: the open one starts with this sample
+        records[item_key(plan.collection, plan.item_id)] = record
+        if record.get("skipped"):
+            log.warning("skipped item %s (%s): %s", record["item_id"], record["collection"], record["skipped"])
+        bar.update(record.get("kept", 0) + sum((record.get("dropped") or {}).values()))
+        bar.set_postfix(items=f"{done + 1}/{len(queue)}", kept=record.get("kept", 0))
+        _kill_point("item")
+        if pos == len(by_sensor[sensor]) - 1:
+            writer.flush()
+            save(sensor, (pos + 1, 0))
+            _kill_point(f"shards-{sensor}")
+
     options = cfg.chip_options()
-    if cfg.scheduler:
-        client, cluster = Client(cfg.scheduler), None
-    else:
-        n = cfg.workers or min(len(todo), os.cpu_count() or 1)
-        cluster = LocalCluster(n_workers=max(1, min(n, len(todo))), threads_per_worker=1, processes=cfg.processes,
-                               dashboard_address=None)
-        client = Client(cluster)
-    bar = tqdm(total=sum(_chip_estimate(p, cfg.chip_size) for p in todo) or None, unit="chip", desc="ingest",
+    window = 2 * max(1, cfg.workers or os.cpu_count() or 1) + 2
+    bar = tqdm(total=sum(_chip_estimate(p, cfg.chip_size) for _, _, p, _ in queue) or None, unit="chip", desc="ingest",
                disable=not cfg.progress, dynamic_ncols=True)
-    done = 0
+    done, submitted, arrived = 0, 0, {}
     try:
-        futures = [client.submit(ingest_item_task, plan, options, cfg.out, cfg.storage_options, cfg.sign_href,
-                                 key=f"ingest-{i}-{plan.item_id}", pure=False) for i, plan in enumerate(todo)]
-        for future in as_completed(futures):
-            record = future.result()
-            chips = record.get("kept", 0) + sum((record.get("dropped") or {}).values())
-            if record.get("skipped"):
-                log.warning("skipped item %s (%s): %s", record["item_id"], record["collection"], record["skipped"])
-            done += 1
-            bar.update(chips)
-            bar.set_postfix(items=f"{done}/{len(todo)}", kept=record.get("kept", 0))
-            _kill_point("item")
+        with _dask_client(cfg, len(queue)) as client:
+            futures = as_completed()
+            index_of: dict[str, int] = {}
+
+            def fill() -> None:
+                nonlocal submitted
+                while submitted < len(queue) and submitted - done < window:
+                    _, _, plan, _ = queue[submitted]
+                    future = client.submit(ingest_item_task, plan, options, cfg.sign_href,
+                                           key=f"ingest-{submitted}-{plan.item_id}", pure=False)
+                    index_of[future.key] = submitted
+                    futures.add(future)
+                    submitted += 1
+
+            fill()
+            for future in futures:
+                arrived[index_of.pop(future.key)] = future.result()
+                future.release()
+                while done in arrived:
+                    consume(queue[done], arrived.pop(done))
+                    done += 1
+                fill()
     finally:
         bar.close()
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    return {s: w.shards for s, w in writers.items()}, records
 
 
 def run_ingest(cfg: IngestConfig) -> dict:
@@ -261,15 +351,13 @@ def run_ingest(cfg: IngestConfig) -> dict:
         except ItemError as exc:
             skipped.append({"item_id": str(item.get("id")), "collection": str(item.get("collection")), "reason": str(exc)})
             log.warning("skipped item %s (%s): %s", item.get("id"), item.get("collection"), exc)
-    existing = set(fs.find(f"{root}/{STAGING_DIR}")) if fs.exists(f"{root}/{STAGING_DIR}") else set()
-    existing = {p.split(root, 1)[-1].lstrip("/") for p in existing}
-    todo = [p for p in plans if staging_name(p.collection, p.item_id) not in existing]
-    if len(todo) < len(plans):
-        log.info("resuming: %d of %d items already done", len(plans) - len(todo), len(plans))
-    _run_tasks(todo, cfg)
+    by_sensor: dict[str, list[ItemPlan]] = {}
+    for plan in plans:
+        by_sensor.setdefault(plan.sensor, []).append(plan)
+    shards, records = _write_items(fs, root, cfg, by_sensor)
     _kill_point("tasks")
 
-    manifest = _assemble(fs, root, cfg, items, plans, skipped)
+    manifest = _manifest(fs, root, cfg, items, by_sensor, shards, records, skipped)
     if cfg.strict and manifest["skipped"]:
         reasons = "; ".join(f"{s['item_id']}: {s['reason']}" for s in manifest["skipped"])
         raise IngestError(f"--strict: {len(manifest['skipped'])} item(s) skipped: {reasons}")
@@ -280,23 +368,16 @@ def run_ingest(cfg: IngestConfig) -> dict:
     return manifest
 
 
-def _assemble(fs, root: str, cfg: IngestConfig, items: list[dict], plans: list[ItemPlan], skipped: list[dict]) -> dict:
-    """Shards from staging files in item order, then the manifest dict."""
-    from tqdm.auto import tqdm
-
+def _manifest(fs, root: str, cfg: IngestConfig, items: list[dict], by_sensor: dict[str, list[ItemPlan]],
+              shards: dict[str, list[dict]], records: dict[str, dict], skipped: list[dict]) -> dict:
+    """The manifest dict: counts and statistics merged in item order, so they never depend on timing."""
     from ingest.manifest import finalize_stats
 
-    writers: dict[str, ShardWriter] = {}
     stats: dict[str, tuple[list[str], list[BandStats]]] = {}
     kept, dropped = 0, {r: 0 for r in DROP_REASONS}
-    by_sensor: dict[str, list[ItemPlan]] = {}
-    for plan in plans:
-        by_sensor.setdefault(plan.sensor, []).append(plan)
     for sensor in sorted(by_sensor):
-        writer = writers[sensor] = ShardWriter(fs, root, sensor, cfg.shard_max_samples, cfg.shard_max_bytes)
-        for plan in tqdm(by_sensor[sensor], desc=f"shards {sensor}", unit="item", disable=not cfg.progress, leave=False):
-            path = f"{root}/{staging_name(plan.collection, plan.item_id)}"
-            blocks, record = read_staging_blocks(fs.cat_file(path))
+        for plan in by_sensor[sensor]:
+            record = records[item_key(plan.collection, plan.item_id)]
             if record.get("skipped"):
                 skipped.append({"item_id": plan.item_id, "collection": plan.collection, "reason": record["skipped"]})
                 continue
@@ -306,12 +387,8 @@ def _assemble(fs, root: str, cfg: IngestConfig, items: list[dict], plans: list[I
             names, acc = stats.setdefault(sensor, (record["bands"], [BandStats() for _ in record["bands"]]))
             for total, part in zip(acc, record["stats"]):
                 total.merge(BandStats.from_list(part))
-            for block in blocks:
-                writer.add_block(block)
-        writer.flush()
-        _kill_point(f"shards-{sensor}")
-    shards = [s for sensor in sorted(writers) for s in writers[sensor].shards]
-    _remove_stale_shards(fs, root, {s["path"] for s in shards})
+    all_shards = [s for sensor in sorted(shards) for s in shards[sensor]]
+    _remove_stale_shards(fs, root, {s["path"] for s in all_shards})
     skipped.sort(key=lambda s: (s["collection"], s["item_id"]))
     return {
         "format": FORMAT_NAME,
@@ -323,7 +400,7 @@ def _assemble(fs, root: str, cfg: IngestConfig, items: list[dict], plans: list[I
         "items": [{"id": it.get("id"), "collection": it.get("collection"),
                    "updated": (it.get("properties") or {}).get("updated"), "etag": item_etag(it)} for it in items],
         "chips": cfg.chips_record(),
-        "shards": shards,
+        "shards": all_shards,
         "statistics": {s: finalize_stats(names, acc) for s, (names, acc) in sorted(stats.items())},
         "skipped": skipped,
         "counts": {"kept": kept, "dropped": dropped},

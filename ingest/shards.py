@@ -1,4 +1,4 @@
-"""Deterministic tar writing, atomic object writes, per-item staging files and shard assembly.
+"""Deterministic tar writing, atomic object writes and the bounded shard writer.
 
 Every tar member has fixed headers (mtime 0, uid/gid 0, mode 0644, empty user/group names) and
 members appear in sample order, so the same samples always give the same bytes.
@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import tarfile
 import uuid
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from ingest.contract import META_EXT, PIXELS_EXT, shard_path
 
-STAGING_DIR = "_staging"
-ITEM_RECORD = "_item.json"   # last member of a staging tar: counts, stats, or the skip reason
+STAGING_DIR = "_staging"   # a run's unfinished work: the saved search and its progress
 TMP_MARK = ".tmp-"
 
 #: default shard bounds
@@ -74,77 +72,35 @@ def tar_bytes(members: Iterable[tuple[str, bytes]]) -> bytes:
     return buf.getvalue()
 
 
-def tar_members(data: bytes) -> Iterator[tuple[str, bytes]]:
-    """``(name, data)`` for each regular member of a tar, in order."""
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        for member in tar:
-            if member.isfile():
-                f = tar.extractfile(member)
-                yield member.name, f.read() if f else b""
-
-
 def member_size(n: int) -> int:
     """Bytes a member of ``n`` data bytes takes in a tar (header + padded data)."""
     return 512 + (n + 511) // 512 * 512
 
 
-def staging_name(collection: str, item_id: str) -> str:
-    safe = "".join(c if (c.isalnum() or c in "-_.") else "-" for c in f"{collection}__{item_id}")
-    return f"{STAGING_DIR}/{safe}.tar"
+def _header(name: str, size: int) -> bytes:
+    return _info(name, size).tobuf(format=tarfile.GNU_FORMAT)
 
 
-def staging_bytes(samples: list[tuple[str, bytes, bytes]], record: dict) -> bytes:
-    members: list[tuple[str, bytes]] = []
-    for key, pixels, meta in samples:
-        members += [(f"{key}.{PIXELS_EXT}", pixels), (f"{key}.{META_EXT}", meta)]
-    members.append((ITEM_RECORD, json.dumps(record, sort_keys=True).encode()))
-    return tar_bytes(members)
-
-
-def read_staging(data: bytes) -> tuple[list[tuple[str, bytes, bytes]], dict]:
-    """Samples and the item record of a staging tar."""
-    members = list(tar_members(data))
-    if not members or members[-1][0] != ITEM_RECORD:
-        raise ValueError("staging file has no item record")
-    record = json.loads(members[-1][1])
-    body = members[:-1]
-    samples = []
-    for i in range(0, len(body), 2):
-        (pname, pixels), (mname, meta) = body[i], body[i + 1]
-        key = pname[: -len(PIXELS_EXT) - 1]
-        if mname != f"{key}.{META_EXT}":
-            raise ValueError(f"staging file: unexpected member order {pname}, {mname}")
-        samples.append((key, pixels, meta))
-    return samples, record
+def _pad(size: int) -> bytes:
+    return bytes((-size) % 512)
 
 
 def member_block(name: str, data: bytes) -> bytes:
     """One tar member as it appears in an archive: header(s), data, zero padding to 512."""
-    info = _info(name, len(data))
-    return info.tobuf(format=tarfile.GNU_FORMAT) + data + bytes((-len(data)) % 512)
+    return _header(name, len(data)) + data + _pad(len(data))
 
 
-def sample_block(key: str, pixels: bytes, meta: bytes) -> bytes:
-    """The two members of a sample, back to back, exactly as ``tar_bytes`` would write them."""
-    return member_block(f"{key}.{PIXELS_EXT}", pixels) + member_block(f"{key}.{META_EXT}", meta)
+#: one sample's bytes in a tar, as pieces written back to back (the pixels are never copied into one buffer)
+Block = tuple
 
 
-def read_staging_blocks(data: bytes) -> tuple[list[bytes], dict]:
-    """The raw sample blocks and the item record of a staging tar (no decoding of the samples)."""
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        members = tar.getmembers()
-        if not members or members[-1].name != ITEM_RECORD:
-            raise ValueError("staging file has no item record")
-        last = members[-1]
-        record = json.loads(data[last.offset_data: last.offset_data + last.size])
-    body = members[:-1]
-    blocks = []
-    for i in range(0, len(body), 2):
-        pixels, meta = body[i], body[i + 1]
-        if not (pixels.name.endswith("." + PIXELS_EXT) and meta.name.endswith("." + META_EXT)):
-            raise ValueError(f"staging file: unexpected members {pixels.name}, {meta.name}")
-        blocks.append(data[pixels.offset: meta.offset_data + (meta.size + 511) // 512 * 512])
-    return blocks, record
+def sample_block(key: str, pixels: bytes, meta: bytes) -> Block:
+    """The two members of a sample exactly as ``tar_bytes`` would write them, as pieces."""
+    return (_header(f"{key}.{PIXELS_EXT}", len(pixels)), pixels, _pad(len(pixels)) + member_block(f"{key}.{META_EXT}", meta))
+
+
+def block_size(block: Block | bytes) -> int:
+    return len(block) if isinstance(block, (bytes, bytearray, memoryview)) else sum(len(p) for p in block)
 
 
 def _end_of_archive(size: int) -> bytes:
@@ -175,20 +131,26 @@ class ShardWriter:
     _count: int = 0
     _bytes: int = 0
 
-    def add(self, key: str, pixels: bytes, meta: bytes) -> None:
-        self.add_block(sample_block(key, pixels, meta))
+    def add(self, key: str, pixels: bytes, meta: bytes) -> bool:
+        return self.add_block(sample_block(key, pixels, meta))
 
-    def add_block(self, block: bytes) -> None:
-        """Append one sample's raw tar block (see ``sample_block``)."""
-        if self._count and (self._count + 1 > self.max_samples
-                            or self._bytes + len(block) + len(_end_of_archive(self._bytes + len(block))) > self.max_bytes):
+    def add_block(self, block: Block | bytes) -> bool:
+        """Append one sample's raw tar bytes (``sample_block``'s pieces, or one bytes object); True if
+        a shard was finished first (the sample then opens the next shard)."""
+        pieces = (block,) if isinstance(block, (bytes, bytearray, memoryview)) else block
+        size = block_size(pieces)
+        finished = bool(self._count) and (self._count + 1 > self.max_samples
+                                          or self._bytes + size + len(_end_of_archive(self._bytes + size)) > self.max_bytes)
+        if finished:
             self.flush()
         if self._file is None:
             self._open()
-        self._file.write(block)
-        self._hash.update(block)
+        for piece in pieces:
+            self._file.write(piece)
+            self._hash.update(piece)
         self._count += 1
-        self._bytes += len(block)
+        self._bytes += size
+        return finished
 
     def _path(self) -> str:
         return f"{self.root}/{shard_path(self.sensor, len(self.shards))}"

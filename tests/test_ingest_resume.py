@@ -69,6 +69,17 @@ def test_resume_after_sigkill(catalog, tmp_path):
                                 capture_output=True, text=True, timeout=120)
         assert verify.returncode == 0, verify.stdout
 
+    # killed inside an item that straddles two shards of a sensor that already has shards: the rerun
+    # redoes only the items from the open shard on and skips the samples already in finished shards
+    out = tmp_path / "killed-mid-item"
+    killed = subprocess.run(_cmd(catalog, out), env=_env(OFA_INGEST_KILL_AT="item:4"), capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    cursor = json.loads((out / "_staging" / "_progress.json").read_text())["cursor"]
+    assert any(pos > 0 and sample > 0 for pos, sample in cursor.values()), cursor
+    again = subprocess.run(_cmd(catalog, out), env=_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming" in again.stderr and _snapshot(out) == expected
+
     # and one kill from outside at a seeded moment, wherever the run happens to be
     out = tmp_path / "killed-timed"
     proc = subprocess.Popen(_cmd(catalog, out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

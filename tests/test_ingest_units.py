@@ -19,7 +19,7 @@ from ingest_fixtures import RASTER_DIR, STAC_DIR  # noqa: E402
 from ingest.chips import BandStats, ChipOptions, _masks, process_item  # noqa: E402
 from ingest.items import ItemError, clean_href, item_etag, plan_item  # noqa: E402
 from ingest.sensors import SENSORS, BandSpec, SensorSpec, sensor_for_collection  # noqa: E402
-from ingest.shards import ShardWriter, read_staging, staging_bytes, tar_bytes  # noqa: E402
+from ingest.shards import ShardWriter, tar_bytes  # noqa: E402
 from model.config import DEFAULT_MODALITIES, DEFAULT_WAVELENGTHS  # noqa: E402
 
 REAL = sorted(STAC_DIR.glob("*/*.json"))
@@ -85,23 +85,21 @@ def test_cloud_mask_rules():
     assert nodata.tolist() == [[False, False, True, False, False, False]]
 
 
-def test_tar_is_deterministic_and_staging_round_trips():
+def test_tar_is_deterministic():
     members = [("k_r000000_c000000.pixels.npy", b"\x93NUMPY" + bytes(100)), ("k_r000000_c000000.meta.json", b"{}")]
     a, b = tar_bytes(members), tar_bytes(members)
     assert a == b and len(a) % 10240 == 0
     with tarfile.open(fileobj=io.BytesIO(a)) as tar:
         assert [(m.name, m.mtime, m.uid, m.mode, m.uname) for m in tar] == [(n, 0, 0, 0o644, "") for n, _ in members]
-    samples, record = read_staging(staging_bytes([("k", b"P", b"M"), ("j", b"Q", b"N")], {"kept": 2}))
-    assert samples == [("k", b"P", b"M"), ("j", b"Q", b"N")] and record == {"kept": 2}
 
 
 def test_shards_are_bounded_by_samples_and_bytes():
     fs = fsspec.filesystem("memory")
     writer = ShardWriter(fs, "/ds", "naip", max_samples=3, max_bytes=10**9)
-    for i in range(7):
-        writer.add(f"s{i}", bytes(1000), b"{}")
+    finished = [writer.add(f"s{i}", bytes(1000), b"{}") for i in range(7)]
     writer.flush()
     assert [s["count"] for s in writer.shards] == [3, 3, 1]
+    assert finished == [False, False, False, True, False, False, True]  # the sample that opens a new shard
     for shard in writer.shards:
         data = fs.cat_file(f"/ds/{shard['path']}")
         assert len(data) == shard["bytes"] and hashlib.sha256(data).hexdigest() == shard["sha256"]
@@ -177,19 +175,18 @@ def test_raw_sums_give_physical_statistics(dtype, scale, offset):
 
 
 def test_streamed_shards_equal_tarfile_output():
-    from ingest.shards import read_staging_blocks, sample_block
+    from ingest.shards import sample_block
 
     long_key = "S1A_IW_GRDH_1SDV_20240614T053402_20240614T053427_054310_069B1A_with_a_very_long_name_r000000_c000128"
     samples = [(long_key, bytes(range(256)) * 3, b'{"a":1}'), ("k", b"x" * 513, b"{}")]
     fs = fsspec.filesystem("memory")
     writer = ShardWriter(fs, "/mem", "sentinel-1")
-    for key, pixels, meta in samples:
-        writer.add(key, pixels, meta)
+    for key, pixels, meta in samples[:1]:
+        assert writer.add(key, pixels, meta) is False
+    writer.add_block(sample_block(*samples[1]))
     writer.flush()
     expected = tar_bytes([m for k, p, mt in samples for m in ((f"{k}.pixels.npy", p), (f"{k}.meta.json", mt))])
     assert fs.cat_file("/mem/shards/sentinel-1/sentinel-1-000000.tar") == expected
-    blocks, record = read_staging_blocks(staging_bytes(samples, {"kept": 2}))
-    assert blocks == [sample_block(*s) for s in samples] and record == {"kept": 2}
 
 
 def test_sar_border_zeros_are_named(tmp_path):
