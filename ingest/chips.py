@@ -1,5 +1,6 @@
-"""Read one item into chips: plan a grid on the finest band's grid, read each asset once per chip
-window (coarser bands nearest-resampled onto the chip grid), filter, and describe each chip."""
+"""Read one item into chips: plan a grid on the finest band's grid, read the cloud mask and then
+each asset once per row of surviving chips (coarser bands sampled onto the chip grid by index),
+filter, and encode and describe each kept chip."""
 from __future__ import annotations
 
 import hashlib

@@ -30,7 +30,7 @@ from ingest.storage import get_fs, join
 
 log = logging.getLogger("ofa.ingest")
 SEARCH_RECORD = f"{STAGING_DIR}/_search.json"
-PROGRESS_RECORD = f"{STAGING_DIR}/_progress.json"
+PROGRESS_DIR = f"{STAGING_DIR}/progress"
 
 
 class IngestError(RuntimeError):
@@ -201,24 +201,41 @@ def _chip_estimate(plan: ItemPlan, chip_size: int) -> int:
 
 @dataclass
 class _Progress:
-    """What a run has made durable: per sensor the finished shards and where the open shard starts
-    (item position, sample index), and the records of the items consumed so far."""
+    """What a run has made durable, per sensor: the finished shards, where the open shard starts
+    (item position, sample index) and the records of the items before it.
+
+    Saved as one small file per finished shard (``_staging/progress/{sensor}-{n:06d}.json``) holding
+    only what is new since the sensor's previous file, so saving stays cheap in long runs."""
 
     shards: dict[str, list[dict]] = field(default_factory=dict)
     cursor: dict[str, tuple[int, int]] = field(default_factory=dict)
     records: dict[str, dict] = field(default_factory=dict)
+    saves: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def load(cls, fs, root: str) -> "_Progress":
-        path = f"{root}/{PROGRESS_RECORD}"
-        if not fs.exists(path):
-            return cls()
-        data = json.loads(fs.cat_file(path))
-        return cls(data["shards"], {k: tuple(v) for k, v in data["cursor"].items()}, data["records"])
+        progress = cls()
+        folder = f"{root}/{PROGRESS_DIR}"
+        if not fs.exists(folder):
+            return progress
+        for path in sorted(fs.find(folder)):
+            part = json.loads(fs.cat_file(path))
+            sensor = part["sensor"]
+            progress.shards.setdefault(sensor, []).extend(part["shards"])
+            progress.cursor[sensor] = tuple(part["cursor"])
+            progress.records.update(part["records"])
+            progress.saves[sensor] = progress.saves.get(sensor, 0) + 1
+        return progress
 
-    def save(self, fs, root: str) -> None:
-        data = {"shards": self.shards, "cursor": self.cursor, "records": self.records}
-        write_atomic(fs, f"{root}/{PROGRESS_RECORD}", json.dumps(data, sort_keys=True).encode())
+    def save(self, fs, root: str, sensor: str, shards: list[dict], cursor: tuple[int, int], records: dict[str, dict]) -> None:
+        """Record ``sensor``'s progress: its shards so far, the new cursor and the records new since the last save."""
+        n = self.saves.get(sensor, 0)
+        new_shards = shards[len(self.shards.get(sensor, [])):]
+        part = {"sensor": sensor, "shards": new_shards, "cursor": list(cursor), "records": records}
+        write_atomic(fs, f"{root}/{PROGRESS_DIR}/{sensor}-{n:06d}.json", json.dumps(part, sort_keys=True).encode())
+        self.shards.setdefault(sensor, []).extend(new_shards)
+        self.cursor[sensor], self.saves[sensor] = cursor, n + 1
+        self.records.update(records)
 
 
 @contextmanager
@@ -261,10 +278,11 @@ def _write_items(fs, root: str, cfg: IngestConfig, by_sensor: dict[str, list[Ite
     if not queue:
         return {s: w.shards for s, w in writers.items()}, records
 
+    unsaved: dict[str, dict[str, dict]] = {s: {} for s in writers}   # records consumed since the sensor's last save
+
     def save(sensor: str, cursor: tuple[int, int]) -> None:
-        progress.shards[sensor], progress.cursor[sensor] = writers[sensor].shards, cursor
-        progress.records = records
-        progress.save(fs, root)
+        progress.save(fs, root, sensor, writers[sensor].shards, cursor, unsaved[sensor])
+        unsaved[sensor] = {}
 
     def consume(entry: tuple[str, int, ItemPlan, int], result: dict) -> None:
         sensor, pos, plan, skip = entry
@@ -272,7 +290,7 @@ def _write_items(fs, root: str, cfg: IngestConfig, by_sensor: dict[str, list[Ite
         for i, block in enumerate(result["blocks"][skip:], start=skip):
             if writer.add_block(block):
                 save(sensor, (pos, i))   # a shard was finished: the open one starts with this sample
-        records[item_key(plan.collection, plan.item_id)] = record
+        records[item_key(plan.collection, plan.item_id)] = unsaved[sensor][item_key(plan.collection, plan.item_id)] = record
         if record.get("skipped"):
             log.warning("skipped item %s (%s): %s", record["item_id"], record["collection"], record["skipped"])
         bar.update(record.get("kept", 0) + sum((record.get("dropped") or {}).values()))
@@ -284,12 +302,14 @@ def _write_items(fs, root: str, cfg: IngestConfig, by_sensor: dict[str, list[Ite
             _kill_point(f"shards-{sensor}")
 
     options = cfg.chip_options()
-    window = 2 * max(1, cfg.workers or os.cpu_count() or 1) + 2
     bar = tqdm(total=sum(_chip_estimate(p, cfg.chip_size) for _, _, p, _ in queue) or None, unit="chip", desc="ingest",
                disable=not cfg.progress, dynamic_ncols=True)
     done, submitted, arrived = 0, 0, {}
     try:
         with _dask_client(cfg, len(queue)) as client:
+            # items in flight or finished but not yet written: two per worker thread keeps every thread
+            # busy while the head of the queue finishes; finished results stay on the workers until written
+            window = 2 * max(1, sum(client.nthreads().values())) + 2
             futures = as_completed()
             index_of: dict[str, int] = {}
 
@@ -305,10 +325,11 @@ def _write_items(fs, root: str, cfg: IngestConfig, by_sensor: dict[str, list[Ite
 
             fill()
             for future in futures:
-                arrived[index_of.pop(future.key)] = future.result()
-                future.release()
+                arrived[index_of.pop(future.key)] = future
                 while done in arrived:
-                    consume(queue[done], arrived.pop(done))
+                    head = arrived.pop(done)
+                    consume(queue[done], head.result())
+                    head.release()
                     done += 1
                 fill()
     finally:
