@@ -241,7 +241,7 @@ class _Reader:
         c0, c1 = int(cols[col_ok].min()), int(cols[col_ok].max()) + 1
         r0, r1 = int(rows[row_ok].min()), int(rows[row_ok].max()) + 1
         native = self._window(ds, indexes, c0, r0, c1 - c0, r1 - r0, None)
-        sampled = native[:, rows[row_ok] - r0][:, :, cols[col_ok] - c0]
+        sampled = native.take(rows[row_ok] - r0, axis=1).take(cols[col_ok] - c0, axis=2)  # take: faster than fancy indexing
         if col_ok.all() and row_ok.all():
             return sampled
         out = np.full((len(indexes), height, width), fill, dtype=native.dtype)
@@ -304,9 +304,15 @@ def _valid_window_range(plan: ItemPlan, crs, transform, height: int, width: int)
 
 def mask_flags(mask: np.ndarray, plan: ItemPlan) -> tuple[np.ndarray, np.ndarray]:
     """(fill, cloud) boolean maps from a cloud-mask chip, by the sensor's rule."""
-    m = mask.astype(np.int64)
     if plan.mask_rule == "classes":
+        if mask.dtype in (np.uint8, np.uint16):  # a lookup table per class list: several times faster than isin
+            fill, cloud = (np.zeros(2 ** (8 * mask.dtype.itemsize), dtype=bool) for _ in range(2))
+            fill[[c for c in plan.mask_fill if 0 <= c < fill.size]] = True
+            cloud[[c for c in plan.mask_cloud if 0 <= c < cloud.size]] = True
+            return fill[mask], cloud[mask]
+        m = mask.astype(np.int64)
         return np.isin(m, plan.mask_fill), np.isin(m, plan.mask_cloud)
+    m = mask.astype(np.int64)
     if plan.mask_rule == "bits":
         fill = np.zeros(m.shape, dtype=bool)
         cloud = np.zeros(m.shape, dtype=bool)
