@@ -5,7 +5,7 @@ grid), served by a real STAC API on 127.0.0.1. Both baselines visit the same chi
 each band (and the cloud mask) with one ``read`` per band per chip, with no filtering, encoding or
 writing: "open once" opens each asset once per item, "open per read" (the naive loop) opens the
 asset for every read. ``ofa ingest`` is timed end to end (search, Dask cluster start, reads,
-filters, statistics, staging, shards, manifest).
+filters, statistics, encoding, shards, manifest).
 
     python bench/bench_ingest.py --size 1024 --chip-size 256 --workers 2            # local files
     python bench/bench_ingest.py --size 1024 --chip-size 256 --workers 8 --remote   # COGs on local S3
