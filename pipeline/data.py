@@ -17,9 +17,12 @@ Sentinel-2: half the bytes of float32, before the crop) with per-sample crop par
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
+import math
+import os
 import random
 import zlib
 from dataclasses import dataclass, field
@@ -47,6 +50,8 @@ class Stream:
     mean: np.ndarray
     std: np.ndarray
     bands: list[str]
+    #: per-band constants of each distinct (dtype, scale, offset, nodata) seen, filled by ``_affine``
+    consts: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass
@@ -248,28 +253,80 @@ def _shuffled(samples: Iterator[dict], size: int, rng: random.Random) -> Iterato
     yield from buf
 
 
-def _normalise(raw: np.ndarray, meta: dict, stream: Stream) -> np.ndarray:
-    """Native-dtype [C, h, w] (any view) -> contiguous float32: one fused affine, nodata/non-finite -> 0."""
-    c = raw.shape[0]
+def _frozen(value: Any) -> Any:
+    """A meta value (number, None or list) as a hashable key."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _affine(meta: dict, stream: Stream, dtype: np.dtype) -> tuple:
+    """``(a, b, nodata, has)`` for pixels of ``dtype``, cached per stream: ``x * a + b`` is scale/offset +
+    normalisation ([C, 1, 1] float32); ``nodata`` [C, 1, 1] in ``dtype`` (float64 for float pixels) or None
+    if no band has one; ``has`` [C, 1, 1] bool where only some bands have one, else None."""
+    key = (dtype.str, *(_frozen(meta.get(k)) for k in ("scale", "offset", "nodata")))
+    hit = stream.consts.get(key)
+    if hit is not None:
+        return hit
+    c = len(stream.bands)
     scale = np.asarray(meta.get("scale") or [1.0] * c, dtype=np.float32)
     offset = np.asarray(meta.get("offset") or [0.0] * c, dtype=np.float32)
     a = (scale / stream.std).reshape(c, 1, 1)
     b = ((offset - stream.mean) / stream.std).reshape(c, 1, 1)
+    nd = has = None
+    nodata = meta.get("nodata")
+    if nodata is not None:
+        nd = np.asarray([np.nan if v is None else v for v in (nodata if isinstance(nodata, list) else [nodata] * c)],
+                        dtype=np.float64).reshape(c, 1, 1)
+        has = np.isfinite(nd)
+        if not has.any():
+            nd = has = None
+        else:
+            if dtype.kind != "f":
+                nd = np.where(has, nd, 0).astype(dtype)
+            has = None if has.all() else has
+    if len(stream.consts) >= 64:
+        stream.consts.clear()
+    stream.consts[key] = a, b, nd, has
+    return a, b, nd, has
+
+
+def _normalise(raw: np.ndarray, meta: dict, stream: Stream) -> np.ndarray:
+    """Native-dtype [C, h, w] (any view) -> contiguous float32: one fused affine, nodata/non-finite -> 0."""
+    a, b, nd, has = _affine(meta, stream, raw.dtype)
     x = raw.astype(np.float32)  # contiguous copy (flipped views come out flipped)
     x *= a
     x += b
     invalid = ~np.isfinite(x) if raw.dtype.kind == "f" else None
-    nodata = meta.get("nodata")
-    if nodata is not None:
-        nd = np.asarray([np.nan if v is None else v for v in (nodata if isinstance(nodata, list) else [nodata] * c)],
-                        dtype=np.float64)
-        if np.isfinite(nd).any():
-            hit = raw == nd.reshape(c, 1, 1).astype(raw.dtype) if raw.dtype.kind != "f" else raw == nd.reshape(c, 1, 1)
-            hit &= np.isfinite(nd).reshape(c, 1, 1)
-            invalid = hit if invalid is None else invalid | hit
-    if invalid is not None:
-        x[invalid] = 0.0
+    if nd is not None:
+        hit = raw == nd
+        if has is not None:
+            hit &= has
+        invalid = hit if invalid is None else invalid | hit
+    if invalid is not None and invalid.any():
+        np.copyto(x, 0.0, where=invalid)
     return x
+
+
+@functools.lru_cache(maxsize=32)
+def _npy_header(head: bytes) -> tuple[int, np.dtype, tuple[int, ...], bool]:
+    """``(data offset, dtype, shape, fortran_order)`` of a version 1/2 ``.npy`` header (parsed by numpy)."""
+    f = io.BytesIO(head)
+    major, _ = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(f)
+    if dtype.hasobject:
+        raise ValueError("pixels.npy holds Python objects (refused, like np.load(allow_pickle=False))")
+    return f.tell(), dtype, shape, fortran
+
+
+def _npy(data: bytes) -> np.ndarray:
+    """``pixels.npy`` bytes -> read-only array viewing them (no copy), as ``np.load(allow_pickle=False)`` reads them."""
+    if data[:6] != b"\x93NUMPY" or data[6:7] not in (b"\x01", b"\x02"):
+        return np.load(io.BytesIO(data), allow_pickle=False)  # other versions, or an error message from numpy
+    n = 10 if data[6] == 1 else 12
+    offset, dtype, shape, fortran = _npy_header(bytes(data[: n + int.from_bytes(data[8:n], "little")]))
+    arr = np.frombuffer(data, dtype, count=math.prod(shape), offset=offset)
+    arr.flags.writeable = False  # also over a bytearray: the sample's bytes are never changed through it
+    return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
 
 
 def _read(sample: dict) -> tuple[np.ndarray, dict]:
@@ -277,7 +334,7 @@ def _read(sample: dict) -> tuple[np.ndarray, dict]:
     meta = json.loads(sample[META_EXT])
     if "pixels_sha256" in meta:  # datasets written before the per-sample checksum carry none
         check_pixels(sample[PIXELS_EXT], meta, sample.get("__key__", "sample"))
-    return np.load(io.BytesIO(sample[PIXELS_EXT]), allow_pickle=False), meta
+    return _npy(sample[PIXELS_EXT]), meta
 
 
 def _load(sample: dict, stream: Stream) -> tuple[np.ndarray, dict]:
@@ -368,6 +425,32 @@ def random_resized_crop(x: torch.Tensor, size: int, rng: random.Random, scale: t
     return out
 
 
+class _Batch:
+    """A float32 batch filled sample by sample. In a DataLoader worker it lives in shared memory (what the
+    DataLoader hands to the trainer, allocated there as ``default_collate`` does); samples then go in with
+    ``pwrite`` on its file rather than through a fresh mapping, which would cost a page fault per 4 KiB."""
+
+    def __init__(self, shape: tuple[int, ...], shared: bool) -> None:
+        if not shared:
+            self.tensor, self.fd = torch.empty(shape), None
+            return
+        self.tensor = torch.empty(0).new(torch.empty(0)._typed_storage()._new_shared(math.prod(shape))).view(shape)
+        fd_strategy = torch.multiprocessing.get_sharing_strategy() == "file_descriptor"
+        self.fd = self.tensor.untyped_storage()._share_fd_cpu_()[0] if fd_strategy else None
+
+    def __setitem__(self, i: int, x: torch.Tensor) -> None:
+        if self.fd is None:
+            self.tensor[i] = x
+            return
+        if x.shape != self.tensor.shape[1:]:
+            raise ValueError(f"sample of shape {tuple(x.shape)} in a batch of {tuple(self.tensor.shape[1:])}")
+        data = memoryview(x.to(torch.float32).contiguous().numpy()).cast("B")
+        offset = i * data.nbytes
+        while data:
+            n = os.pwrite(self.fd, data, offset)
+            data, offset = data[n:], offset + n
+
+
 class ShardBatches(torch.utils.data.IterableDataset):
     """Infinite single-sensor batches ``{"pixels", "sensor", "index", "skipped", "keys"}`` for one rank."""
 
@@ -431,9 +514,7 @@ class ShardBatches(torch.utils.data.IterableDataset):
             elif index >= first:
                 aug = random.Random(_seed(cfg.seed, "augment", cfg.rank, index))
                 c, size = len(stream.bands), cfg.img_size
-                out = torch.empty((cfg.batch_size, c, size, size))
-                if info is not None:  # written once, straight into what the DataLoader sends to the trainer
-                    out.share_memory_()
+                out = _Batch((cfg.batch_size, c, size, size), shared=info is not None)
                 keys: list[str] = []
                 pending = iter(picked)
                 while len(keys) < cfg.batch_size:  # what damage takes is refilled from the same stream
@@ -444,7 +525,7 @@ class ShardBatches(torch.utils.data.IterableDataset):
                         counter.bad(f"sample {sample.get('__key__')} of {sample.get('__url__')}", exc)
                         continue
                     keys.append(sample["__key__"])
-                yield {"pixels": out, "sensor": stream.sensor, "index": index, "skipped": counter.skipped, "keys": keys}
+                yield {"pixels": out.tensor, "sensor": stream.sensor, "index": index, "skipped": counter.skipped, "keys": keys}
             else:  # keeps the DataLoader's round-robin aligned with batch indices on resume
                 yield {"skip": True, "index": index}
             index += workers

@@ -191,3 +191,63 @@ def test_iter_tar_reads_what_tarfile_reads(tmp_path, fmt):
     assert got == want and len(got) == 3
     with pytest.raises(tarfile.ReadError, match="truncated"):
         list(iter_tar(_io.BytesIO(buf.getvalue()[:1500]), "mem"))
+
+
+def test_worker_batches_equal_in_process_batches(dataset):
+    """One worker sees the same stream as the main process: its shared-memory batches hold the same tensors."""
+    cfg = LoaderConfig(data=[dataset], batch_size=3, img_size=24, seed=7, shuffle_buffer=4)
+    for x, y in zip(_take(cfg, 4), _take(cfg, 4, workers=1)):
+        assert x["keys"] == y["keys"] and torch.equal(x["pixels"], y["pixels"])
+        assert y["pixels"].is_shared()
+
+
+def test_normalise_matches_a_plain_reference(dataset):
+    """Scale/offset, per-band statistics and nodata/non-finite -> 0, against float64 arithmetic; the cached
+    per-band constants follow each sample's meta (two metas alternate on one stream)."""
+    from pipeline.data import _normalise
+
+    s2 = next(s for s in read_streams([dataset]) if s.sensor == "sentinel-2")
+    rng = np.random.default_rng(0)
+    metas = [{"scale": [1e-4] * 12, "offset": [-0.1] * 12, "nodata": [0] * 6 + [None] * 5 + [7]},
+             {"scale": [1e-4] * 12, "offset": [0.3] * 12, "nodata": [0] * 6 + [None] * 5 + [7]},
+             {"scale": [2e-4] * 12, "offset": None, "nodata": 7}, {"nodata": None}]
+    for dtype, meta in [(d, m) for d in ("uint16", "uint8", "float32") for m in metas] * 2:
+        raw = rng.integers(0, 12, (12, 9, 11)).astype(dtype)
+        if dtype == "float32":
+            raw[0, 0, :3] = [np.nan, np.inf, -np.inf]
+        view = raw[:, 1:8, ::-1]  # the loader hands in flipped crops
+        c = 12
+        scale = np.asarray(meta.get("scale") or [1.0] * c, np.float64)[:, None, None]
+        offset = np.asarray(meta.get("offset") or [0.0] * c, np.float64)[:, None, None]
+        want = (view * scale + offset - s2.mean[:, None, None]) / s2.std[:, None, None]
+        nd = meta["nodata"] if isinstance(meta["nodata"], list) else [meta["nodata"]] * c
+        for b, v in enumerate(nd):
+            if v is not None:
+                want[b][view[b] == v] = 0
+        want[~np.isfinite(want)] = 0
+        got = _normalise(view, meta, s2)
+        assert got.dtype == np.float32 and got.flags.c_contiguous
+        np.testing.assert_allclose(got, want, atol=1e-5, err_msg=f"{dtype} {meta}")
+
+
+def test_npy_bytes_decode_like_np_load():
+    import io as _io
+
+    from pipeline.data import _npy
+
+    for arr in [np.arange(24, dtype="<u2").reshape(2, 3, 4), np.asfortranarray(np.ones((3, 5), ">f4") * 2.5),
+                np.arange(6, dtype=np.int8)[::2]]:
+        for version in [(1, 0), (2, 0)]:
+            buf = _io.BytesIO()
+            np.lib.format.write_array(buf, arr, version=version)
+            want = np.load(_io.BytesIO(buf.getvalue()), allow_pickle=False)
+            for got in (_npy(buf.getvalue()), _npy(bytearray(buf.getvalue()))):
+                assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want)
+                assert not got.flags.writeable
+            with pytest.raises(ValueError):
+                _npy(buf.getvalue()[:-1])  # truncated
+    buf = _io.BytesIO()
+    np.lib.format.write_array(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError):
+        _npy(buf.getvalue())
+
