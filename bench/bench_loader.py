@@ -4,7 +4,9 @@ One synthetic 12-band uint16 scene (smooth fields + noise, Sentinel-2-like level
 
 - as WebDataset shards of 256 px chips (``ingest.contract`` layout, uncompressed ``pixels.npy``),
   read by ``pipeline.data`` (one DataLoader worker process; decode, scale/offset, normalise,
-  random resized crop to 224, flips), from a local folder and from the local S3 server;
+  random resized crop to 224, flips), from a local folder and from the local S3 server; with
+  ``--checksum`` each chip's meta records ``pixels_sha256`` as ``ofa ingest`` writes it, and the
+  loader verifies every sample (off by default, as in the older rows of ``bench/RESULTS.md``);
 - as Cloud-Optimized GeoTIFFs, one per band (as Sentinel-2 is published: DEFLATE, predictor 2,
   512 px tiles, overviews), read by the baseline in one process: a random 256 px window per
   sample, one ``read`` per band (datasets opened once), then the same normalisation and crop.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -70,8 +73,9 @@ def write_cogs(scene: np.ndarray, folder: Path) -> list[Path]:
     return paths
 
 
-def write_shards(scene: np.ndarray, root: Path, chip: int, per_shard: int) -> int:
-    """The scene's non-overlapping chips as shards + manifest (statistics of scaled values)."""
+def write_shards(scene: np.ndarray, root: Path, chip: int, per_shard: int, checksum: bool = False) -> int:
+    """The scene's non-overlapping chips as shards + manifest (statistics of scaled values); with ``checksum``
+    each meta.json records ``pixels_sha256`` as ``ofa ingest`` writes it, so the loader verifies every sample."""
     from ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, sample_key, shard_path
 
     def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -94,6 +98,8 @@ def write_shards(scene: np.ndarray, root: Path, chip: int, per_shard: int) -> in
                 meta = {"sensor": "sentinel-2", "bands": BANDS, "wavelengths": WAVELENGTHS, "gsd": 10.0,
                         "dtype": "uint16", "nodata": [0] * 12, "scale": [SCALE] * 12, "offset": [OFFSET] * 12,
                         "crs": "EPSG:32633", "window": {"row_off": row, "col_off": col, "width": chip, "height": chip}}
+                if checksum:
+                    meta["pixels_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
                 add(tar, f"{key}.pixels.npy", buf.getvalue())
                 add(tar, f"{key}.meta.json", json.dumps(meta).encode())
         count = len(windows[s : s + per_shard])
@@ -195,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds; the best is reported (default: %(default)s)")
     parser.add_argument("--gdal-cache-mb", type=int, default=16, help="GDAL block cache for the baseline (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in the main process (default: %(default)s)")
+    parser.add_argument("--checksum", action="store_true",
+                        help="store pixels_sha256 per chip as ofa ingest does: the loader then verifies each sample "
+                             "(off by default, as in the older RESULTS.md rows)")
     args = parser.parse_args(argv)
 
     import torch
@@ -205,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.monotonic()
         scene = make_scene(args.size, seed=0)
         cogs = [str(p) for p in write_cogs(scene, work / "cogs")]
-        chips = write_shards(scene, work / "dataset", args.chip_size, args.per_shard)
+        chips = write_shards(scene, work / "dataset", args.chip_size, args.per_shard, checksum=args.checksum)
         print(f"scene 12 x {args.size} px uint16, {chips} chips of {args.chip_size} px in "
               f"{-(-chips // args.per_shard)} shards ({time.monotonic() - t:.1f} s to write)")
         kw = dict(batch=args.batch_size, img_size=args.img_size, seconds=args.seconds, workers=args.workers,
@@ -253,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                 out[f"ratio_{where}_vs_read"] = round(res[f"loader_{where}"] / res[f"cog_{where}_read"], 2)
                 out[f"ratio_{where}_vs_read_transform"] = round(res[f"loader_{where}"] / res[f"cog_{where}_read_transform"], 2)
                 out[f"ratio_{where}_raw_vs_read"] = round(res[f"loader_raw_{where}"] / res[f"cog_{where}_read"], 2)
-        out.update(repeat=args.repeat, gdal_cache_mb=args.gdal_cache_mb, workers=args.workers, batch_size=args.batch_size, chip_size=args.chip_size, img_size=args.img_size,
+        out.update(checksum=args.checksum, repeat=args.repeat, gdal_cache_mb=args.gdal_cache_mb, workers=args.workers, batch_size=args.batch_size, chip_size=args.chip_size, img_size=args.img_size,
                    scene=args.size, seconds=args.seconds)
         print(json.dumps(out, indent=1))
         for where in ("local", "s3"):
