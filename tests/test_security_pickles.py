@@ -99,3 +99,19 @@ def test_eval_cli_refuses_a_malicious_geobench_task(tmp_path):
     text = done.stdout + done.stderr
     assert done.returncode == 2 and "Traceback" not in text, text[-2000:]
     assert "task_specs.pkl: refusing to unpickle global" in done.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("protocol", range(0, pickle.HIGHEST_PROTOCOL + 1))
+def test_safe_loads_reads_plain_data_of_every_protocol(protocol):
+    """The restricted unpickler still reads what GEO-Bench metadata holds: bytes (protocols 0-2 write
+    them through _codecs.encode), strings, numbers, containers and numpy arrays."""
+    import numpy as np
+
+    from pipeline.evaluate.safe_pickle import safe_loads
+
+    data = {"raw": b"\x00\xffbytes", "name": "b01", "n": 3, "f": 0.5, "t": (1, 2), "l": [None, True],
+            "a": np.arange(6, dtype=np.uint16).reshape(2, 3)}
+    back = safe_loads(pickle.dumps(data, protocol=protocol), source="meta.pkl")
+    assert back["raw"] == data["raw"] and isinstance(back["raw"], bytes)
+    assert {k: v for k, v in back.items() if k != "a"} == {k: v for k, v in data.items() if k != "a"}
+    np.testing.assert_array_equal(back["a"], data["a"])

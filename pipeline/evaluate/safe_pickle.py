@@ -188,6 +188,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         # protocol <= 2 pickles write bytes as _codecs.encode(str, "latin1")
         if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
             raise UnsafePickleError(self.source, "_codecs.encode with unexpected arguments")
+        return text.encode("latin1")
 
     def _ndarray_token(self) -> type:
         """What ``numpy.ndarray`` resolves to: a marker accepted by ``_reconstruct`` that cannot be called."""
@@ -198,7 +199,6 @@ class RestrictedUnpickler(pickle.Unpickler):
                 raise UnsafePickleError(source, "a direct call of numpy.ndarray")
 
         return NdarrayToken
-        return text.encode("latin1")
 
     def _reconstructor(self, cls: Any, base: Any, state: Any) -> Any:
         # protocol 0/1 pickles of plain classes: copyreg._reconstructor(cls, object, None)
