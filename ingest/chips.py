@@ -3,7 +3,6 @@ each asset once per row of surviving chips (coarser bands sampled onto the chip 
 filter, and encode and describe each kept chip."""
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -12,7 +11,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ingest.contract import sample_key
+from ingest.contract import pixels_checksum, sample_key
 from ingest.items import ChannelPlan, ItemError, ItemPlan, identity_href, read_href, redact
 
 #: drop reasons. Order of the checks: the cloud mask's fill and cloud fractions (before the bands
@@ -536,7 +535,7 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
                             "window": {"col_off": col, "row_off": row, "width": size, "height": size},
                             "cloud_fraction": frac, "nodata_fraction": round(nodata_fraction, 6),
                         }
-                        meta["pixels_sha256"] = hashlib.sha256(npy).hexdigest()
+                        meta["pixels_crc32"] = pixels_checksum(npy)
                         result.samples.append((sample_key(plan.item_id, row, col), npy, encode_json(meta)))
                         result.kept += 1
         finally:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, shard_path
+from ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, pixels_checksum, shard_path
 from ingest.storage import get_fs, join
 
 #: sensor -> (bands, wavelengths, dtype, scale, offset, nodata)
@@ -60,7 +60,7 @@ def write_dataset(url: str, sensors: dict[str, tuple[int, int]], size: int = 48,
                     meta = {"sensor": sensor, "bands": bands, "wavelengths": wl, "gsd": 10.0, "dtype": dtype,
                             "nodata": [nodata] * len(bands), "scale": [scale] * len(bands), "offset": [offset] * len(bands),
                             "item_id": key, "index": index,
-                            "pixels_sha256": hashlib.sha256(npy.getvalue()).hexdigest()}
+                            "pixels_crc32": pixels_checksum(npy.getvalue())}
                     _tar_add(tar, f"{key}.pixels.npy", npy.getvalue())
                     _tar_add(tar, f"{key}.meta.json", json.dumps(meta).encode())
                     phys = px.astype(np.float64) * scale + offset

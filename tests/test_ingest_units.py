@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from ingest_fixtures import RASTER_DIR, STAC_DIR  # noqa: E402
 
-from ingest.chips import BandStats, ChipOptions, _masks, process_item  # noqa: E402
+from ingest.chips import BandStats, ChipOptions, _masks, encode_npy, process_item  # noqa: E402
 from ingest.items import ItemError, clean_href, item_etag, plan_item  # noqa: E402
 from ingest.sensors import SENSORS, BandSpec, SensorSpec, sensor_for_collection  # noqa: E402
 from ingest.shards import ShardWriter, tar_bytes  # noqa: E402
@@ -210,3 +210,19 @@ def test_sar_border_zeros_are_named(tmp_path):
     assert result.dropped["sar_border"] == 2 and result.kept == 2 and result.dropped["nodata"] == 0
     meta = json.loads(result.samples[0][2])
     assert meta["gsd"] == 10.0 and meta["crs"] == "EPSG:4326" and meta["wavelengths"] == [5.405, 5.405]
+
+
+def test_pixel_checksums_catch_a_flipped_bit_and_old_datasets_still_check():
+    import hashlib
+
+    from ingest.contract import check_pixels, pixels_checksum
+
+    npy = encode_npy(np.arange(300, dtype=np.uint16).reshape(3, 10, 10))
+    flipped = bytearray(npy)
+    flipped[-7] ^= 0x10
+    for meta in ({"pixels_crc32": pixels_checksum(npy)}, {"pixels_sha256": hashlib.sha256(npy).hexdigest()}):
+        check_pixels(npy, meta)
+        with pytest.raises(ValueError, match="damaged"):
+            check_pixels(bytes(flipped), meta, "k")
+    with pytest.raises(ValueError, match="no pixels_crc32"):
+        check_pixels(npy, {})

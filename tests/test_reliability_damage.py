@@ -76,7 +76,7 @@ def test_damaged_shard_is_named_and_counted(dataset, tmp_path, capsys, trial):
 
 def test_bit_flips_in_pixel_data_are_caught_per_sample(dataset, tmp_path):
     """A flipped bit inside a pixel payload (the npy header and tar headers intact) decodes fine as an
-    array; the sample's pixels_sha256 in meta.json catches it, so the loader skips and counts it."""
+    array; the sample's pixels_crc32 in meta.json catches it, so the loader skips and counts it."""
     import shutil
 
     out = tmp_path / "ds"
