@@ -214,13 +214,24 @@ class _Progress:
 
     @classmethod
     def load(cls, fs, root: str) -> "_Progress":
+        """The saved progress, up to the first shard that is no longer in the store as recorded (the
+        work from that shard on is redone; the parts recording it and later ones are deleted)."""
         progress = cls()
         folder = f"{root}/{PROGRESS_DIR}"
         if not fs.exists(folder):
             return progress
+        sizes = shard_sizes(fs, root)
+        broken: set[str] = set()
         for path in sorted(fs.find(folder)):
             part = json.loads(fs.cat_file(path))
             sensor = part["sensor"]
+            lost = [s["path"] for s in part["shards"] if sizes.get(s["path"]) != s["bytes"]]
+            if sensor not in broken and lost:
+                log.warning("%s is missing or changed since it was written; redoing %s from it", lost[0], sensor)
+                broken.add(sensor)
+            if sensor in broken:
+                fs.rm_file(path)
+                continue
             progress.shards.setdefault(sensor, []).extend(part["shards"])
             progress.cursor[sensor] = tuple(part["cursor"])
             progress.records.update(part["records"])
@@ -236,6 +247,16 @@ class _Progress:
         self.shards.setdefault(sensor, []).extend(new_shards)
         self.cursor[sensor], self.saves[sensor] = cursor, n + 1
         self.records.update(records)
+
+
+def shard_sizes(fs, root: str) -> dict[str, int]:
+    """Size of every file under the dataset's shard folder, by path relative to ``root`` (one listing)."""
+    fs.invalidate_cache()
+    folder = f"{root}/shards"
+    if not fs.exists(folder):
+        return {}
+    return {path.split(root, 1)[-1].lstrip("/"): int(info.get("size") or 0)
+            for path, info in fs.find(folder, detail=True).items()}
 
 
 @contextmanager
@@ -377,6 +398,11 @@ def run_ingest(cfg: IngestConfig) -> dict:
         by_sensor.setdefault(plan.sensor, []).append(plan)
     shards, records = _write_items(fs, root, cfg, by_sensor)
     _kill_point("tasks")
+    sizes = shard_sizes(fs, root)
+    lost = [s["path"] for ss in shards.values() for s in ss if sizes.get(s["path"]) != s["bytes"]]
+    if lost:  # a store that lost objects (or someone deleting them) must not end in a manifest naming them
+        raise IngestError(f"{len(lost)} shard(s) written by this run are missing or changed in {cfg.out} "
+                          f"(first: {lost[0]}); rerun the same command to redo them")
 
     manifest = _manifest(fs, root, cfg, items, by_sensor, shards, records, skipped)
     if cfg.strict and manifest["skipped"]:

@@ -77,9 +77,13 @@ def test_resume_after_sigkill(catalog, tmp_path):
     parts = [json.loads(p.read_text()) for p in sorted((out / "_staging" / "progress").glob("*.json"))]
     cursor = {part["sensor"]: part["cursor"] for part in parts}   # each sensor's latest
     assert any(pos > 0 and sample > 0 for pos, sample in cursor.values()), cursor
+    # and a finished shard the progress names has gone meanwhile: that sensor is redone from it
+    gone = next(shard for part in parts for shard in part["shards"])
+    (out / gone["path"]).unlink()
     again = subprocess.run(_cmd(catalog, out), env=_env(), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "resuming" in again.stderr and _snapshot(out) == expected
+    assert "resuming" in again.stderr and f"{gone['path']} is missing or changed" in again.stderr
+    assert _snapshot(out) == expected
 
     # and one kill from outside at a seeded moment, wherever the run happens to be
     out = tmp_path / "killed-timed"
@@ -122,3 +126,29 @@ def test_resume_on_s3_after_sigkill(catalog, tmp_path):
             assert again.returncode == 0, again.stderr[-3000:]
             fs.invalidate_cache()
             assert snapshot(f"ofa-resume/killed-{point}") == snapshot("ofa-resume/reference"), point
+
+
+def test_shards_lost_during_the_run_fail_it_and_the_rerun_redoes_them(catalog, tmp_path, monkeypatch):
+    """A store that loses a finished shard mid-run (moto restarted, a lifecycle rule, a person) never
+    ends in a manifest naming it: the run fails with one line and the same command redoes the shard."""
+    import ingest.job as job
+    from ingest.job import IngestConfig, IngestError, run_ingest
+
+    def cfg(out: Path) -> IngestConfig:
+        return IngestConfig(catalog=catalog, collections=list(COLLECTIONS), out=str(out), chip_size=80, workers=2,
+                            shard_max_samples=6, progress=False)
+
+    reference = run_ingest(cfg(tmp_path / "reference"))
+    out = tmp_path / "lossy"
+
+    def lose_a_shard(name: str) -> None:
+        if name == "tasks":
+            next((out / "shards").rglob("*.tar")).unlink()
+
+    monkeypatch.setattr(job, "_kill_point", lose_a_shard)
+    with pytest.raises(IngestError, match="missing or changed.*rerun the same command"):
+        run_ingest(cfg(out))
+    assert not (out / "manifest.json").exists()
+    monkeypatch.undo()
+    again = run_ingest(cfg(out))
+    assert again["shards"] == reference["shards"] and again["counts"] == reference["counts"]
