@@ -72,10 +72,10 @@ def _reset(sock: socket.socket) -> None:
 
 
 class FaultProxy:
-    """A threaded TCP proxy on 127.0.0.1 in front of ``upstream_port``."""
+    """A threaded TCP proxy on 127.0.0.1 (``port``, or any free one) in front of ``upstream_port``."""
 
     def __init__(self, upstream_port: int, plan: FaultPlan | None = None, upstream_host: str = "127.0.0.1",
-                 idle_timeout: float = 30.0) -> None:
+                 idle_timeout: float = 30.0, port: int = 0) -> None:
         if upstream_host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(f"FaultProxy upstream {upstream_host!r}: loopback only")
         self.upstream = (upstream_host, upstream_port)
@@ -87,7 +87,7 @@ class FaultProxy:
         self._stop = threading.Event()
         self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._server.bind(("127.0.0.1", 0))
+        self._server.bind(("127.0.0.1", port))
         self._server.listen(64)
         self._server.settimeout(0.2)
         self.port = self._server.getsockname()[1]

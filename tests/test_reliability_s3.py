@@ -93,11 +93,11 @@ def test_persistent_faults_fail_clearly_without_partial_object(s3):
 
 
 def test_server_restart_between_writes(s3):
-    """The server is down when a write starts and comes back 1.5 s later: the write lands."""
+    """The endpoint is down when a write starts and comes back 1.5 s later: the write lands."""
     with s3_server() as first:
         port = first.port
         first.make_bucket("rel")
-    fs, _ = _fs(s3, f"http://127.0.0.1:{port}")
+    fs, _ = _fs(s3, f"http://127.0.0.1:{port}")   # the endpoint is down from here on
     data = os.urandom(50_000)
     errors: list[BaseException] = []
 
@@ -110,9 +110,12 @@ def test_server_restart_between_writes(s3):
     thread = threading.Thread(target=writer)
     thread.start()
     time.sleep(1.5)
-    with s3_server(port=port) as second:
-        second.make_bucket("rel")   # moto keeps nothing across restarts; a real store keeps its buckets
-        thread.join(timeout=60)
+    # moto keeps nothing across restarts (a real store keeps its buckets): the new server gets its bucket
+    # before the endpoint answers again, through a proxy on the old port, so no retry can see it bucketless
+    with s3_server() as second:
+        second.make_bucket("rel")
+        with FaultProxy(second.port, port=port):
+            thread.join(timeout=60)
         assert not thread.is_alive() and not errors, errors
         assert _fs(s3, second.endpoint_url)[0].cat_file("rel/after-restart.bin") == data
 
