@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import tarfile
 import uuid
@@ -15,6 +16,7 @@ from typing import Iterable
 
 from ingest.contract import META_EXT, PIXELS_EXT, shard_path
 
+log = logging.getLogger("ofa.ingest")
 STAGING_DIR = "_staging"   # a run's unfinished work: the saved search and its progress
 TMP_MARK = ".tmp-"
 
@@ -43,12 +45,32 @@ def write_atomic(fs, path: str, data: bytes) -> None:
 
 
 def remove_temporaries(fs, root: str) -> int:
-    """Delete temporary files a killed run left under ``root``; return how many."""
-    if not _is_local(fs) or not fs.exists(root):
+    """Delete what a killed run left under ``root``: temporary files (local) or unfinished multipart
+    uploads (S3: invisible, but stored and billed until aborted); return how many."""
+    if not _is_local(fs):
+        return _abort_uploads(fs, root)
+    if not fs.exists(root):
         return 0
     stale = [p for p in fs.find(root) if TMP_MARK in p.rsplit("/", 1)[-1]]
     for p in stale:
         fs.rm_file(p)
+    return len(stale)
+
+
+def _abort_uploads(fs, root: str) -> int:
+    """Abort the bucket's in-progress multipart uploads whose keys lie under ``root``."""
+    if not hasattr(fs, "list_multipart_uploads"):
+        return 0
+    bucket, _, prefix = root.strip("/").partition("/")
+    try:
+        uploads = fs.list_multipart_uploads(bucket)
+    except Exception as exc:  # noqa: BLE001 - e.g. no s3:ListBucketMultipartUploads permission: nothing to clean
+        log.debug("cannot list multipart uploads of %s: %s", bucket, exc)
+        return 0
+    stale = [u for u in uploads if str(u.get("Key", "")).startswith(f"{prefix.rstrip('/')}/" if prefix else "")]
+    for upload in stale:
+        fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        log.info("aborted an unfinished upload of %s/%s left by an earlier run", bucket, upload["Key"])
     return len(stale)
 
 
@@ -145,9 +167,13 @@ class ShardWriter:
             self.flush()
         if self._file is None:
             self._open()
-        for piece in pieces:
-            self._file.write(piece)
-            self._hash.update(piece)
+        try:
+            for piece in pieces:
+                self._file.write(piece)
+                self._hash.update(piece)
+        except BaseException:
+            self._discard()
+            raise
         self._count += 1
         self._bytes += size
         return finished
@@ -166,13 +192,30 @@ class ShardWriter:
             self._file = self.fs.open(path, "wb")
         self._hash = hashlib.sha256()
 
+    def _discard(self) -> None:
+        """Drop the shard being written after a failure: its temporary file, or its multipart upload."""
+        file, tmp = self._file, self._tmp
+        self._file, self._tmp, self._hash, self._count, self._bytes = None, None, None, 0, 0
+        try:
+            if tmp:
+                file.close()
+                os.remove(tmp)
+            elif hasattr(file, "discard"):
+                file.discard()       # s3fs: aborts the multipart upload
+        except Exception as exc:  # noqa: BLE001 - the original failure is what the caller must see
+            log.warning("could not clean up a failed shard upload (%s); a rerun aborts it", exc)
+
     def flush(self) -> None:
         if not self._count:
             return
         end = _end_of_archive(self._bytes)
-        self._file.write(end)
-        self._hash.update(end)
-        self._file.close()
+        try:
+            self._file.write(end)
+            self._hash.update(end)
+            self._file.close()
+        except BaseException:
+            self._discard()
+            raise
         path = self._path()
         if self._tmp:
             os.replace(self._tmp, path)

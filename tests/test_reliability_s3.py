@@ -192,3 +192,27 @@ def test_ingest_against_dead_store_fails_with_a_clear_message(s3, catalog):
     assert "Traceback" not in run.stderr
     direct, _ = _fs(s3, s3.endpoint_url)
     assert not direct.exists("rel/dead/manifest.json")
+
+
+def test_unfinished_multipart_uploads_of_a_killed_run_are_aborted_on_rerun(s3):
+    """A run killed mid-shard leaves a multipart upload behind (invisible, but stored and billed); the
+    next run aborts those under its dataset and leaves other uploads in the bucket alone."""
+    from ingest.shards import remove_temporaries
+
+    fs, _ = _fs(s3, s3.endpoint_url, default_block_size=5 * 2**20)
+    killed = ShardWriter(fs, "rel/killed-run", "naip", max_samples=100, max_bytes=2**30)
+    for _ in range(7):                               # > one 5 MiB part: the multipart upload has begun
+        killed.add_block(b"x" * 2**20)
+    other = fs.open("rel/someone-else/big.bin", "wb", block_size=5 * 2**20)
+    other.write(b"y" * 6 * 2**20)
+    other.flush()
+
+    def uploads(prefix: str) -> list[str]:
+        return [u["Key"] for u in fs.list_multipart_uploads("rel") if u["Key"].startswith(prefix)]
+
+    assert uploads("killed-run/") == ["killed-run/shards/naip/naip-000000.tar"]
+    assert remove_temporaries(fs, "rel/killed-run") == 1
+    assert uploads("killed-run/") == [] and uploads("someone-else/") == ["someone-else/big.bin"]
+    other.discard()
+    assert uploads("someone-else/") == []
+    killed._file.closed = other.closed = True   # as in a killed process: nothing completes them on exit
