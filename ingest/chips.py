@@ -92,8 +92,11 @@ class RawStats:
             f = v.astype(np.float64)
             self.total += float(f.sum())
             self.total_sq += float(np.square(f).sum())
-        lo, hi = v.min(), v.max()
-        self.count += int(v.size)
+        self.add_range(int(v.size), v.min(), v.max())
+
+    def add_range(self, count: int, lo: float, hi: float) -> None:
+        """Count ``count`` more values whose extremes are ``lo`` and ``hi`` (the sums are added by the caller)."""
+        self.count += count
         self.min = float(lo) if self.min is None else min(self.min, float(lo))
         self.max = float(hi) if self.max is None else max(self.max, float(hi))
 
@@ -132,10 +135,15 @@ def encode_json(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
+def chip_offsets(length: int, size: int) -> range:
+    """Offsets of the full chips along one axis of a grid."""
+    return range(0, length - size + 1, size)
+
+
 def chip_windows(height: int, width: int, size: int) -> Iterator[tuple[int, int]]:
     """Row/col offsets of the full chips of a grid, row-major."""
-    for row in range(0, height - size + 1, size):
-        for col in range(0, width - size + 1, size):
+    for row in chip_offsets(height, size):
+        for col in chip_offsets(width, size):
             yield row, col
 
 
@@ -352,11 +360,9 @@ def add_chip_stats(raw: list[RawStats], chip: np.ndarray, valid: np.ndarray | No
         squares = np.einsum("ij,ij->i", f, f)
         lows, highs = flat.min(axis=1), flat.max(axis=1)
         for r, total, sq, lo, hi in zip(raw, totals, squares, lows, highs):
-            r.count += flat.shape[1]
             r.total += int(total)
             r.total_sq += int(sq)
-            r.min = float(lo) if r.min is None else min(r.min, float(lo))
-            r.max = float(hi) if r.max is None else max(r.max, float(hi))
+            r.add_range(flat.shape[1], lo, hi)
         return
     for r, band in zip(raw, chip):
         r.add(band, valid)
@@ -473,8 +479,8 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
                 layers.append((ch.href, len(by_href.setdefault(ch.href, []))))
                 by_href[ch.href].append(ch.index)
             r0, r1, c0, c1 = _valid_window_range(plan, crs, ref_transform, ref.height, ref.width)
-            cols = [c for c in range(0, ref.width - size + 1, size) if c + size > c0 and c < c1]
-            rows = [r for r in range(0, ref.height - size + 1, size) if r + size > r0 and r < r1]
+            cols = [c for c in chip_offsets(ref.width, size) if c + size > c0 and c < c1]
+            rows = [r for r in chip_offsets(ref.height, size) if r + size > r0 and r < r1]
             boxes = _ChipBoxes(crs, ref_transform, size, cols)
             common = {
                 "sensor": plan.sensor, "bands": [ch.name for ch in plan.channels],

@@ -195,7 +195,7 @@ class ShardWriter:
     def _discard(self) -> None:
         """Drop the shard being written after a failure: its temporary file, or its multipart upload."""
         file, tmp = self._file, self._tmp
-        self._file, self._tmp, self._hash, self._count, self._bytes = None, None, None, 0, 0
+        self._reset()
         try:
             if tmp:
                 file.close()
@@ -223,4 +223,8 @@ class ShardWriter:
             "path": shard_path(self.sensor, len(self.shards)), "sensor": self.sensor, "count": self._count,
             "bytes": self._bytes + len(end), "sha256": self._hash.hexdigest(),
         })
+        self._reset()
+
+    def _reset(self) -> None:
+        """No shard open."""
         self._file, self._tmp, self._hash, self._count, self._bytes = None, None, None, 0, 0
