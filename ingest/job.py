@@ -225,7 +225,7 @@ class _Progress:
         for path in sorted(fs.find(folder)):
             part = json.loads(fs.cat_file(path))
             sensor = part["sensor"]
-            lost = [s["path"] for s in part["shards"] if sizes.get(s["path"]) != s["bytes"]]
+            lost = _lost_shards(part["shards"], sizes)
             if sensor not in broken and lost:
                 log.warning("%s is missing or changed since it was written; redoing %s from it", lost[0], sensor)
                 broken.add(sensor)
@@ -247,6 +247,11 @@ class _Progress:
         self.shards.setdefault(sensor, []).extend(new_shards)
         self.cursor[sensor], self.saves[sensor] = cursor, n + 1
         self.records.update(records)
+
+
+def _lost_shards(shards: list[dict], sizes: dict[str, int]) -> list[str]:
+    """Paths of the recorded ``shards`` that the store (``shard_sizes``) no longer holds as written."""
+    return [s["path"] for s in shards if sizes.get(s["path"]) != s["bytes"]]
 
 
 def shard_sizes(fs, root: str) -> dict[str, int]:
@@ -293,9 +298,9 @@ def _write_items(fs, root: str, cfg: IngestConfig, by_sensor: dict[str, list[Ite
         queue += [(sensor, pos, plan, skip if pos == start else 0) for pos, plan in enumerate(by_sensor[sensor]) if pos >= start]
     pending = {item_key(plan.collection, plan.item_id) for _, _, plan, _ in queue}
     records = {k: v for k, v in progress.records.items() if k not in pending}
-    if len(queue) < sum(map(len, by_sensor.values())):
-        log.info("resuming: %d of %d items already in shards", sum(map(len, by_sensor.values())) - len(queue),
-                 sum(map(len, by_sensor.values())))
+    total = sum(map(len, by_sensor.values()))
+    if len(queue) < total:
+        log.info("resuming: %d of %d items already in shards", total - len(queue), total)
     if not queue:
         return {s: w.shards for s, w in writers.items()}, records
 
@@ -311,7 +316,8 @@ def _write_items(fs, root: str, cfg: IngestConfig, by_sensor: dict[str, list[Ite
         for i, block in enumerate(result["blocks"][skip:], start=skip):
             if writer.add_block(block):
                 save(sensor, (pos, i))   # a shard was finished: the open one starts with this sample
-        records[item_key(plan.collection, plan.item_id)] = unsaved[sensor][item_key(plan.collection, plan.item_id)] = record
+        key = item_key(plan.collection, plan.item_id)
+        records[key] = unsaved[sensor][key] = record
         if record.get("skipped"):
             log.warning("skipped item %s (%s): %s", record["item_id"], record["collection"], record["skipped"])
         bar.update(record.get("kept", 0) + sum((record.get("dropped") or {}).values()))
@@ -399,12 +405,13 @@ def run_ingest(cfg: IngestConfig) -> dict:
     shards, records = _write_items(fs, root, cfg, by_sensor)
     _kill_point("tasks")
     sizes = shard_sizes(fs, root)
-    lost = [s["path"] for ss in shards.values() for s in ss if sizes.get(s["path"]) != s["bytes"]]
+    lost = _lost_shards([s for ss in shards.values() for s in ss], sizes)
     if lost:  # a store that lost objects (or someone deleting them) must not end in a manifest naming them
         raise IngestError(f"{len(lost)} shard(s) written by this run are missing or changed in {cfg.out} "
                           f"(first: {lost[0]}); rerun the same command to redo them")
 
-    manifest = _manifest(fs, root, cfg, items, by_sensor, shards, records, skipped)
+    manifest = _manifest(cfg, items, by_sensor, shards, records, skipped)
+    _remove_stale_shards(fs, root, set(sizes) - {s["path"] for s in manifest["shards"]})
     if cfg.strict and manifest["skipped"]:
         reasons = "; ".join(f"{s['item_id']}: {s['reason']}" for s in manifest["skipped"])
         raise IngestError(f"--strict: {len(manifest['skipped'])} item(s) skipped: {reasons}")
@@ -415,7 +422,7 @@ def run_ingest(cfg: IngestConfig) -> dict:
     return manifest
 
 
-def _manifest(fs, root: str, cfg: IngestConfig, items: list[dict], by_sensor: dict[str, list[ItemPlan]],
+def _manifest(cfg: IngestConfig, items: list[dict], by_sensor: dict[str, list[ItemPlan]],
               shards: dict[str, list[dict]], records: dict[str, dict], skipped: list[dict]) -> dict:
     """The manifest dict: counts and statistics merged in item order, so they never depend on timing."""
     from ingest.manifest import finalize_stats
@@ -435,7 +442,6 @@ def _manifest(fs, root: str, cfg: IngestConfig, items: list[dict], by_sensor: di
             for total, part in zip(acc, record["stats"]):
                 total.merge(BandStats.from_list(part))
     all_shards = [s for sensor in sorted(shards) for s in shards[sensor]]
-    _remove_stale_shards(fs, root, {s["path"] for s in all_shards})
     skipped.sort(key=lambda s: (s["collection"], s["item_id"]))
     return {
         "format": FORMAT_NAME,
@@ -454,14 +460,10 @@ def _manifest(fs, root: str, cfg: IngestConfig, items: list[dict], by_sensor: di
     }
 
 
-def _remove_stale_shards(fs, root: str, keep: set[str]) -> None:
-    shard_root = f"{root}/shards"
-    if not fs.exists(shard_root):
-        return
-    for path in fs.find(shard_root):
-        rel = path.split(root, 1)[-1].lstrip("/")
-        if rel not in keep:
-            fs.rm_file(path)
+def _remove_stale_shards(fs, root: str, stale: set[str]) -> None:
+    """Delete files under the shard folder that the manifest does not name (paths relative to ``root``)."""
+    for rel in sorted(stale):
+        fs.rm_file(f"{root}/{rel}")
 
 
 def _remove_staging(fs, root: str) -> None:

@@ -241,9 +241,12 @@ def test_unfinished_work_of_other_parameters_is_not_reused(catalog, tmp_path):
     (out / "_staging").mkdir()
     (out / "_staging" / "_search.json").write_text(json.dumps({"key": {"stale": True}, "items": []}))
     (out / "_staging" / "naip__bogus.tar").write_bytes(b"not a tar")
+    (out / "shards" / "naip" / "naip-000007.tar").write_bytes(b"a shard of some older run")
     small = IngestConfig(catalog=url, collections=["naip"], out=str(out), chip_size=80, workers=1, progress=False)
     manifest = run_ingest(small)
     assert manifest["chips"]["chip_size"] == 80 and not manifest["skipped"]
+    on_disk = {p.relative_to(out).as_posix() for p in (out / "shards").rglob("*") if p.is_file()}
+    assert on_disk == {s["path"] for s in manifest["shards"]}   # shards the manifest does not name are gone
     reference = run_ingest(IngestConfig(catalog=url, collections=["naip"], out=str(tmp_path / "ref"), chip_size=80,
                                         workers=1, progress=False))
     assert manifest["shards"] == reference["shards"]
