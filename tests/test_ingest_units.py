@@ -226,3 +226,19 @@ def test_pixel_checksums_catch_a_flipped_bit_and_old_datasets_still_check():
             check_pixels(bytes(flipped), meta, "k")
     with pytest.raises(ValueError, match="no pixels_crc32"):
         check_pixels(npy, {})
+
+
+def test_pixels_checksum_is_zlibs_crc32_whichever_implementation_computes_it():
+    """The contract names zlib's CRC-32; the fast ISA-L one must give the same digits (also on odd lengths,
+    unaligned views and bytearrays, as the writer and the loader pass them)."""
+    import zlib
+
+    from ingest.contract import pixels_checksum
+
+    rng = np.random.default_rng(3)
+    for n in (0, 1, 7, 4096, 1_572_992):
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert pixels_checksum(data) == f"{zlib.crc32(data):08x}"
+        assert pixels_checksum(bytearray(data)) == pixels_checksum(memoryview(data)[0:]) == f"{zlib.crc32(data):08x}"
+        if n > 3:
+            assert pixels_checksum(memoryview(data)[3:]) == f"{zlib.crc32(data[3:]):08x}"
