@@ -4,8 +4,12 @@ Written down once here and versioned by ``FORMAT_VERSION``; the README repeats i
 
 A dataset is a folder (local path, ``file://`` or ``s3://``) holding::
 
-    manifest.json                                 # see ``MANIFEST_KEYS``
-    shards/{sensor}/{sensor}-{index:06d}.tar      # WebDataset tar shards, one sensor per shard
+    manifest.json                                    # see ``MANIFEST_KEYS``
+    shards/{sensor}/items/{item key}-{index:04d}.tar # the shards one item's samples fill on their own
+    shards/{sensor}/{sensor}-{index:06d}.tar         # what items leave over, packed in item order
+
+All shards are WebDataset tar shards, one sensor per shard, bounded in samples and bytes; readers
+take the list (and each shard's count, bytes and sha256) from the manifest, never from the names.
 
 A shard is a plain POSIX tar with fixed headers (mtime 0, uid/gid 0, mode 0644, members in
 sample order) so the same inputs give byte-identical shards. A sample is a key plus members:
@@ -141,5 +145,10 @@ def sample_key(item_id: str, row_off: int, col_off: int) -> str:
 
 
 def shard_path(sensor: str, index: int) -> str:
-    """Relative path of a shard inside a dataset."""
+    """Relative path of a numbered shard inside a dataset (the samples items leave over, packed in item order)."""
     return f"{SHARD_DIR}/{sensor}/{sensor}-{index:06d}.tar"
+
+
+def item_shard_path(sensor: str, item_key: str, index: int) -> str:
+    """Relative path of the ``index``-th full shard of one item's samples, written by the worker that read it."""
+    return f"{SHARD_DIR}/{sensor}/items/{item_key}-{index:04d}.tar"

@@ -1,7 +1,9 @@
-"""An ingest run: search -> per-item chip tasks on Dask -> shards written in item order -> manifest.
+"""An ingest run: search -> per-item chip tasks on Dask -> shards -> manifest.
 
-Item tasks run in parallel; their samples are streamed into each sensor's shards in a fixed item
-order, so the same inputs give the same bytes. Resumable: the search result, every shard and a
+Item tasks run in parallel. Each writes the shards its own samples fill (item shards) straight to
+the output, so the pixels do not all pass through the client; the client streams what is left of
+each item into the sensor's numbered shards in a fixed item order, so the same inputs give the same
+bytes. Resumable: the search result, every shard and a
 progress record (finished shards, where the open shard starts, records of finished items) are
 written atomically, and the manifest last; a rerun with the same command redoes only the items
 from the open shard on, so a run killed at any point ends as an uninterrupted one would.
@@ -9,6 +11,7 @@ from the open shard on, so a run killed at any point ends as an uninterrupted on
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -20,11 +23,12 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
 from ingest.chips import DROP_REASONS, BandStats, ChipOptions
-from ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, ManifestError
+from ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, ManifestError, item_shard_path
 from ingest.items import ItemError, ItemPlan, clean_href, identity_href, item_etag, plan_item, redact
 from ingest.search import SearchParams
 from ingest.shards import (
-    SHARD_MAX_BYTES, SHARD_MAX_SAMPLES, STAGING_DIR, ShardWriter, remove_temporaries, sample_block, write_atomic,
+    SHARD_MAX_BYTES, SHARD_MAX_SAMPLES, STAGING_DIR, ShardWriter, is_local_fs, remove_temporaries, sample_block,
+    write_atomic, write_full_shards,
 )
 from ingest.storage import get_fs, join
 
@@ -127,13 +131,26 @@ def software_versions() -> dict[str, str]:
 
 
 # ------------------------------------------------------------------ the per-item task
-def ingest_item_task(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str], str] | str | None) -> dict:
-    """Read one item; return its record and its samples as tar blocks (runs on a Dask worker)."""
+@dataclass(frozen=True)
+class ShardTarget:
+    """Where item tasks write the shards their own samples fill, and the shard bounds."""
+
+    out: str
+    storage_options: dict | None
+    max_samples: int
+    max_bytes: int
+
+
+def ingest_item_task(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str], str] | str | None,
+                     target: ShardTarget | None = None) -> dict:
+    """Read one item (runs on a Dask worker). Returns its record, the shards its samples fill on their
+    own (written here, with ``target``, so the pixels do not all pass through the client) and its
+    remaining samples as tar blocks, which the client packs in item order."""
     from ingest.chips import process_item
 
     record: dict[str, Any] = {"item_id": plan.item_id, "collection": plan.collection, "sensor": plan.sensor,
                               "bands": [c.name for c in plan.channels]}
-    blocks: list[bytes] = []
+    blocks: list = []
     try:
         result = process_item(plan, options, resolve_hook(sign_href))
         blocks = [sample_block(*sample) for sample in result.samples]
@@ -142,7 +159,18 @@ def ingest_item_task(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[
         record.update(skipped=str(exc))
     except Exception as exc:  # noqa: BLE001 - anything else about one item must not stop the run
         record.update(skipped=f"{type(exc).__name__}: {redact(' '.join(str(exc).split()))[:300]}")
-    return {"record": record, "blocks": blocks}
+    shards: list[dict] = []
+    if target is not None and blocks:  # a storage failure here fails the run (a rerun resumes): never a skipped item
+        shards, blocks = write_item_shards(target, plan, blocks)
+    return {"record": record, "shards": shards, "blocks": blocks}
+
+
+def write_item_shards(target: ShardTarget, plan: ItemPlan, blocks: list) -> tuple[list[dict], list]:
+    """Write the shards an item's samples fill on their own (``items/{item key}-{n}.tar``); return their
+    records and the samples left over for the numbered shards."""
+    fs, root = get_fs(target.out, target.storage_options)
+    name = functools.partial(item_shard_path, plan.sensor, item_key(plan.collection, plan.item_id))
+    return write_full_shards(fs, root.rstrip("/"), plan.sensor, blocks, target.max_samples, target.max_bytes, name)
 
 
 # ------------------------------------------------------------------ the run
@@ -305,6 +333,8 @@ def _write_items(fs, root: str, cfg: IngestConfig, by_sensor: dict[str, list[Ite
         return {s: w.shards for s, w in writers.items()}, records
 
     unsaved: dict[str, dict[str, dict]] = {s: {} for s in writers}   # records consumed since the sensor's last save
+    # an item redone after a kill writes its own shards again (the same bytes); the ones saved already stay listed once
+    recorded = {s: {shard["path"] for shard in progress.shards.get(s, [])} for s in writers}
 
     def save(sensor: str, cursor: tuple[int, int]) -> None:
         progress.save(fs, root, sensor, writers[sensor].shards, cursor, unsaved[sensor])
@@ -312,8 +342,11 @@ def _write_items(fs, root: str, cfg: IngestConfig, by_sensor: dict[str, list[Ite
 
     def consume(entry: tuple[str, int, ItemPlan, int], result: dict) -> None:
         sensor, pos, plan, skip = entry
-        record, writer = result["record"], writers[sensor]
-        for i, block in enumerate(result["blocks"][skip:], start=skip):
+        record, writer, blocks = result["record"], writers[sensor], result["blocks"]
+        if on_client and blocks:  # what the workers write elsewhere, written here: the dataset is the same
+            result["shards"], blocks = write_item_shards(target, plan, blocks)
+        writer.shards.extend(s for s in result["shards"] if s["path"] not in recorded[sensor])
+        for i, block in enumerate(blocks[skip:], start=skip):
             if writer.add_block(block):
                 save(sensor, (pos, i))   # a shard was finished: the open one starts with this sample
         key = item_key(plan.collection, plan.item_id)
@@ -329,6 +362,11 @@ def _write_items(fs, root: str, cfg: IngestConfig, by_sensor: dict[str, list[Ite
             _kill_point(f"shards-{sensor}")
 
     options = cfg.chip_options()
+    target = ShardTarget(cfg.out, cfg.storage_options, cfg.shard_max_samples, cfg.shard_max_bytes)
+    on_client = bool(cfg.scheduler) and is_local_fs(fs)   # workers elsewhere would write to their own disks
+    if on_client:
+        log.info("%s is a local path: the client writes every shard (an s3:// output lets the workers of %s "
+                 "write the shards items fill)", cfg.out, cfg.scheduler)
     bar = tqdm(total=sum(_chip_estimate(p, cfg.chip_size) for _, _, p, _ in queue) or None, unit="chip", desc="ingest",
                disable=not cfg.progress, dynamic_ncols=True)
     done, submitted, arrived = 0, 0, {}
@@ -344,7 +382,7 @@ def _write_items(fs, root: str, cfg: IngestConfig, by_sensor: dict[str, list[Ite
                 nonlocal submitted
                 while submitted < len(queue) and submitted - done < window:
                     _, _, plan, _ = queue[submitted]
-                    future = client.submit(ingest_item_task, plan, options, cfg.sign_href,
+                    future = client.submit(ingest_item_task, plan, options, cfg.sign_href, None if on_client else target,
                                            key=f"ingest-{submitted}-{plan.item_id}", pure=False)
                     index_of[future.key] = submitted
                     futures.add(future)

@@ -5,6 +5,7 @@ members appear in sample order, so the same samples always give the same bytes.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -12,9 +13,9 @@ import os
 import tarfile
 import uuid
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable, Sequence
 
-from ingest.contract import META_EXT, PIXELS_EXT, shard_path
+from ingest.contract import META_EXT, PIXELS_EXT, SHARD_DIR, shard_path
 
 log = logging.getLogger("ofa.ingest")
 STAGING_DIR = "_staging"   # a run's unfinished work: the saved search and its progress
@@ -25,7 +26,7 @@ SHARD_MAX_SAMPLES = 1000
 SHARD_MAX_BYTES = 256 * 2**20
 
 
-def _is_local(fs) -> bool:
+def is_local_fs(fs) -> bool:
     protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return "file" in protocol or "local" in protocol
 
@@ -33,7 +34,7 @@ def _is_local(fs) -> bool:
 def write_atomic(fs, path: str, data: bytes) -> None:
     """Make ``path`` appear only with its full content: a local temporary file renamed into
     place, or one whole-object PUT on an object store."""
-    if _is_local(fs):
+    if is_local_fs(fs):
         parent = path.rsplit("/", 1)[0]
         fs.makedirs(parent, exist_ok=True)
         tmp = f"{path}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -47,7 +48,7 @@ def write_atomic(fs, path: str, data: bytes) -> None:
 def remove_temporaries(fs, root: str) -> int:
     """Delete what a killed run left under ``root``: temporary files (local) or unfinished multipart
     uploads (S3: invisible, but stored and billed until aborted); return how many."""
-    if not _is_local(fs):
+    if not is_local_fs(fs):
         return _abort_uploads(fs, root)
     if not fs.exists(root):
         return 0
@@ -131,6 +132,24 @@ def _end_of_archive(size: int) -> bytes:
     return bytes(1024 + (-total) % tarfile.RECORDSIZE)
 
 
+def _overflows(count: int, nbytes: int, size: int, max_samples: int, max_bytes: int) -> bool:
+    """Whether a sample of ``size`` bytes must open a new shard after ``count`` samples of ``nbytes``."""
+    return bool(count) and (count + 1 > max_samples or nbytes + size + len(_end_of_archive(nbytes + size)) > max_bytes)
+
+
+def shard_groups(sizes: Sequence[int], max_samples: int, max_bytes: int) -> list[range]:
+    """The sample ranges a ``ShardWriter`` cuts samples of these tar sizes into, in order."""
+    groups, start, count, nbytes = [], 0, 0, 0
+    for i, size in enumerate(sizes):
+        if _overflows(count, nbytes, size, max_samples, max_bytes):
+            groups.append(range(start, i))
+            start, count, nbytes = i, 0, 0
+        count, nbytes = count + 1, nbytes + size
+    if count:
+        groups.append(range(start, len(sizes)))
+    return groups
+
+
 @dataclass
 class ShardWriter:
     """Cut one sensor's sample stream into bounded shards.
@@ -138,7 +157,8 @@ class ShardWriter:
     A shard is streamed to a temporary local file renamed into place when complete, or to an
     object-store upload that becomes visible only when it completes; its sha256 is computed on
     the way. Bounds: at most ``max_samples`` samples and ``max_bytes`` bytes (a single larger
-    sample gets a shard of its own).
+    sample gets a shard of its own). Shards are named ``name(n)`` for the writer's n-th shard
+    (default: the sensor's numbered shards, counted among ``shards``, which may hold others too).
     """
 
     fs: object
@@ -147,11 +167,21 @@ class ShardWriter:
     max_samples: int = SHARD_MAX_SAMPLES
     max_bytes: int = SHARD_MAX_BYTES
     shards: list[dict] = field(default_factory=list)
+    name: Callable[[int], str] | None = None
+    index: int = -1
     _file: object = None
     _tmp: str | None = None
     _hash: object = None
     _count: int = 0
     _bytes: int = 0
+
+    def __post_init__(self) -> None:
+        numbered = self.name is None
+        if numbered:
+            self.name = functools.partial(shard_path, self.sensor)
+        if self.index < 0:  # a resumed writer goes on after the numbered shards it finished before
+            mine = f"{SHARD_DIR}/{self.sensor}/{self.sensor}-"
+            self.index = sum(1 for s in self.shards if s["path"].startswith(mine)) if numbered else 0
 
     def add(self, key: str, pixels: bytes, meta: bytes) -> bool:
         return self.add_block(sample_block(key, pixels, meta))
@@ -161,8 +191,7 @@ class ShardWriter:
         a shard was finished first (the sample then opens the next shard)."""
         pieces = (block,) if isinstance(block, (bytes, bytearray, memoryview)) else block
         size = block_size(pieces)
-        finished = bool(self._count) and (self._count + 1 > self.max_samples
-                                          or self._bytes + size + len(_end_of_archive(self._bytes + size)) > self.max_bytes)
+        finished = _overflows(self._count, self._bytes, size, self.max_samples, self.max_bytes)
         if finished:
             self.flush()
         if self._file is None:
@@ -179,11 +208,11 @@ class ShardWriter:
         return finished
 
     def _path(self) -> str:
-        return f"{self.root}/{shard_path(self.sensor, len(self.shards))}"
+        return f"{self.root}/{self.name(self.index)}"
 
     def _open(self) -> None:
         path = self._path()
-        if _is_local(self.fs):
+        if is_local_fs(self.fs):
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             self._tmp = f"{path}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
             self._file = open(self._tmp, "wb")
@@ -220,11 +249,28 @@ class ShardWriter:
         if self._tmp:
             os.replace(self._tmp, path)
         self.shards.append({
-            "path": shard_path(self.sensor, len(self.shards)), "sensor": self.sensor, "count": self._count,
+            "path": self.name(self.index), "sensor": self.sensor, "count": self._count,
             "bytes": self._bytes + len(end), "sha256": self._hash.hexdigest(),
         })
+        self.index += 1
         self._reset()
 
     def _reset(self) -> None:
         """No shard open."""
         self._file, self._tmp, self._hash, self._count, self._bytes = None, None, None, 0, 0
+
+
+def write_full_shards(fs, root: str, sensor: str, blocks: Sequence[Block | bytes], max_samples: int, max_bytes: int,
+                      name: Callable[[int], str]) -> tuple[list[dict], list[Block | bytes]]:
+    """Write the shards ``blocks`` fill on their own (every group ``shard_groups`` cuts but the last) as
+    ``name(0)``, ``name(1)``…; return their records and the blocks left over, which the caller packs
+    together with other items' leftovers."""
+    groups = shard_groups([block_size(b) for b in blocks], max_samples, max_bytes)
+    if len(groups) < 2:
+        return [], list(blocks)
+    writer = ShardWriter(fs, root, sensor, max_samples, max_bytes, name=name)
+    for group in groups[:-1]:
+        for i in group:
+            writer.add_block(blocks[i])
+        writer.flush()
+    return writer.shards, list(blocks[groups[-1].start:])

@@ -125,6 +125,8 @@ def test_reproducible_rebuild_and_s3(catalog, tmp_path):
     assert _shards(first) == _shards(second)
     m1 = json.loads((first / "manifest.json").read_text())
     assert all(s["count"] <= 5 for s in m1["shards"]) and len(m1["shards"]) > 3
+    # items that fill whole shards had them written by the worker that read them (a worker process in `second`)
+    assert any("/items/" in s["path"] for s in m1["shards"]), [s["path"] for s in m1["shards"]]
     assert _without_created(json.loads((second / "manifest.json").read_text())) == _without_created(m1)
 
     assert main(["ingest", "--from-manifest", str(first / "manifest.json"), "--out", str(rebuilt), "--no-progress"]) == 0
@@ -192,15 +194,20 @@ def test_joins_an_existing_dask_cluster(catalog, tmp_path):
 
     url, _ = catalog
     reference = tmp_path / "local"
-    assert _ingest(url, reference, "--workers", "1") == 0
+    # on a local cluster the workers write the shards an item fills on its own; joining a scheduler with a
+    # local --out, the client writes every shard (remote workers would write to their own disks): same bytes
+    assert _ingest(url, reference, "--workers", "1", "--shard-max-samples", "5") == 0
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp", dashboard_address=None) as cluster:
         assert cluster.scheduler_address.startswith("tcp://")
         args = ["ingest", "--catalog", url, "--out", str(tmp_path / "joined"), "--chip-size", CHIP, "--no-progress",
-                "--scheduler", cluster.scheduler_address]
+                "--scheduler", cluster.scheduler_address, "--shard-max-samples", "5"]
         for c in COLLECTIONS:
             args += ["--collection", c]
         assert main(args) == 0
     assert _shards(tmp_path / "joined") == _shards(reference)
+    manifest = json.loads((reference / "manifest.json").read_text())
+    assert any("/items/" in s["path"] for s in manifest["shards"]) and any("/items/" not in s["path"] for s in manifest["shards"])
+    assert _without_created(json.loads((tmp_path / "joined" / "manifest.json").read_text())) == _without_created(manifest)
 
 
 def test_bbox_datetime_and_intersects(catalog, tmp_path):

@@ -30,7 +30,7 @@ def catalog(tmp_path_factory):
 
 def _cmd(url: str, out: Path) -> list[str]:
     cmd = [sys.executable, "-m", "pipeline.cli", "ingest", "--catalog", url, "--out", str(out), "--chip-size", "80",
-           "--workers", "2", "--shard-max-samples", "6", "--no-progress"]
+           "--workers", "2", "--shard-max-samples", "5", "--no-progress"]
     for c in COLLECTIONS:
         cmd += ["--collection", c]
     return cmd
@@ -136,7 +136,7 @@ def test_shards_lost_during_the_run_fail_it_and_the_rerun_redoes_them(catalog, t
 
     def cfg(out: Path) -> IngestConfig:
         return IngestConfig(catalog=catalog, collections=list(COLLECTIONS), out=str(out), chip_size=80, workers=2,
-                            shard_max_samples=6, progress=False)
+                            shard_max_samples=5, progress=False)
 
     reference = run_ingest(cfg(tmp_path / "reference"))
     out = tmp_path / "lossy"

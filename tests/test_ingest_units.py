@@ -189,6 +189,30 @@ def test_streamed_shards_equal_tarfile_output():
     assert fs.cat_file("/mem/shards/sentinel-1/sentinel-1-000000.tar") == expected
 
 
+def test_item_shards_cut_where_the_stream_writer_would(tmp_path):
+    """``write_full_shards`` writes every shard a sample list fills on its own, cut exactly where one
+    ShardWriter fed the same samples cuts (by count and by bytes), and hands back the rest."""
+    from ingest.shards import block_size, sample_block, shard_groups, write_full_shards
+
+    rng = np.random.default_rng(5)
+    blocks = [sample_block(f"k{i:03d}", bytes(int(n)), b"{}") for i, n in enumerate(rng.integers(1, 9000, 40))]
+    sizes = [block_size(b) for b in blocks]
+    for max_samples, max_bytes in ((7, 10**9), (1000, 40_000), (5, 30_000), (1, 10**9), (100, 10**9)):
+        fs = fsspec.filesystem("file")
+        root = str(tmp_path / f"{max_samples}-{max_bytes}")
+        stream = ShardWriter(fs, root, "naip", max_samples, max_bytes)
+        starts = [i for i, b in enumerate(blocks) if stream.add_block(b)]
+        stream.flush()
+        groups = shard_groups(sizes, max_samples, max_bytes)
+        assert [g.start for g in groups[1:]] == starts and sum(map(len, groups)) == len(blocks)
+        assert all(s["count"] <= max_samples and s["bytes"] <= max_bytes or s["count"] == 1 for s in stream.shards)
+        written, rest = write_full_shards(fs, root, "naip", blocks, max_samples, max_bytes, lambda k: f"shards/naip/items/x-{k:04d}.tar")
+        assert len(written) == len(groups) - 1 and rest == blocks[groups[-1].start:]
+        for mine, theirs in zip(written, stream.shards):   # same samples, same bytes, under the item's names
+            assert {**mine, "path": ""} == {**theirs, "path": ""}
+            assert (Path(root) / mine["path"]).read_bytes() == (Path(root) / theirs["path"]).read_bytes()
+
+
 def test_sar_border_zeros_are_named(tmp_path):
     import rasterio
     from rasterio.transform import Affine
