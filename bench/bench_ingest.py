@@ -5,7 +5,8 @@ grid), served by a real STAC API on 127.0.0.1. Both baselines visit the same chi
 each band (and the cloud mask) with one ``read`` per band per chip, with no filtering, encoding or
 writing: "open once" opens each asset once per item, "open per read" (the naive loop) opens the
 asset for every read. ``ofa ingest`` is timed end to end (search, Dask cluster start, reads,
-filters, statistics, encoding, shards, manifest).
+filters, statistics, encoding, shards, manifest). It also reports the share of shard bytes the
+Dask workers wrote themselves (item shards) rather than the client.
 
     python bench/bench_ingest.py --size 1024 --chip-size 256 --workers 2            # local files
     python bench/bench_ingest.py --size 1024 --chip-size 256 --workers 8 --remote   # COGs on local S3
@@ -140,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                                                progress=False))
             ingest_times.append(time.monotonic() - t)
             counts = manifest["counts"]
+            worker_bytes = sum(s["bytes"] for s in manifest["shards"] if "/items/" in s["path"])
+            worker_share = worker_bytes / max(1, sum(s["bytes"] for s in manifest["shards"]))
             processed = counts["kept"] + sum(counts["dropped"].values())
             assert processed == chips, (processed, chips)
     base, naive, ours = chips / min(base_times), chips / min(naive_times), chips / min(ingest_times)
@@ -147,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         "chips": chips, "kept": counts["kept"], "dropped": counts["dropped"], "chip_size": args.chip_size,
         "workers": args.workers, "processes": args.processes, "remote": args.remote,
         "baseline_open_once_chips_per_s": round(base, 1), "baseline_open_per_read_chips_per_s": round(naive, 1),
-        "ingest_chips_per_s": round(ours, 1),
+        "ingest_chips_per_s": round(ours, 1), "shards": len(manifest["shards"]),
+        "shard_bytes_written_by_workers": round(worker_share, 3),
         "ratio_vs_open_once": round(ours / base, 2), "ratio_vs_open_per_read": round(ours / naive, 2),
         "baseline_s": [round(x, 2) for x in base_times], "baseline_open_per_read_s": [round(x, 2) for x in naive_times],
         "ingest_s": [round(x, 2) for x in ingest_times],
