@@ -304,7 +304,26 @@ def _dask_client(cfg: IngestConfig, tasks: int) -> Iterator[Any]:
     n = max(1, min(cfg.workers or os.cpu_count() or 1, tasks))
     with LocalCluster(n_workers=n, threads_per_worker=1, processes=cfg.processes, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        yield client
+        try:
+            yield client
+        except BaseException:
+            _stop_workers_now(cluster)
+            raise
+
+
+def _stop_workers_now(cluster: Any) -> None:
+    """After a failure or Ctrl-C, stop a local cluster's in-process workers without waiting for the item
+    tasks still running (a slow read, a write in retries against a dead store): Dask would otherwise
+    wait for each; their threads are daemons and end with the process. Worker processes are killed
+    by the cluster's own close."""
+    from dask.distributed import Worker
+
+    for worker in list(cluster.workers.values()):
+        if isinstance(worker, Worker):
+            try:
+                cluster.sync(worker.close, executor_wait=False, reason="ofa ingest stopped")
+            except Exception as exc:  # noqa: BLE001 - the failure being raised is the one to report
+                log.debug("could not stop worker %s at once: %s", worker, exc)
 
 
 def _write_items(fs, root: str, cfg: IngestConfig, by_sensor: dict[str, list[ItemPlan]]) -> tuple[dict[str, list[dict]], dict[str, dict]]:

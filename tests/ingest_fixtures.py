@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import time
 import zlib
 from pathlib import Path
 
@@ -226,3 +227,12 @@ def sign_local(href: str) -> str:
     """A signing hook: maps ``SIGNED_PREFIX`` to the folder in ``OFA_TEST_SIGN_ROOT``."""
     SIGN_CALLS.append(href)
     return href.replace(SIGNED_PREFIX, os.environ["OFA_TEST_SIGN_ROOT"])
+
+
+def stall_naip(href: str) -> str:
+    """A signing hook that leaves hrefs as they are but hangs on NAIP assets (a read that never
+    returns), after touching the file named by ``OFA_TEST_STALL`` so a test knows it is stuck."""
+    if href.split("?")[0].rsplit("/", 1)[-1].startswith("image"):   # NAIP's one asset
+        Path(os.environ["OFA_TEST_STALL"]).touch()
+        time.sleep(300)
+    return href

@@ -96,6 +96,35 @@ def test_resume_after_sigkill(catalog, tmp_path):
     assert _snapshot(out) == expected
 
 
+def test_ctrl_c_stops_at_once_and_the_rerun_completes(catalog, tmp_path):
+    """Ctrl-C while an item task is stuck (a read that never returns) ends the run within seconds, not
+    when the task ends; the same command then completes the dataset."""
+    out, flag = tmp_path / "interrupted", tmp_path / "stalling"
+    tests = str(Path(__file__).parent)
+    env = _env(OFA_TEST_STALL=str(flag), PYTHONPATH=os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen(_cmd(catalog, out) + ["--sign-href", "ingest_fixtures:stall_naip"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not flag.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert flag.exists(), "the stalling hook was never called"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    try:
+        _, err = proc.communicate(timeout=60)   # the stuck task sleeps 300 s
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("Ctrl-C did not stop the run within 60 s")
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "interrupted", err[-2000:]
+    assert time.monotonic() - t0 < 30 and not (out / "manifest.json").exists()
+    again = subprocess.run(_cmd(catalog, out), env=_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    verify = subprocess.run([sys.executable, "-m", "pipeline.cli", "manifest", "verify", str(out)], env=_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 0, verify.stdout
+
+
 def test_resume_on_s3_after_sigkill(catalog, tmp_path):
     import s3fs
 
