@@ -10,6 +10,7 @@ from the open shard on, so a run killed at any point ends as an uninterrupted on
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import json
@@ -17,6 +18,7 @@ import logging
 import os
 import signal
 import time
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -86,8 +88,11 @@ class IngestConfig:
 
 
 def item_key(collection: str, item_id: str) -> str:
-    """A file-name-safe key naming an item in progress records."""
-    return "".join(c if (c.isalnum() or c in "-_.") else "-" for c in f"{collection}__{item_id}")
+    """A file-name-safe key naming an item (progress records, item shard names); where characters had
+    to be replaced, a CRC of the original keeps ids such as ``a:b`` and ``a-b`` apart."""
+    raw = f"{collection}__{item_id}"
+    safe = "".join(c if (c.isascii() and c.isalnum() or c in "-_.") else "-" for c in raw)
+    return safe if safe == raw else f"{safe}-{zlib.crc32(raw.encode()):08x}"
 
 
 _KILL_COUNTS: dict[str, int] = {}
@@ -456,6 +461,10 @@ def run_ingest(cfg: IngestConfig) -> dict:
         except ItemError as exc:
             skipped.append({"item_id": str(item.get("id")), "collection": str(item.get("collection")), "reason": str(exc)})
             log.warning("skipped item %s (%s): %s", item.get("id"), item.get("collection"), exc)
+    keys = [item_key(p.collection, p.item_id) for p in plans]
+    if len(set(keys)) < len(keys):  # they name item shards: two items under one name would overwrite each other
+        twice = sorted(k for k, n in collections.Counter(keys).items() if n > 1)
+        raise IngestError(f"items whose collection and id give the same file name: {', '.join(twice[:5])}")
     by_sensor: dict[str, list[ItemPlan]] = {}
     for plan in plans:
         by_sensor.setdefault(plan.sensor, []).append(plan)

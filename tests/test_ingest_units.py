@@ -189,6 +189,15 @@ def test_streamed_shards_equal_tarfile_output():
     assert fs.cat_file("/mem/shards/sentinel-1/sentinel-1-000000.tar") == expected
 
 
+def test_item_keys_are_file_names_and_keep_items_apart():
+    from ingest.job import item_key
+
+    assert item_key("naip", "vt_m_4407307_ne_18_060_20230715") == "naip__vt_m_4407307_ne_18_060_20230715"
+    odd = [item_key("c", i) for i in ("a:b", "a-b", "a/b", "a b", "aéb", "../x")]
+    assert len(set(odd)) == len(odd) and odd[1] == "c__a-b"
+    assert all(k.isascii() and "/" not in k and ":" not in k and " " not in k for k in odd)
+
+
 def test_item_shards_cut_where_the_stream_writer_would(tmp_path):
     """``write_full_shards`` writes every shard a sample list fills on its own, cut exactly where one
     ShardWriter fed the same samples cuts (by count and by bytes), and hands back the rest."""
