@@ -3,7 +3,9 @@
 Deterministic for a seed: the shard order, shuffle buffer, sensor choice and augmentation of batch
 ``i`` depend only on ``(seed, rank, worker, i)``, so a run resumed at batch ``k`` (``skip_batches``)
 sees exactly the batches an uninterrupted run sees. Raw bytes are shuffled and only the chosen
-samples are decoded, so skipping is cheap.
+samples are decoded; on resume the shuffle is replayed over sample positions (the manifest's
+per-shard counts) and only the samples left in the shuffle buffer are read, so skipping costs no
+more than one buffer's worth of reads however far into training the run was.
 
 Splitting: each sensor's shards go to ``rank * workers + worker`` slots; a sensor with fewer
 shards than slots is split by sample index instead. Streams are infinite: each pass over the
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import json
 import logging
 import math
@@ -50,6 +53,8 @@ class Stream:
     mean: np.ndarray
     std: np.ndarray
     bands: list[str]
+    #: samples per shard, from the manifest (lets a resumed loader skip without reading); None: unknown
+    counts: list[int] | None = None
     #: per-band constants of each distinct (dtype, scale, offset, nodata) seen, filled by ``_affine``
     consts: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -103,7 +108,7 @@ def read_streams(data: list[str], storage_options: dict[str, Any] | None = None)
             std = np.asarray(stats["std"], dtype=np.float32)
             streams.append(Stream(
                 dataset=url, sensor=sensor, shards=[join(url, s["path"]) for s in shards],
-                count=sum(int(s["count"]) for s in shards), bands=list(stats["bands"]),
+                count=sum(int(s["count"]) for s in shards), bands=list(stats["bands"]), counts=[int(s["count"]) for s in shards],
                 mean=np.asarray(stats["mean"], dtype=np.float32), std=np.where(std > 0, std, 1.0).astype(np.float32),
             ))
     if not streams:
@@ -211,25 +216,39 @@ def iter_shard(url: str, storage_options: dict[str, Any] | None, counter: Counte
         counter.bad(f"shard {url}", exc)
 
 
+#: where a raw sample comes from: (epoch, position in the slot's shard order, shard index, sample index in the shard)
+Position = tuple[int, int, int, int]
+
+
 def _raw_samples(stream: Stream, slot: int, slots: int, seed: int, resampled: bool, cfg: LoaderConfig,
-                 counter: Counter) -> Iterator[dict]:
-    """Infinite raw samples of one stream for one slot, epoch after epoch."""
+                 counter: Counter, read: Any = None, after: Position | None = None) -> Iterator[tuple[Position, Any]]:
+    """Infinite ``(position, raw sample)`` of one stream for one slot, epoch after epoch.
+
+    ``read(shard index)`` gives a shard's samples (default: read the shard); ``after``: start right
+    after that position (shards before it are not opened)."""
+    if read is None:
+        def read(k: int) -> Iterator[dict]:
+            return iter_shard(stream.shards[k], cfg.storage_options, counter)
     by_shard = len(stream.shards) >= slots
-    epoch = 0
+    epoch = after[0] if after else 0
     while True:
         rng = random.Random(_seed(seed, stream.dataset, stream.sensor, "epoch", epoch))
         if resampled:
-            order = [rng.choice(stream.shards) for _ in stream.shards]
+            order = [rng.randrange(len(stream.shards)) for _ in stream.shards]
         else:
-            order = list(stream.shards)
+            order = list(range(len(stream.shards)))
             rng.shuffle(order)
         mine = order[slot::slots] if by_shard else order
-        got = 0
-        for url in mine:
-            for i, sample in enumerate(iter_shard(url, cfg.storage_options, counter)):
-                if by_shard or i % slots == slot:
+        resumed = after is not None and after[0] == epoch
+        got = int(resumed)  # the sample at `after` was read in this epoch
+        for j, k in enumerate(mine):
+            if resumed and j < after[1]:
+                continue
+            first = after[3] + 1 if resumed and j == after[1] else 0
+            for i, sample in enumerate(read(k)):
+                if i >= first and (by_shard or i % slots == slot):
                     got += 1
-                    yield sample
+                    yield (epoch, j, k, i), sample
         if got == 0 and not by_shard:
             raise RuntimeError(f"{stream.dataset}: no readable samples for sensor {stream.sensor!r}")
         if got == 0:  # this slot's shards are all damaged: share every shard by sample index instead
@@ -239,18 +258,71 @@ def _raw_samples(stream: Stream, slot: int, slots: int, seed: int, resampled: bo
         epoch += 1
 
 
-def _shuffled(samples: Iterator[dict], size: int, rng: random.Random) -> Iterator[dict]:
-    """A shuffle buffer of ``size`` samples."""
-    buf: list[dict] = []
-    for sample in samples:
-        if len(buf) < size:
-            buf.append(sample)
-            continue
-        i = rng.randrange(len(buf))
-        yield buf[i]
-        buf[i] = sample
-    rng.shuffle(buf)
-    yield from buf
+class _Shuffle:
+    """A shuffle buffer of ``size`` samples over an infinite ``(position, sample)`` iterator: each output
+    is a random buffered sample, replaced by the next input. Its state (buffer, RNG, input) can be
+    rebuilt elsewhere, which is how a resumed loader skips without reading (``fast_forward``)."""
+
+    def __init__(self, items: Iterator[tuple[Position, Any]], size: int, rng: random.Random) -> None:
+        self.items, self.size, self.rng = items, max(1, size), rng
+        self.buf: list[tuple[Position, Any]] = []
+        self.last: Position | None = None   # position of the last input taken
+
+    def _take(self) -> tuple[Position, Any]:
+        item = next(self.items)
+        self.last = item[0]
+        return item
+
+    def __iter__(self) -> "_Shuffle":
+        return self
+
+    def __next__(self) -> Any:
+        while len(self.buf) < self.size:
+            self.buf.append(self._take())
+        i = self.rng.randrange(len(self.buf))
+        out = self.buf[i]
+        self.buf[i] = self._take()
+        return out[1]
+
+
+def fast_forward(stream: Stream, slot: int, slots: int, cfg: LoaderConfig, counter: Counter, rng: random.Random,
+                 n: int) -> _Shuffle:
+    """The shuffled samples of one stream for one slot after ``n`` outputs, as if they had been read.
+
+    The shuffle is replayed over sample positions (per-shard counts from the manifest), not bytes;
+    then only the samples left in the buffer are read, and the stream goes on after the last input
+    taken. Without per-shard counts, the samples are read and dropped (the same result, slower)."""
+    if n <= 0 or stream.counts is None or len(stream.counts) != len(stream.shards):
+        shuffle = _Shuffle(_raw_samples(stream, slot, slots, cfg.seed, cfg.resampled, cfg, counter), cfg.shuffle_buffer, rng)
+        for _ in range(max(0, n)):
+            next(shuffle)
+        return shuffle
+    positions = _raw_samples(stream, slot, slots, cfg.seed, cfg.resampled, cfg, counter,
+                             read=lambda k: itertools.repeat(None, stream.counts[k]))
+    ghost = _Shuffle(positions, cfg.shuffle_buffer, rng)
+    for _ in range(n):
+        next(ghost)
+    wanted: dict[int, set[int]] = {}
+    for (_, _, k, i), _ in ghost.buf:
+        wanted.setdefault(k, set()).add(i)
+    found: dict[tuple[int, int], Any] = {}
+    for k, indices in sorted(wanted.items()):
+        left = len(indices)
+        for i, sample in enumerate(iter_shard(stream.shards[k], cfg.storage_options, counter)):
+            if i in indices:
+                found[k, i] = sample
+                left -= 1
+                if not left:
+                    break
+    real = _Shuffle(_raw_samples(stream, slot, slots, cfg.seed, cfg.resampled, cfg, counter, after=ghost.last),
+                    cfg.shuffle_buffer, rng)
+    for pos, _ in ghost.buf:
+        if (pos[2], pos[3]) in found:
+            real.buf.append((pos, found[pos[2], pos[3]]))
+        else:  # the shard no longer holds it (damage): counted by iter_shard; the next input takes its place
+            real.buf.append(real._take())
+    real.last = real.last or ghost.last
+    return real
 
 
 def _frozen(value: Any) -> Any:
@@ -478,19 +550,24 @@ class ShardBatches(torch.utils.data.IterableDataset):
         slots = cfg.world_size * workers
         slot = cfg.rank * workers + worker
         counter = Counter()
-        shuffled = []
-        for k, s in enumerate(self.streams):
-            rng = random.Random(_seed(cfg.seed, "shuffle", cfg.rank, worker, k))
-            raw = _raw_samples(s, slot, slots, cfg.seed, cfg.resampled, cfg, counter)
-            shuffled.append(_shuffled(raw, cfg.shuffle_buffer, rng))
-        # batch i of this rank comes from worker i % workers (DataLoader round-robin)
+
+        def sensor_of(index: int) -> int:
+            # depends on the batch index only: every rank trains the same sensor per step
+            return random.Random(_seed(cfg.seed, "sensor", index)).choices(range(len(self.streams)), self.weights)[0]
+
+        # batch i of this rank comes from worker i % workers (DataLoader round-robin); on resume, each
+        # stream skips the samples this worker's first batches took, without reading them
         first = cfg.skip_batches
+        taken = [0] * len(self.streams)
+        for index in range(worker, first, workers):
+            taken[sensor_of(index)] += cfg.batch_size
+        shuffled = [fast_forward(s, slot, slots, cfg, counter, random.Random(_seed(cfg.seed, "shuffle", cfg.rank, worker, k)), taken[k])
+                    for k, s in enumerate(self.streams)]
         index = worker
         while True:
-            # sensor choice depends on the batch index only: every rank trains the same sensor per step
-            k = random.Random(_seed(cfg.seed, "sensor", index)).choices(range(len(self.streams)), self.weights)[0]
+            k = sensor_of(index)
             stream = self.streams[k]
-            picked = [next(shuffled[k]) for _ in range(cfg.batch_size)]
+            picked = [next(shuffled[k]) for _ in range(cfg.batch_size)] if index >= first else []
             if index >= first and cfg.device_augment:
                 aug = random.Random(_seed(cfg.seed, "augment", cfg.rank, index))
                 raws, consts, params, keys = [], [], [], []

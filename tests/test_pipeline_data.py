@@ -55,6 +55,44 @@ def test_skip_batches_resumes_the_same_stream_with_workers(dataset):
         assert x["keys"] == y["keys"] and torch.equal(x["pixels"], y["pixels"])
 
 
+@pytest.mark.parametrize("resampled", [False, True])
+@pytest.mark.parametrize("world,buffer", [(1, 3), (3, 1), (2, 50)])
+def test_resume_skips_without_reading_and_gives_the_same_batches(dataset, monkeypatch, resampled, world, buffer):
+    """A loader resumed at batch k replays the shuffle over sample positions (manifest counts), reads only
+    what is left in the buffer, and yields exactly the batches an uninterrupted one yields from k on: with
+    shards split by slot or (3 slots, 2 NAIP shards) by sample, tiny and larger-than-the-data buffers,
+    several epochs in, sampled with and without replacement."""
+    import pipeline.data as data
+
+    base = dict(data=[dataset], batch_size=2, img_size=8, seed=7, shuffle_buffer=buffer, resampled=resampled,
+                world_size=world, rank=world - 1)
+    it = iter(ShardBatches(LoaderConfig(**base)))
+    reference = [next(it) for _ in range(36)]
+    opened: list[str] = []
+    read = data.iter_shard
+    monkeypatch.setattr(data, "iter_shard", lambda url, so, counter: (opened.append(url), read(url, so, counter))[1])
+
+    def resume(skip: int, streams=None) -> tuple[list[dict], int]:
+        opened.clear()
+        it = iter(ShardBatches(LoaderConfig(**base, skip_batches=skip), streams))
+        got = [next(it) for _ in range(skip + 6)][skip:]
+        return got, len(opened)
+
+    for skip in (1, 9, 30):
+        got, _ = resume(skip)
+        assert [b["index"] for b in got] == list(range(skip, skip + 6))
+        for x, y in zip(reference[skip:skip + 6], got):
+            assert x["keys"] == y["keys"] and torch.equal(x["pixels"], y["pixels"]), skip
+    # far in (60 samples, several epochs of this data), the fast path opens fewer shards than reading through
+    _, fast = resume(30)
+    slow_streams = read_streams([dataset])
+    for s in slow_streams:
+        s.counts = None
+    got, slow = resume(30, slow_streams)
+    assert [b["keys"] for b in got] == [b["keys"] for b in reference[30:36]]
+    assert fast < slow, (fast, slow)
+
+
 def test_ranks_and_workers_split_the_samples(dataset):
     """One pass: each sample goes to exactly one (rank, worker) slot."""
     streams = read_streams([dataset])
