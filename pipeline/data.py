@@ -291,7 +291,9 @@ def fast_forward(stream: Stream, slot: int, slots: int, cfg: LoaderConfig, count
 
     The shuffle is replayed over sample positions (per-shard counts from the manifest), not bytes;
     then only the samples left in the buffer are read, and the stream goes on after the last input
-    taken. Without per-shard counts, the samples are read and dropped (the same result, slower)."""
+    taken. Without per-shard counts, the samples are read and dropped (the same result, slower).
+    Exact while the shards hold what the manifest counts; where damage cut a shard short (the loader
+    counts it), the resumed order can differ from an uninterrupted run's."""
     if n <= 0 or stream.counts is None or len(stream.counts) != len(stream.shards):
         shuffle = _Shuffle(_raw_samples(stream, slot, slots, cfg.seed, cfg.resampled, cfg, counter), cfg.shuffle_buffer, rng)
         for _ in range(max(0, n)):
