@@ -3,10 +3,10 @@
 Item tasks run in parallel. Each writes the shards its own samples fill (item shards) straight to
 the output, so the pixels do not all pass through the client; the client streams what is left of
 each item into the sensor's numbered shards in a fixed item order, so the same inputs give the same
-bytes. Resumable: the search result, every shard and a
-progress record (finished shards, where the open shard starts, records of finished items) are
-written atomically, and the manifest last; a rerun with the same command redoes only the items
-from the open shard on, so a run killed at any point ends as an uninterrupted one would.
+bytes. Resumable: the search result, every shard and a progress record (finished shards, where the
+open shard starts, records of finished items) are written atomically, and the manifest last; a rerun
+with the same command redoes only the items from the open shard on, so a run killed at any point
+ends as an uninterrupted one would.
 """
 from __future__ import annotations
 
