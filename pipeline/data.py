@@ -294,14 +294,16 @@ def fast_forward(stream: Stream, slot: int, slots: int, cfg: LoaderConfig, count
     taken. Without per-shard counts, the samples are read and dropped (the same result, slower).
     Exact while the shards hold what the manifest counts; where damage cut a shard short (the loader
     counts it), the resumed order can differ from an uninterrupted run's."""
+    def shuffle(**kwargs: Any) -> _Shuffle:
+        return _Shuffle(_raw_samples(stream, slot, slots, cfg.seed, cfg.resampled, cfg, counter, **kwargs),
+                        cfg.shuffle_buffer, rng)
+
     if n <= 0 or stream.counts is None or len(stream.counts) != len(stream.shards):
-        shuffle = _Shuffle(_raw_samples(stream, slot, slots, cfg.seed, cfg.resampled, cfg, counter), cfg.shuffle_buffer, rng)
+        read_through = shuffle()
         for _ in range(max(0, n)):
-            next(shuffle)
-        return shuffle
-    positions = _raw_samples(stream, slot, slots, cfg.seed, cfg.resampled, cfg, counter,
-                             read=lambda k: itertools.repeat(None, stream.counts[k]))
-    ghost = _Shuffle(positions, cfg.shuffle_buffer, rng)
+            next(read_through)
+        return read_through
+    ghost = shuffle(read=lambda k: itertools.repeat(None, stream.counts[k]))
     for _ in range(n):
         next(ghost)
     wanted: dict[int, set[int]] = {}
@@ -316,14 +318,12 @@ def fast_forward(stream: Stream, slot: int, slots: int, cfg: LoaderConfig, count
                 left -= 1
                 if not left:
                     break
-    real = _Shuffle(_raw_samples(stream, slot, slots, cfg.seed, cfg.resampled, cfg, counter, after=ghost.last),
-                    cfg.shuffle_buffer, rng)
+    real = shuffle(after=ghost.last)
     for pos, _ in ghost.buf:
         if (pos[2], pos[3]) in found:
             real.buf.append((pos, found[pos[2], pos[3]]))
         else:  # the shard no longer holds it (damage): counted by iter_shard; the next input takes its place
             real.buf.append(real._take())
-    real.last = real.last or ghost.last
     return real
 
 
