@@ -95,11 +95,6 @@ def tar_bytes(members: Iterable[tuple[str, bytes]]) -> bytes:
     return buf.getvalue()
 
 
-def member_size(n: int) -> int:
-    """Bytes a member of ``n`` data bytes takes in a tar (header + padded data)."""
-    return 512 + (n + 511) // 512 * 512
-
-
 def _header(name: str, size: int) -> bytes:
     return _info(name, size).tobuf(format=tarfile.GNU_FORMAT)
 
