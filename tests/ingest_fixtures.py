@@ -1,4 +1,4 @@
-"""Real STAC items from ../shared/data/stac with their asset hrefs rewritten to small local COGs.
+"""Real STAC items from tests/data/stac with their asset hrefs rewritten to small local COGs.
 
 Each COG is written with the item's own CRS, dtype and nodata and the top-left window of its
 ``proj:transform``; ``proj:shape``, bbox and geometry shrink with it. Pixels are synthetic and
@@ -19,7 +19,8 @@ import rasterio
 from rasterio.transform import Affine
 from rasterio.warp import transform_bounds
 
-STAC_DIR = Path(os.environ.get("OFA_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "stac"
+DATA_DIR = Path(__file__).resolve().parent / "data"
+STAC_DIR = DATA_DIR / "stac"
 RASTER_DIR = STAC_DIR.parent / "raster"
 
 #: the real items the ingest tests use (collection folder, file stem)
