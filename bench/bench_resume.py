@@ -49,13 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(REPO / "tests"))
-    import pipeline.data as data
+    import pipeline.data.sampling as sampling
     from pipeline_fixtures import write_dataset
 
     work = Path(tempfile.mkdtemp(prefix="ofa-bench-resume-"))
     opened: list[str] = []
-    read = data.iter_shard
-    data.iter_shard = lambda url, so, counter: (opened.append(url), read(url, so, counter))[1]
+    read = sampling.iter_shard
+    sampling.iter_shard = lambda url, so, counter: (opened.append(url), read(url, so, counter))[1]
     rows = []
     try:
         root = str(work / "dataset")
