@@ -33,6 +33,7 @@ from ingest.shards import (
     write_atomic, write_full_shards,
 )
 from ingest.storage import get_fs, join
+from ingest.version import package_version
 
 log = logging.getLogger("ofa.ingest")
 SEARCH_RECORD = f"{STAGING_DIR}/_search.json"
@@ -128,8 +129,6 @@ def resolve_hook(hook: Callable[[str], str] | str | None) -> Callable[[str], str
 def software_versions() -> dict[str, str]:
     import numpy
     import rasterio
-
-    from pipeline.cli import package_version
 
     return {"ofa": package_version(), "format_version": str(FORMAT_VERSION), "numpy": numpy.__version__,
             "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__}
