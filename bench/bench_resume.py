@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skip {skip} batches: positions replayed {fast_s:.2f} s ({fast_opened} shard opens), "
                   f"reading through {slow_s:.2f} s ({len(opened)}): {slow_s / fast_s:.1f}x", flush=True)
     finally:
-        data.iter_shard = read
+        sampling.iter_shard = read
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps({"shards": args.shards, "per_shard": args.per_shard, "batch_size": args.batch_size,
                       "shuffle_buffer": args.shuffle_buffer, "rows": rows}, indent=1))

@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from ingest.sensors import BandSpec, SensorSpec, sensor_for_collection
@@ -190,7 +190,3 @@ def read_href(href: str) -> str:
     if href.startswith("file://"):
         return href[len("file://"):]
     return href
-
-
-def plan_summary(plan: ItemPlan) -> dict[str, Any]:
-    return {"item_id": plan.item_id, "sensor": plan.sensor, "bands": [c.name for c in plan.channels]}

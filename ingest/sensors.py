@@ -7,7 +7,7 @@ are the fallback. A new sensor is a new ``SensorSpec`` in ``SENSORS``, not a new
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,6 @@ class SensorSpec:
     bands: tuple[BandSpec, ...]
     cloud_mask: CloudMask | None = None
     sar: bool = False            # all-zero pixels along the swath border are no data
-    extra: dict = field(default_factory=dict)
 
     @property
     def band_names(self) -> list[str]:

@@ -17,7 +17,7 @@ from pipeline.data.streams import Stream
 def read_sample(sample: dict) -> tuple[np.ndarray, dict]:
     """Pixels and meta of a sample, after checking the pixels against the checksum its meta records."""
     meta = json.loads(sample[META_EXT])
-    if "pixels_crc32" in meta or "pixels_sha256" in meta:  # datasets written before the per-sample checksum carry none
+    if "pixels_crc32" in meta:  # datasets written before the per-sample checksum carry none
         check_pixels(sample[PIXELS_EXT], meta, sample.get("__key__", "sample"))
     return read_npy(sample[PIXELS_EXT]), meta
 

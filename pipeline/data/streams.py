@@ -46,7 +46,6 @@ class LoaderConfig:
     world_size: int = 1
     skip_batches: int = 0  # batches of this rank already consumed (resume)
     device_augment: bool = False  # ship native-dtype pixels + crop parameters; ``to_device`` finishes on the GPU
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def read_streams(data: list[str], storage_options: dict[str, Any] | None = None) -> list[Stream]:
