@@ -1,9 +1,11 @@
 """The sensor registry, as data: which STAC collections belong to which sensor, the asset key of
-each band in every catalog convention we know, wavelengths, GSD, default scale/offset/nodata and
-the cloud-mask rule.
+each band in every catalog convention we know, wavelengths, GSD, default scale/offset/nodata, the
+cloud-mask rule and the bands plots show as RGB.
 
 What an item says about itself (``eo:bands``, ``raster:bands``, ``proj:*``) wins; these values
 are the fallback. A new sensor is a new ``SensorSpec`` in ``SENSORS``, not a new code branch.
+The one description of a sensor: the loader, evaluation and plots read it from here; ``model/``
+(which imports nothing from ingest) keeps default modalities that a test holds equal to it.
 """
 from __future__ import annotations
 
@@ -49,10 +51,16 @@ class SensorSpec:
     bands: tuple[BandSpec, ...]
     cloud_mask: CloudMask | None = None
     sar: bool = False            # all-zero pixels along the swath border are no data
+    rgb: tuple[str, str, str] | None = None  # band names plots show as red, green, blue (default: the first three)
 
     @property
     def band_names(self) -> list[str]:
         return [b.name for b in self.bands]
+
+    @property
+    def wavelengths(self) -> list[float]:
+        """Centre wavelength per band (micrometres), in channel order."""
+        return [b.wavelength for b in self.bands]
 
 
 def _s2(name: str, common: str, wavelength: float, gsd: float) -> BandSpec:
@@ -77,6 +85,7 @@ SENTINEL_2 = SensorSpec(
     ),
     # SCL: 0 no data, 3 cloud shadow, 8 cloud medium, 9 cloud high, 10 thin cirrus
     cloud_mask=CloudMask(keys=("scl", "SCL"), rule="classes", cloud=(3, 8, 9, 10), fill=(0,)),
+    rgb=("B04", "B03", "B02"),
 )
 
 SENTINEL_1 = SensorSpec(
@@ -89,6 +98,7 @@ SENTINEL_1 = SensorSpec(
         BandSpec("VH", 5.405, 10.0, keys=("vh", "VH", "hv", "HV"), nodata=0),
     ),
     sar=True,
+    rgb=("VV", "VH", "VV"),
 )
 
 LANDSAT = SensorSpec(
@@ -101,6 +111,7 @@ LANDSAT = SensorSpec(
     ),
     # QA_PIXEL bits: 0 fill, 1 dilated cloud, 3 cloud, 4 cloud shadow
     cloud_mask=CloudMask(keys=("QA_PIXEL", "qa_pixel"), rule="bits", cloud=(1, 3, 4), fill=(0,)),
+    rgb=("SR_B4", "SR_B3", "SR_B2"),
 )
 
 NAIP = SensorSpec(
@@ -112,6 +123,7 @@ NAIP = SensorSpec(
         BandSpec("B", 0.465, 0.6, keys=("image",), index=3, common_name="blue"),
         BandSpec("NIR", 0.845, 0.6, keys=("image",), index=4, common_name="nir"),
     ),
+    rgb=("R", "G", "B"),
 )
 
 #: sensor id -> spec
