@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import sys
 import tarfile
 from pathlib import Path
 
@@ -13,14 +12,13 @@ import fsspec
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ingest_fixtures import RASTER_DIR, STAC_DIR  # noqa: E402
+from ingest_fixtures import RASTER_DIR, STAC_DIR
 
-from ingest.chips import BandStats, ChipOptions, _masks, encode_npy, process_item  # noqa: E402
-from ingest.items import ItemError, clean_href, item_etag, plan_item  # noqa: E402
-from ingest.sensors import SENSORS, BandSpec, SensorSpec, sensor_for_collection  # noqa: E402
-from ingest.shards import ShardWriter, tar_bytes  # noqa: E402
-from model.config import DEFAULT_MODALITIES, DEFAULT_WAVELENGTHS  # noqa: E402
+from ingest.chips import BandStats, ChipOptions, _masks, encode_npy, process_item
+from ingest.items import ItemError, clean_href, item_etag, plan_item
+from ingest.sensors import SENSORS, BandSpec, SensorSpec, sensor_for_collection
+from ingest.shards import ShardWriter, tar_bytes
+from model.config import DEFAULT_MODALITIES, DEFAULT_WAVELENGTHS
 
 REAL = sorted(STAC_DIR.glob("*/*.json"))
 
