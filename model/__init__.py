@@ -16,12 +16,14 @@ Public API (the contract other packages code against)::
     feats = mae.encode_features(x, modality="sentinel-2")        # list of [N, D, H/p, W/p]
     save_pretrained(mae, "s3://bucket/ckpt", storage_options=...) # safetensors + config.json
     mae = from_pretrained("s3://bucket/ckpt")                     # never unpickles
+    facts = read_info("s3://bucket/ckpt")["sensors"]["sentinel-2"] # bands, wavelengths, GSD, scale/offset, mean/std
+    x = normalise(raw_pixels, facts)                              # native dtype -> model input
     sd = export_timm_state_dict(mae)            # backbone under timm ViT key names
     flops_per_image(cfg)                        # training FLOPs of one image (MFU)
 """
 from .config import DEFAULT_MODALITIES, DEFAULT_WAVELENGTHS, SIZES, ModelConfig
 from .flops import flops_per_image
-from .io import CheckpointError, from_pretrained, load_config, save_pretrained
+from .io import CheckpointError, from_pretrained, load_config, model_url, normalise, read_info, save_pretrained
 from .mae import MAEOutput, MaskedAutoencoder
 from .timm_export import export_timm_state_dict
 
@@ -35,6 +37,9 @@ __all__ = [
     "save_pretrained",
     "from_pretrained",
     "load_config",
+    "read_info",
+    "model_url",
+    "normalise",
     "CheckpointError",
     "flops_per_image",
     "export_timm_state_dict",

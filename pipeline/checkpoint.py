@@ -60,8 +60,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(out: str, step: int, model: torch.nn.Module, state: dict[str, Any],
-                    storage_options: dict[str, Any] | None = None) -> str:
-    """Write checkpoint ``step`` under ``out/checkpoints``; return its URL. Call on the main process only."""
+                    storage_options: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None) -> str:
+    """Write checkpoint ``step`` under ``out/checkpoints``; return its URL. Call on the main process only.
+
+    ``metadata`` goes into the model's config.json (``sensors``, ``training``: see ``pipeline.provenance``)."""
     from model import save_pretrained
 
     fs, root = get_fs(out, storage_options)
@@ -72,7 +74,8 @@ def save_checkpoint(out: str, step: int, model: torch.nn.Module, state: dict[str
         fs.rm(tmp, recursive=True)
     fs.makedirs(tmp, exist_ok=True)
     prefix = out.split("://", 1)[0] + "://" if "://" in out and not local else ""
-    save_pretrained(model, prefix + join(tmp, MODEL_DIR), storage_options=storage_options if prefix else None)
+    save_pretrained(model, prefix + join(tmp, MODEL_DIR), storage_options=storage_options if prefix else None,
+                    metadata=metadata)
     buf = io.BytesIO()
     torch.save(state, buf)
     with fs.open(join(tmp, STATE_NAME), "wb") as f:

@@ -105,14 +105,10 @@ def _peak_flops(cfg: TrainConfig, device: Any) -> float | None:
     return None
 
 
-def _is_remote(url: str) -> bool:
-    return "://" in url and not url.startswith("file://")
-
-
 def _log_path(cfg: TrainConfig) -> Path:
-    if _is_remote(cfg.out):
-        return Path(cfg.log_dir or "ofa-logs") / "log.jsonl"
-    return Path(cfg.out.removeprefix("file://")) / "log.jsonl"
+    from pipeline.runs import LOG_NAME, log_dir
+
+    return log_dir(cfg) / LOG_NAME
 
 
 def _trim_log(path: Path, last_step: int) -> None:
@@ -157,18 +153,25 @@ class Resume:
 
 
 def find_resume(cfg: TrainConfig) -> Resume:
-    """The checkpoint ``cfg.resume`` names: the last complete one in ``cfg.out`` ("auto"), none, or a URL."""
-    from pipeline.checkpoint import latest_checkpoint, load_state
+    """The checkpoint ``cfg.resume`` names: the last complete one in ``cfg.out`` ("auto"), none, or a URL.
+
+    "auto" into a folder holding a run with other model or data options raises ``RunConflictError``."""
+    from ingest.storage import storage_access
+    from pipeline.checkpoint import MODEL_DIR, latest_checkpoint, load_state
+    from pipeline.runs import check_resume
 
     if not cfg.resume or cfg.resume == "none":
         return Resume()
-    url = cfg.resume
+    url, option = cfg.resume, "--resume"
     if cfg.resume == "auto":
-        found = latest_checkpoint(cfg.out, cfg.storage_options)
+        with storage_access(cfg.out, "--out"):
+            found = latest_checkpoint(cfg.out, cfg.storage_options)
         if not found:
             return Resume()
-        url = found[1]
-    state = load_state(url, cfg.storage_options)
+        url, option = found[1], "--out"
+        check_resume(cfg, f"{url}/{MODEL_DIR}")
+    with storage_access(url, option):
+        state = load_state(url, cfg.storage_options)
     return Resume(int(state["step"]), url, state)
 
 
@@ -185,6 +188,7 @@ class Run:
     scheduler: Any
     batches: Iterator[dict]
     sharded: bool  # FSDP: each rank holds a shard of the optimiser state
+    metadata: dict[str, Any] | None  # sensors and training data, for the checkpoints' config.json (main process)
 
     @property
     def main(self) -> bool:
@@ -216,13 +220,17 @@ def setup(cfg: TrainConfig, accelerator: Any, resume: Resume) -> Run:
     import torch
     from accelerate.utils import DistributedType
 
+    from ingest.storage import storage_access
     from model import MaskedAutoencoder, ModelConfig
     from pipeline.checkpoint import load_optimizer_shard
     from pipeline.data import modalities, read_streams
+    from pipeline.provenance import checkpoint_metadata
+    from pipeline.runs import run_options
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    streams = read_streams(cfg.data, cfg.storage_options)
+    with storage_access(" ".join(cfg.data), "--data"):
+        streams = read_streams(cfg.data, cfg.storage_options)
     mcfg = ModelConfig(size=cfg.size, embedding=cfg.embedding, img_size=cfg.img_size, patch_size=cfg.patch_size,
                        modalities=modalities(streams), mask_ratio=cfg.mask_ratio)
     model = MaskedAutoencoder(mcfg)
@@ -245,7 +253,8 @@ def setup(cfg: TrainConfig, accelerator: Any, resume: Resume) -> Run:
     if getattr(unwrapped, "_orig_mod", None) is not None:
         unwrapped = unwrapped._orig_mod
     batches = _batches(cfg, accelerator, streams, resume.step)
-    return Run(cfg, accelerator, mcfg, model, unwrapped, optimizer, scheduler, batches, sharded)
+    metadata = checkpoint_metadata(streams, cfg.data, run_options(cfg), cfg.storage_options) if accelerator.is_main_process else None
+    return Run(cfg, accelerator, mcfg, model, unwrapped, optimizer, scheduler, batches, sharded, metadata)
 
 
 def _optimizer(cfg: TrainConfig, model: Any, world: int) -> tuple[Any, Any]:
@@ -345,11 +354,14 @@ class RunLog:
     def __init__(self, run: Run, start: int) -> None:
         from tqdm import tqdm
 
+        from pipeline.runs import fetch_log
+
         cfg = run.cfg
         self.run, self.path, self.writer = run, _log_path(cfg), None
         self.peak = _peak_flops(cfg, run.accelerator.device)
         self.skipped, self.rates = 0, []
         if run.main:
+            fetch_log(cfg, self.path.parent)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             _trim_log(self.path, start)
             if cfg.tensorboard:
@@ -404,10 +416,20 @@ class RunLog:
             print(f"step {step}/{total} loss {rec.get('loss', float('nan')):.4f} "
                   f"{rec['images_per_s']:.1f} img/s data-wait {rec['data_wait']:.0%}", flush=True)
 
+    def sync(self) -> None:
+        """Copy the logs to OUT when they are written elsewhere (an s3:// OUT, --log-dir)."""
+        from pipeline.runs import sync_logs
+
+        if self.run.main:
+            if self.writer is not None:
+                self.writer.flush()
+            sync_logs(self.run.cfg, self.path.parent)
+
     def close(self) -> None:
         self.bar.close()
         if self.writer is not None:
             self.writer.close()
+        self.sync()
 
     @property
     def images_per_s(self) -> float | None:
@@ -439,7 +461,7 @@ def save(run: Run, step: int, loss: float | None) -> str:
         state = {"step": step, "loss": loss, "optimizer": None if run.sharded else run.optimizer.state_dict(),
                  "scheduler": run.scheduler.state_dict(), "rng": rngs, "sharded_optimizer": run.sharded,
                  "data": {"batches_per_rank": step * cfg.grad_accum, "seed": cfg.seed, "world_size": run.world}}
-        url = save_checkpoint(cfg.out, step, to_save, state, cfg.storage_options)
+        url = save_checkpoint(cfg.out, step, to_save, state, cfg.storage_options, run.metadata)
     acc.wait_for_everyone()
     return url if run.main else latest_checkpoint(cfg.out, cfg.storage_options)[1]
 
@@ -473,8 +495,13 @@ def train(cfg: TrainConfig, on_step: Callable[[int, dict[str, Any]], bool | None
     check_config(cfg)
     accelerator = make_accelerator(cfg)
     resume = find_resume(cfg)
-    if resume.state is not None and resume.step >= cfg.steps:  # finished already
+    if resume.state is not None and resume.step >= cfg.steps:
+        log.info("%s finished already at step %d; nothing to do (raise --steps to train on)", cfg.out, resume.step)
         return _summary(cfg, resume.step, resume.loss, resume.url, accelerator.num_processes, resumed=True)
+    if accelerator.is_main_process:
+        from pipeline.runs import write_run_config
+
+        write_run_config(cfg)
     run = setup(cfg, accelerator, resume)
     run_log = RunLog(run, resume.step)
     step, loss, ckpt, bad_in_row = resume.step, resume.loss, resume.url, 0
@@ -491,6 +518,7 @@ def train(cfg: TrainConfig, on_step: Callable[[int, dict[str, Any]], bool | None
                                      f"last complete checkpoint: {ckpt}")
         if step % cfg.save_every == 0 or step == cfg.steps:
             ckpt = save(run, step, loss)
+            run_log.sync()
         if on_step is not None and on_step(step, record):
             break
     run_log.close()
@@ -542,6 +570,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot-every", type=int, default=S, help="reconstruction PNG every N steps (default: never)")
     p.add_argument("--peak-tflops", type=float, default=S, help="peak TFLOP/s per device for MFU (default: known GPUs)")
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=S, help="no TensorBoard logs")
+    p.add_argument("--log-dir", default=S, help="local folder for log.jsonl and TensorBoard, copied to OUT at each "
+                   "checkpoint (default: OUT itself; for an s3:// OUT, ofa-logs/s3/BUCKET/PREFIX)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -549,22 +579,23 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values = dict(vars(args))
     values.pop("func", None)
     values.pop("command", None)
-    merged = load_yaml(values.pop("config")) if "config" in values else {}
+    merged = {}
+    if "config" in values:
+        path = values.pop("config")
+        try:
+            merged = load_yaml(path)
+        except OSError as exc:
+            raise ValueError(f"--config {path}: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"--config {exc}") from None
     merged.update({k: v for k, v in values.items() if k in _FIELDS})
     return TrainConfig(**merged)
 
 
 def _run(args: argparse.Namespace) -> int:
+    """``ofa train``: failures reach ``pipeline.errors`` (one line, an exit code per kind)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = config_from_args(args)
-        summary = train(cfg)
-    except NonFiniteLossError as exc:
-        print(f"ofa train: {exc}", file=sys.stderr)
-        return 1
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"ofa train: {exc}", file=sys.stderr)
-        return 2
+    summary = train(config_from_args(args))
     if summary.get("world_size", 1) == 1 or int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary))
     return 0
@@ -580,9 +611,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``accelerate launch -m pipeline.train``."""
+    from pipeline.errors import add_debug_flag, run_command
+
     p = argparse.ArgumentParser(prog="pipeline.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
-    return _run(p.parse_args(argv))
+    add_debug_flag(p, top=True)
+    return run_command(_run, p.parse_args(argv), prog="ofa train")
 
 
 if __name__ == "__main__":

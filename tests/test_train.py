@@ -105,8 +105,9 @@ def test_cli_with_yaml_config_and_flag_override(dataset, tmp_path):
         "naip": 4, "sentinel-1": 2, "sentinel-2": 12}
     bad = tmp_path / "bad.yaml"
     bad.write_text("stepz: 3\n")
-    assert main(["train", "--config", str(bad)]) == 2
-    assert main(["train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"), "--cpu"]) == 2
+    assert main(["train", "--config", str(bad)]) == 2  # a bad option: usage
+    assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert main(["train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"), "--cpu"]) == 3  # bad input
 
 
 def test_shipped_configs_parse():
