@@ -99,14 +99,15 @@ def _ingest(args: argparse.Namespace) -> int:
     if options.get("intersects", {}).get("type") == "Feature" if isinstance(options.get("intersects"), dict) else False:
         options["intersects"] = options["intersects"]["geometry"]
     options["progress"] = not args.no_progress
-    from ingest.storage import StorageError, is_storage_error
+    from ingest.storage import StorageError, is_storage_error, storage_access
 
     try:
         if args.from_manifest:
             if "out" not in options:
                 print("ofa ingest: error: --from-manifest needs --out", file=sys.stderr)
                 return 2
-            manifest = read_manifest(args.from_manifest, options.get("storage_options"))
+            with storage_access(args.from_manifest, "--from-manifest"):
+                manifest = read_manifest(args.from_manifest, options.get("storage_options"))
             overrides = {k: options[k] for k in ("storage_options", "workers", "scheduler", "strict", "progress", "processes",
                                                   "sign_href") if k in options}
             cfg = config_from_manifest(manifest, options["out"], **overrides)
