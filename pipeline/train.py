@@ -406,7 +406,9 @@ class RunLog:
         if every and step % every == 0:
             from pipeline.plots import plot_batch
 
-            plot_batch(self.run.unwrapped, r.x[:4].float().cpu(), r.sensor, self.path.parent / f"reconstruction-{step:08d}.png")
+            bands = ((self.run.metadata or {}).get("sensors", {}).get(r.sensor) or {}).get("bands")
+            plot_batch(self.run.unwrapped, r.x[:4].float().cpu(), r.sensor, self.path.parent / f"reconstruction-{step:08d}.png",
+                       bands)
 
     def _progress(self, step: int, rec: dict[str, Any], loss: float | None) -> None:
         total = self.run.cfg.steps
