@@ -3,12 +3,19 @@
 AdamW with linear warmup + cosine decay, learning rate scaled by the global batch
 (``lr * global_batch / 256``), bf16/fp16 autocast, gradient accumulation, clipping, optional
 ``torch.compile``. Every step appends a JSON line (step, loss, lr, images/s, MFU, data-wait
-share, world size) to ``OUT/log.jsonl`` and TensorBoard scalars to ``OUT/tensorboard``.
-Checkpoints (model + optimiser, scheduler, RNG states, data position, step) go atomically to
-``OUT/checkpoints/step-NNNNNNNN`` (a folder or ``s3://``); ``--resume auto`` continues from the
-last complete one and reproduces the uninterrupted run exactly. A non-finite loss skips the
-optimiser step; ``max_bad_steps`` of them in a row stop the run (checkpoints stay intact).
-Any option can also come from ``--config FILE.yaml`` (keys = option names); flags win.
+share, world size, sensor) to ``log.jsonl`` and TensorBoard scalars to ``tensorboard/``, in OUT (or
+``--log-dir``; copied to an ``s3://`` OUT at each checkpoint); the resolved options go to
+``OUT/config.yaml``. Checkpoints (model + optimiser, scheduler, RNG states, data position, step;
+the model's config.json also names each sensor's bands, wavelengths, GSD and normalisation and the
+training data's manifest hashes) go atomically to ``OUT/checkpoints/step-NNNNNNNN`` (a folder or
+``s3://``); ``--resume auto`` continues from the last complete one and reproduces the
+uninterrupted run exactly, and refuses, in one line, a folder holding a run with other model or
+data options. A non-finite loss skips the optimiser step; ``max_bad_steps`` of them in a row stop
+the run (checkpoints stay intact). Any option can also come from ``--config FILE.yaml`` (keys =
+option names); flags win.
+
+The loop (``train``) reads top to bottom: ``find_resume`` -> ``setup`` -> per step ``train_step``,
+``RunLog.step`` and, when due, ``save``.
 """
 from __future__ import annotations
 
