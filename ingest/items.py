@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
-from ingest.sensors import BandSpec, SensorSpec, sensor_for_collection
+from ingest.sensors import BandSpec, BaselineOffset, SensorSpec, sensor_for_collection
 
 #: a hook that turns a clean href into a readable one (e.g. Planetary Computer SAS signing);
 #: its result is only used to open the file and never written anywhere.
@@ -98,7 +98,30 @@ def _band_meta(asset: dict, key: str, index: int) -> dict:
     return entries[index - 1] if isinstance(entries, list) and len(entries) >= index and isinstance(entries[index - 1], dict) else {}
 
 
-def _channel(item_id: str, assets: dict, band: BandSpec) -> ChannelPlan:
+def processing_baseline(value: Any) -> tuple[int, int] | None:
+    """``"04.00"``, ``"05.09"``, ``"N0400"`` or ``4.0`` as (major, minor); None if it is none of these."""
+    text = str(value).strip().upper().lstrip("N") if value is not None else ""
+    if re.fullmatch(r"\d{4}", text):
+        text = f"{text[:2]}.{text[2:]}"
+    match = re.fullmatch(r"(\d{1,2})(?:\.(\d{1,2}))?", text)
+    return (int(match.group(1)), int(match.group(2) or 0)) if match else None
+
+
+def _baseline_offset(rule: BaselineOffset | None, props: dict, raster: dict, scale: float, default: float) -> float:
+    """A band's offset: 0 where the catalog says it took the DN offset out already, else the item's
+    ``raster:bands`` offset, else ``rule.dn * scale`` from the item's processing baseline on, else ``default``."""
+    if rule and any(props.get(k) is True for k in rule.removed):
+        return 0.0
+    if raster.get("offset") is not None:
+        return float(raster["offset"])
+    if rule:
+        baseline = next((b for b in map(processing_baseline, (props.get(k) for k in rule.baseline_keys)) if b), None)
+        if baseline is not None:
+            return rule.dn * scale if baseline >= rule.since else 0.0
+    return default
+
+
+def _channel(assets: dict, band: BandSpec, props: dict, rule: BaselineOffset | None) -> ChannelPlan:
     key = next((k for k in band.keys if k in assets), None)
     if key is None:
         data_keys = sorted(k for k, a in assets.items() if "data" in (a.get("roles") or ["data"]))
@@ -109,8 +132,7 @@ def _channel(item_id: str, assets: dict, band: BandSpec) -> ChannelPlan:
         raise ItemError(f"asset {key!r} has no href")
     eo = _band_meta(asset, "eo:bands", band.index)
     raster = _band_meta(asset, "raster:bands", band.index)
-    scale = raster.get("scale", band.scale)
-    offset = raster.get("offset", band.offset)
+    scale = float(1.0 if raster.get("scale", band.scale) is None else raster.get("scale", band.scale))
     nodata = raster["nodata"] if "nodata" in raster else band.nodata
     if isinstance(nodata, str):  # "nan", "inf"
         nodata = float(nodata)
@@ -118,7 +140,7 @@ def _channel(item_id: str, assets: dict, band: BandSpec) -> ChannelPlan:
         name=band.name, asset=key, href=clean_href(str(asset["href"])), index=band.index,
         wavelength=float(eo.get("center_wavelength") or band.wavelength),
         gsd=float(raster.get("spatial_resolution") or eo.get("gsd") or asset.get("gsd") or band.gsd),
-        scale=float(1.0 if scale is None else scale), offset=float(0.0 if offset is None else offset),
+        scale=scale, offset=_baseline_offset(rule, props, raster, scale, band.offset),
         nodata=None if nodata is None else float(nodata),
     )
 
@@ -153,7 +175,7 @@ def _plan_item(item: dict, bands: list[str] | None, sensor: SensorSpec | None) -
         wanted = tuple(b for b in sensor.bands if b.name in bands or (b.common_name and b.common_name in bands))
         if not wanted:
             raise ItemError(f"none of the requested bands {bands} belong to sensor {sensor.id} ({', '.join(sensor.band_names)})")
-    channels = tuple(_channel(item["id"], assets, b) for b in wanted)
+    channels = tuple(_channel(assets, b, props, sensor.baseline_offset) for b in wanted)
     mask = sensor.cloud_mask
     mask_key = next((k for k in mask.keys if k in assets), None) if mask else None
     return ItemPlan(

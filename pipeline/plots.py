@@ -11,6 +11,7 @@ import torch
 #: sensor -> band names shown as R, G, B (first three bands otherwise)
 RGB_BANDS = {
     "sentinel-2": ("B04", "B03", "B02"),
+    "sentinel-2-l1c": ("B04", "B03", "B02"),
     "landsat": ("SR_B4", "SR_B3", "SR_B2"),
     "naip": ("R", "G", "B"),
     "sentinel-1": ("VV", "VH", "VV"),

@@ -50,12 +50,24 @@ def test_every_real_item_resolves_or_says_why(path):
         assert b04.asset in ("red", "B04") and b04.wavelength == pytest.approx(0.665, abs=0.001)
         assert plan.mask_asset in ("scl", "SCL") and plan.mask_cloud == (3, 8, 9, 10)
         assert {c.gsd for c in plan.channels} == {10.0, 20.0, 60.0}
-        raster = item["assets"][b04.asset].get("raster:bands")
-        assert b04.offset == (raster[0]["offset"] if raster else 0.0)  # the item wins, the registry fills in
+        assert b04.offset == _expected_s2_offset(item, b04.asset)
     if plan.sensor == "landsat":  # landsat-8-c2-l2 has no raster:bands: registry scale/offset
         assert plan.channels[0].scale == 2.75e-05 and plan.channels[0].offset == -0.2 and plan.mask_rule == "bits"
     if plan.sensor == "naip":
         assert [c.index for c in plan.channels] == [1, 2, 3, 4] and {c.asset for c in plan.channels} == {"image"}
+
+
+def _expected_s2_offset(item: dict, asset: str) -> float:
+    """Offset 0 where Earth Search says the DNs hold no offset any more, else the item's raster:bands,
+    else -0.1 (DN offset -1000) from processing baseline 04.00 on."""
+    props = item["properties"]
+    if props.get("earthsearch:boa_offset_applied") is True or props.get("sentinel:boa_offset_applied") is True:
+        return 0.0
+    raster = item["assets"][asset].get("raster:bands")
+    if raster:
+        return raster[0]["offset"]
+    baseline = props.get("s2:processing_baseline") or props.get("sentinel:processing_baseline")
+    return -0.1 if float(baseline) >= 4.0 else 0.0
 
 
 def test_bands_option_and_hrefs_without_secrets():
