@@ -3,7 +3,8 @@ each band in every catalog convention we know, wavelengths, GSD, default scale/o
 cloud-mask rule and the processing-baseline offset rule.
 
 What an item says about itself (``eo:bands``, ``raster:bands``, ``proj:*``, its processing baseline)
-wins; these values are the fallback (one exception: see ``BaselineOffset.removed``). A new sensor is a new ``SensorSpec`` in ``SENSORS``, not a new code branch.
+wins; these values are the fallback (one exception: see ``BaselineOffset.removed``). A new sensor
+is a new ``SensorSpec`` in ``SENSORS``, not a new code branch.
 """
 from __future__ import annotations
 
