@@ -212,7 +212,3 @@ def read_href(href: str) -> str:
     if href.startswith("file://"):
         return href[len("file://"):]
     return href
-
-
-def plan_summary(plan: ItemPlan) -> dict[str, Any]:
-    return {"item_id": plan.item_id, "sensor": plan.sensor, "bands": [c.name for c in plan.channels]}

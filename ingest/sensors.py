@@ -8,7 +8,7 @@ is a new ``SensorSpec`` in ``SENSORS``, not a new code branch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,6 @@ class SensorSpec:
     cloud_mask: CloudMask | None = None
     sar: bool = False            # all-zero pixels along the swath border are no data
     baseline_offset: BaselineOffset | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def band_names(self) -> list[str]:
