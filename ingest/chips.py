@@ -13,6 +13,7 @@ import numpy as np
 
 from ingest.contract import pixels_checksum, sample_key
 from ingest.items import ChannelPlan, ItemError, ItemPlan, identity_href, read_href, redact
+from ingest.sar import has_georeferencing, open_sar
 
 #: drop reasons. Order of the checks: the cloud mask's fill and cloud fractions (before the bands
 #: are read), then SAR border zeros (all polarisations 0) over their own threshold, then no data
@@ -184,6 +185,7 @@ class _Reader:
         import rasterio
 
         self.rasterio = rasterio
+        self.plan = plan
         self.sign = sign_href
         self.datasets: dict[str, Any] = {}
         self.names: dict[str, str] = {}
@@ -191,11 +193,25 @@ class _Reader:
     def open(self, href: str, asset: str):
         if href not in self.datasets:
             try:
-                self.datasets[href] = self.rasterio.open(read_href(self.sign(href)))
+                ds = self.rasterio.open(read_href(self.sign(href)))
             except Exception as exc:  # noqa: BLE001 - any open failure makes the item unusable
                 raise ItemError(f"asset {asset!r} ({href}) cannot be opened: {_short(exc)}") from None
+            try:
+                self.datasets[href] = self._georeferenced(ds, href, asset)
+            except BaseException:
+                ds.close()
+                raise
             self.names[href] = asset
         return self.datasets[href]
+
+    def _georeferenced(self, ds, href: str, asset: str):
+        """SAR assets through ``ingest.sar`` (GCP geocoding, quantity); others must have a geotransform."""
+        channel = next((c for c in self.plan.channels if c.valid and c.href == href), None)
+        if self.plan.sar and channel is not None:
+            return open_sar(ds, channel, self.sign)
+        if not has_georeferencing(ds):
+            raise ItemError(f"asset {asset!r} ({href}) has no geotransform: its pixels cannot be placed on a map")
+        return ds
 
     def close(self) -> None:
         for ds in self.datasets.values():
@@ -265,7 +281,7 @@ def _warn_nodata_mismatch(plan: ItemPlan, reader: "_Reader") -> None:
     import logging
 
     seen = set()
-    for ch in plan.channels:
+    for ch in _present(plan.channels):
         file_nodata = reader.datasets[ch.href].nodatavals[ch.index - 1]
         if ch.asset in seen or file_nodata is None or ch.nodata is None:
             continue
@@ -331,13 +347,21 @@ def mask_flags(mask: np.ndarray, plan: ItemPlan) -> tuple[np.ndarray, np.ndarray
     raise ItemError(f"unknown cloud-mask rule {plan.mask_rule!r}")
 
 
+def _present(channels: tuple[ChannelPlan, ...]) -> list[ChannelPlan]:
+    """The channels read from the item (not the zero-filled invalid ones)."""
+    return [c for c in channels if c.valid]
+
+
 def band_flags(pixels: np.ndarray, channels: tuple[ChannelPlan, ...], sar: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(nodata, sar_border) boolean maps from the bands of a chip."""
+    """(nodata, sar_border) boolean maps from the valid bands of a chip (SAR border: all of them 0 in an
+    integer product; in calibrated dB products the border is no data)."""
     nodata = np.zeros(pixels.shape[1:], dtype=bool)
-    for band, ch in zip(pixels, channels):
+    valid = [i for i, ch in enumerate(channels) if ch.valid]
+    for i in valid:
+        band, ch = pixels[i], channels[i]
         if ch.nodata is not None:
             nodata |= np.isnan(band) if math.isnan(ch.nodata) else band == ch.nodata
-    border = np.all(pixels == 0, axis=0) if sar else np.zeros_like(nodata)
+    border = np.all(pixels[valid] == 0, axis=0) if sar and pixels.dtype.kind in "ui" else np.zeros_like(nodata)
     return nodata, border
 
 
@@ -426,6 +450,13 @@ class _ChipBoxes:
         return boxes
 
 
+def _stack(parts: dict[str, np.ndarray], layers: list[tuple[str, int] | None]) -> np.ndarray:
+    """The chip-row pixels in channel order; zeros (in the read bands' dtype) for invalid channels."""
+    read = [parts[layer[0]][layer[1]] for layer in layers if layer is not None]
+    zero = np.zeros_like(read[0])
+    return np.stack([zero if layer is None else parts[layer[0]][layer[1]] for layer in layers])
+
+
 def _drop(result: "ItemResult", reason: str, on_chip: Callable[[int], None] | None) -> None:
     result.dropped[reason] += 1
     if on_chip:
@@ -445,11 +476,11 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
                       VSI_CACHE="TRUE", GDAL_HTTP_MERGE_CONSECUTIVE_RANGES="YES", GDAL_INGESTED_BYTES_AT_OPEN="65536"):
         reader = _Reader(plan, sign_href)
         try:
-            for ch in plan.channels:
+            for ch in _present(plan.channels):
                 reader.open(ch.href, ch.asset)
             if plan.mask_href:
                 reader.open(plan.mask_href, plan.mask_asset or "mask")
-            ref_href = min((ch.href for ch in plan.channels), key=lambda h: abs(reader.datasets[h].transform.a))
+            ref_href = min((ch.href for ch in _present(plan.channels)), key=lambda h: abs(reader.datasets[h].transform.a))
             ref = reader.datasets[ref_href]
             crs = ref.crs
             if crs is None and plan.crs:
@@ -463,7 +494,7 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
                 if ds.crs is not None and crs is not None and ds.crs != crs:
                     raise ItemError(f"asset {reader.names[href]!r} is in {ds.crs.to_string()}, "
                                     f"the item's finest band in {crs.to_string()}; mixed CRSs are not supported")
-            for ch in plan.channels:
+            for ch in _present(plan.channels):
                 if ch.index > reader.datasets[ch.href].count:
                     raise ItemError(f"asset {ch.asset!r} has {reader.datasets[ch.href].count} bands, band {ch.name} needs index {ch.index}")
             _warn_nodata_mismatch(plan, reader)
@@ -474,10 +505,11 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
             if not crs.is_projected:
                 gsd = min(ch.gsd for ch in plan.channels)
             by_href: dict[str, list[int]] = {}
-            layers: list[tuple[str, int]] = []   # (href, position in that href's read) per channel
+            layers: list[tuple[str, int] | None] = []   # (href, position in that href's read) per channel; None: zero-filled
             for ch in plan.channels:
-                layers.append((ch.href, len(by_href.setdefault(ch.href, []))))
-                by_href[ch.href].append(ch.index)
+                layers.append((ch.href, len(by_href.setdefault(ch.href, []))) if ch.valid else None)
+                if ch.valid:
+                    by_href[ch.href].append(ch.index)
             r0, r1, c0, c1 = _valid_window_range(plan, crs, ref_transform, ref.height, ref.width)
             cols = [c for c in chip_offsets(ref.width, size) if c + size > c0 and c < c1]
             rows = [r for r in chip_offsets(ref.height, size) if r + size > r0 and r < r1]
@@ -487,7 +519,8 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
                 "wavelengths": [ch.wavelength for ch in plan.channels], "gsd": round(float(gsd), 6),
                 "nodata": [ch.nodata for ch in plan.channels], "scale": [ch.scale for ch in plan.channels],
                 "offset": [ch.offset for ch in plan.channels], "crs": crs_text, "datetime": plan.datetime,
-                "item_id": plan.item_id, "collection": plan.collection,
+                "item_id": plan.item_id, "collection": plan.collection, "quantity": plan.quantity,
+                "band_valid": [ch.valid for ch in plan.channels],
             }
             n = float(size * size)
             for row in rows if cols else ():
@@ -510,7 +543,7 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
                 for a, b in _runs(keep):
                     x0, width = cols[a], (b - a) * size
                     parts = {h: reader.read(h, idx, ref_transform, row, x0, size, width) for h, idx in by_href.items()}
-                    pixels = np.stack([parts[h][k] for h, k in layers])
+                    pixels = _stack(parts, layers)
                     nodata, border = band_flags(pixels, plan.channels, plan.sar)
                     if fill is not None:
                         nodata |= fill[:, (x0 - cols[0]):(x0 - cols[0]) + width]
@@ -546,5 +579,5 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
                         result.kept += 1
         finally:
             reader.close()
-    result.stats = [r.physical(ch.scale, ch.offset) for r, ch in zip(raw, plan.channels)]
+    result.stats = [r.physical(ch.scale, ch.offset) if ch.valid else BandStats() for r, ch in zip(raw, plan.channels)]
     return result
