@@ -224,9 +224,13 @@ class SarDataset:
 
 
 def _read_bytes(href: str, sign: Callable[[str], str]) -> bytes:
+    import os
+
     from ingest.storage import get_fs
 
-    fs, path = get_fs(sign(href))
+    # Earth Search's annotations are in a requester-pays bucket: the same variable GDAL honours for the rasters
+    pays = href.startswith("s3://") and os.environ.get("AWS_REQUEST_PAYER", "").lower() == "requester"
+    fs, path = get_fs(sign(href), {"requester_pays": True} if pays else None)
     with fs.open(path, "rb") as f:
         return f.read()
 
