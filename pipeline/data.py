@@ -16,6 +16,10 @@ Two ways to augment: in the workers (default: float32 batches at ``img_size``), 
 ``device_augment``, only decode in the workers and ship native-dtype pixels (uint16 for
 Sentinel-2: half the bytes of float32, before the crop) with per-sample crop parameters;
 ``to_device`` then normalises, crops, resizes and flips the whole batch on the GPU.
+
+Every batch carries ``valid`` [N, C] (bool): the bands each sample has (meta.json ``band_valid``;
+all true for datasets written before it). Invalid bands are 0 after normalisation. Each sample is
+normalised with the manifest statistics of its own ``quantity`` (``statistics_for``).
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ingest.contract import MANIFEST_NAME, META_EXT, PIXELS_EXT, check_pixels, parse_manifest
+from ingest.contract import MANIFEST_NAME, META_EXT, PIXELS_EXT, check_pixels, parse_manifest, statistics_for
 from ingest.storage import get_fs, join
 from pipeline import augment
 
@@ -57,6 +61,8 @@ class Stream:
     counts: list[int] | None = None
     #: per-band constants of each distinct (dtype, scale, offset, nodata) seen, filled by ``_affine``
     consts: dict = field(default_factory=dict, repr=False, compare=False)
+    #: quantity -> (mean, std) of every statistics entry of this sensor (``mean``/``std`` above: the default)
+    quantities: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass
@@ -102,18 +108,49 @@ def read_streams(data: list[str], storage_options: dict[str, Any] | None = None)
         for shard in manifest["shards"]:
             by_sensor.setdefault(shard["sensor"], []).append(shard)
         for sensor, shards in sorted(by_sensor.items()):
-            stats = manifest["statistics"].get(sensor)
-            if not stats:
+            entries = {k: v for k, v in manifest["statistics"].items() if k == sensor or k.startswith(f"{sensor}/")}
+            if not entries:
                 raise ValueError(f"{url}: manifest has shards but no statistics for sensor {sensor!r}")
-            std = np.asarray(stats["std"], dtype=np.float32)
+            stats = entries.get(sensor) or entries[sorted(entries)[0]]
+            mean, std = _mean_std(stats)
             streams.append(Stream(
                 dataset=url, sensor=sensor, shards=[join(url, s["path"]) for s in shards],
                 count=sum(int(s["count"]) for s in shards), bands=list(stats["bands"]), counts=[int(s["count"]) for s in shards],
-                mean=np.asarray(stats["mean"], dtype=np.float32), std=np.where(std > 0, std, 1.0).astype(np.float32),
+                mean=mean, std=std, quantities={e.get("quantity"): _mean_std(e) for e in entries.values()},
             ))
     if not streams:
         raise ValueError(f"no shards in {data}")
     return streams
+
+
+def _mean_std(stats: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and std of a statistics entry (bands without statistics: 0 and 1)."""
+    mean = np.asarray([0.0 if v is None else v for v in stats["mean"]], dtype=np.float32)
+    std = np.asarray([1.0 if v is None else v for v in stats["std"]], dtype=np.float32)
+    return mean, np.where(std > 0, std, 1.0).astype(np.float32)
+
+
+def _stats(meta: dict, stream: Stream) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) for a sample: the entry of its quantity; never another quantity's."""
+    quantity = meta.get("quantity")
+    if quantity is None or not stream.quantities:
+        return stream.mean, stream.std
+    if quantity in stream.quantities:
+        return stream.quantities[quantity]
+    if None in stream.quantities and len(stream.quantities) == 1:   # an entry that does not say (older writer)
+        return stream.mean, stream.std
+    raise ValueError(f"no statistics for quantity {quantity!r} of sensor {stream.sensor!r} "
+                     f"(the manifest has {sorted(map(str, stream.quantities))})")
+
+
+def band_valid(meta: dict, channels: int) -> list[bool]:
+    """A sample's per-band validity (meta.json ``band_valid``; all true when it has none)."""
+    valid = meta.get("band_valid")
+    if valid is None:
+        return [True] * channels
+    if len(valid) != channels:
+        raise ValueError(f"band_valid has {len(valid)} values for {channels} bands")
+    return [bool(v) for v in valid]
 
 
 def modalities(streams: list[Stream]) -> dict[str, int]:
@@ -336,15 +373,17 @@ def _affine(meta: dict, stream: Stream, dtype: np.dtype) -> tuple:
     """``(a, b, nodata, has)`` for pixels of ``dtype``, cached per stream: ``x * a + b`` is scale/offset +
     normalisation ([C, 1, 1] float32); ``nodata`` [C, 1, 1] in ``dtype`` (float64 for float pixels) or None
     if no band has one; ``has`` [C, 1, 1] bool where only some bands have one, else None."""
-    key = (dtype.str, *(_frozen(meta.get(k)) for k in ("scale", "offset", "nodata")))
+    key = (dtype.str, *(_frozen(meta.get(k)) for k in ("scale", "offset", "nodata", "quantity", "band_valid")))
     hit = stream.consts.get(key)
     if hit is not None:
         return hit
     c = len(stream.bands)
     scale = np.asarray(meta.get("scale") or [1.0] * c, dtype=np.float32)
     offset = np.asarray(meta.get("offset") or [0.0] * c, dtype=np.float32)
-    a = (scale / stream.std).reshape(c, 1, 1)
-    b = ((offset - stream.mean) / stream.std).reshape(c, 1, 1)
+    mean, std = _stats(meta, stream)
+    valid = np.asarray(band_valid(meta, c), dtype=np.float32)   # invalid bands: x * 0 + 0
+    a = (scale / std * valid).reshape(c, 1, 1)
+    b = ((offset - mean) / std * valid).reshape(c, 1, 1)
     nd = has = None
     nodata = meta.get("nodata")
     if nodata is not None:
@@ -428,7 +467,14 @@ def decode_crop(sample: dict, stream: Stream, rng: random.Random, size: int,
                 scale: tuple[float, float] = (0.2, 1.0)) -> torch.Tensor:
     """``decode`` + ``random_resized_crop`` (same draws), cropping the raw pixels first so only the crop
     is converted and normalised."""
+    return decode_crop_valid(sample, stream, rng, size, scale)[0]
+
+
+def decode_crop_valid(sample: dict, stream: Stream, rng: random.Random, size: int,
+                      scale: tuple[float, float] = (0.2, 1.0)) -> tuple[torch.Tensor, list[bool]]:
+    """``decode_crop`` and the sample's per-band validity."""
     raw, meta = _load(sample, stream)
+    valid = band_valid(meta, raw.shape[0])
     top, left, ch, cw, hflip, vflip = map(int, augment.crop_params(rng, raw.shape[1], raw.shape[2], scale))
     # normalised before flipping: numpy's casts and compares are several times slower on reversed rows,
     # torch.flip of the float32 crop is one fast copy
@@ -438,12 +484,13 @@ def decode_crop(sample: dict, stream: Stream, rng: random.Random, size: int,
         x = x.flip(flips)
     x = x[None]
     if ch == size and cw == size:
-        return x[0]
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=(ch > size or cw > size))[0]
+        return x[0], valid
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=(ch > size or cw > size))[0], valid
 
 
 def decode_raw(sample: dict, stream: Stream) -> tuple[np.ndarray, list[list[float]]]:
-    """Raw sample -> (native-dtype pixels [C, H, W], [scale, offset, nodata, has_nodata] per band)."""
+    """Raw sample -> (native-dtype pixels [C, H, W], [scale, offset, nodata, has_nodata, mean, std, valid] per
+    band); an invalid band gets scale 0, offset 0, mean 0, std 1, so it normalises to 0."""
     raw, meta = _read(sample)
     c = len(stream.bands)
     if raw.ndim != 3 or raw.shape[0] != c:
@@ -457,11 +504,16 @@ def decode_raw(sample: dict, stream: Stream) -> tuple[np.ndarray, list[list[floa
         return [default if v is None else v for v in value]
 
     nodata = per_band(meta.get("nodata"), None)
+    valid = band_valid(meta, c)
+    mean, std = _stats(meta, stream)
     consts = [
-        [float(v) for v in per_band(meta.get("scale"), 1.0)],
-        [float(v) for v in per_band(meta.get("offset"), 0.0)],
+        [float(v) if ok else 0.0 for v, ok in zip(per_band(meta.get("scale"), 1.0), valid)],
+        [float(v) if ok else 0.0 for v, ok in zip(per_band(meta.get("offset"), 0.0), valid)],
         [0.0 if v is None else float(v) for v in nodata],
         [0.0 if v is None else 1.0 for v in nodata],
+        [float(v) if ok else 0.0 for v, ok in zip(mean, valid)],
+        [float(v) if ok else 1.0 for v, ok in zip(std, valid)],
+        [1.0 if ok else 0.0 for ok in valid],
     ]
     return raw, consts
 
@@ -469,13 +521,13 @@ def decode_raw(sample: dict, stream: Stream) -> tuple[np.ndarray, list[list[floa
 def raw_batch(raws: list[np.ndarray], consts: list[list[list[float]]], params: list[list[float]],
               stream: Stream) -> dict:
     """A batch for ``to_device``: stacked native-dtype pixels plus what ``augment.prepare`` needs."""
-    c = np.asarray(consts, dtype=np.float32)  # [N, 4, C]
+    c = np.asarray(consts, dtype=np.float32)  # [N, 7, C]
     return {
         "pixels": torch.from_numpy(np.stack(raws)),
         "params": torch.tensor(params, dtype=torch.float32),
         "scale": torch.from_numpy(c[:, 0]), "offset": torch.from_numpy(c[:, 1]),
         "nodata": torch.from_numpy(c[:, 2]), "has_nodata": torch.from_numpy(c[:, 3] > 0),
-        "mean": torch.from_numpy(stream.mean), "std": torch.from_numpy(stream.std),
+        "mean": torch.from_numpy(c[:, 4]), "std": torch.from_numpy(c[:, 5]), "valid": torch.from_numpy(c[:, 6] > 0),
     }
 
 
@@ -596,16 +648,20 @@ class ShardBatches(torch.utils.data.IterableDataset):
                 c, size = len(stream.bands), cfg.img_size
                 out = _Batch((cfg.batch_size, c, size, size), shared=info is not None)
                 keys: list[str] = []
+                valid: list[list[bool]] = []
                 pending = iter(picked)
                 while len(keys) < cfg.batch_size:  # what damage takes is refilled from the same stream
                     sample = next(pending, None) or next(shuffled[k])
                     try:
-                        out[len(keys)] = decode_crop(sample, stream, aug, size, (cfg.min_scale, cfg.max_scale))
+                        x, ok = decode_crop_valid(sample, stream, aug, size, (cfg.min_scale, cfg.max_scale))
+                        out[len(keys)] = x
                     except Exception as exc:  # noqa: BLE001
                         counter.bad(f"sample {sample.get('__key__')} of {sample.get('__url__')}", exc)
                         continue
                     keys.append(sample["__key__"])
-                yield {"pixels": out.tensor, "sensor": stream.sensor, "index": index, "skipped": counter.skipped, "keys": keys}
+                    valid.append(ok)
+                yield {"pixels": out.tensor, "valid": torch.tensor(valid, dtype=torch.bool), "sensor": stream.sensor,
+                       "index": index, "skipped": counter.skipped, "keys": keys}
             else:  # keeps the DataLoader's round-robin aligned with batch indices on resume
                 yield {"skip": True, "index": index}
             index += workers

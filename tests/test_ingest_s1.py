@@ -206,12 +206,20 @@ def test_raster_without_geotransform_or_gcps_is_skipped_with_the_reason(items, t
         process_item(plan_item(item), ChipOptions(chip_size=CHIP))
 
 
-def test_ofa_ingest_on_gcp_only_items_from_the_stac_api(items, tmp_path):
+@pytest.fixture(scope="module")
+def dataset(items, tmp_path_factory):
+    """``ofa ingest`` of the GCP-only items (calibrated dual-pol, calibrated VV-only, uncalibrated) served by
+    the local STAC API."""
     served = [items["es"], items["es_vv"], items["es_dn"]]
-    out = tmp_path / "ds"
+    out = tmp_path_factory.mktemp("s1ds") / "ds"
     with stac_server(collections_for(served), served) as url:
         assert main(["ingest", "--catalog", url, "--collection", "sentinel-1-grd", "--out", str(out), "--chip-size",
                      str(CHIP), "--workers", "1", "--no-progress"]) == 0
+    return out, served
+
+
+def test_ofa_ingest_on_gcp_only_items_from_the_stac_api(dataset):
+    out, served = dataset
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["skipped"] == []
     stats = manifest["statistics"]
@@ -232,3 +240,43 @@ def test_ofa_ingest_on_gcp_only_items_from_the_stac_api(items, tmp_path):
                     seen.add((meta["item_id"], meta["quantity"], tuple(meta["band_valid"])))
     assert {(s[1], s[2]) for s in seen} == {("sigma0_db", (True, True)), ("sigma0_db", (True, False)),
                                            ("amplitude_dn", (True, True))}
+
+
+def test_loader_normalises_each_quantity_with_its_own_statistics_and_zeroes_invalid_bands(dataset):
+    """The dataset of the test above: sigma0_db (dual- and single-pol) and amplitude_dn samples in the same
+    sentinel-1 shards; each is normalised with its quantity's entry, the VH of single-pol samples is 0
+    and invalid in the batch's ``valid``, in both augmentation paths."""
+    import torch
+
+    from pipeline.data import Counter, LoaderConfig, ShardBatches, decode, iter_shard, read_streams, to_device
+
+    out, _ = dataset
+    (stream,) = read_streams([str(out)])
+    stats = json.loads((out / "manifest.json").read_text())["statistics"]
+    seen = set()
+    for url in stream.shards:
+        for sample in iter_shard(url, None, Counter()):
+            meta = json.loads(sample["meta.json"])
+            raw = np.load(io.BytesIO(sample["pixels.npy"]))
+            entry = stats["sentinel-1" if meta["quantity"] == "sigma0_db" else "sentinel-1/amplitude_dn"]
+            x = decode(sample, stream).numpy()
+            for band, ok in enumerate(meta["band_valid"]):
+                if not ok:
+                    assert not x[band].any()
+                    continue
+                keep = raw[band] != meta["nodata"][band]
+                want = (raw[band][keep].astype(np.float64) - entry["mean"][band]) / entry["std"][band]
+                np.testing.assert_allclose(x[band][keep], want, rtol=1e-4, atol=1e-4)
+                assert not x[band][~keep].any()
+            seen.add((meta["quantity"], tuple(meta["band_valid"])))
+            bad = dict(sample, **{"meta.json": json.dumps(dict(meta, quantity="gamma0_db")).encode()})
+            with pytest.raises(ValueError, match="no statistics for quantity 'gamma0_db'"):
+                decode(bad, stream)
+    assert len(seen) == 3
+    for device_augment in (False, True):
+        batch = next(iter(ShardBatches(LoaderConfig(data=[str(out)], batch_size=16, img_size=32, shuffle_buffer=256,
+                                                    device_augment=device_augment))))
+        valid = batch["valid"]
+        assert valid.shape == (16, 2) and valid[:, 0].all() and not valid[:, 1].all()
+        x = to_device(batch, "cpu", 32) if device_augment else batch["pixels"]
+        assert not x[~valid[:, 1], 1].any() and torch.isfinite(x).all()
