@@ -33,7 +33,6 @@ valid bands after applying each band's scale and offset, so readers normalise
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -153,16 +152,12 @@ def pixels_checksum(pixels: bytes) -> str:
 
 
 def check_pixels(pixels: bytes, meta: dict, key: str = "sample") -> None:
-    """Raise ``ValueError`` if ``pixels`` (the pixels.npy bytes) do not match the checksum in ``meta``
-    (``pixels_crc32``, or ``pixels_sha256`` in datasets written before it)."""
-    if "pixels_crc32" in meta:
-        name, expected, actual = "CRC-32", meta["pixels_crc32"], pixels_checksum(pixels)
-    elif "pixels_sha256" in meta:
-        name, expected, actual = "sha256", meta["pixels_sha256"], hashlib.sha256(pixels).hexdigest()
-    else:
+    """Raise ``ValueError`` if ``pixels`` (the pixels.npy bytes) do not match ``meta``'s ``pixels_crc32``."""
+    if "pixels_crc32" not in meta:
         raise ValueError(f"{key}: meta.json has no pixels_crc32")
+    expected, actual = meta["pixels_crc32"], pixels_checksum(pixels)
     if actual != expected:
-        raise ValueError(f"{key}: pixels.npy {name} {actual[:12]} does not match meta.json's {str(expected)[:12]} (damaged)")
+        raise ValueError(f"{key}: pixels.npy CRC-32 {actual} does not match meta.json's {str(expected)[:12]} (damaged)")
 
 
 def sample_key(item_id: str, row_off: int, col_off: int) -> str:

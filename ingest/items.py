@@ -7,7 +7,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from ingest.sensors import BandSpec, SensorSpec, sensor_for_collection
@@ -196,7 +196,7 @@ def sar_channels(sensor: SensorSpec, collection: str, assets: dict, props: dict,
 
     GRD (``amplitude_dn``) becomes ``sigma0_db`` when every present channel's calibration annotation
     (``schema-calibration-{asset key}``) is linked, else stays ``amplitude_dn``; linear ``gamma0``
-    (RTC) becomes ``gamma0_db``. The registry's ``extra["products"]`` maps collection -> (source, target).
+    (RTC) becomes ``gamma0_db``. The registry's ``products`` maps collection -> (source, target).
     The item's ``sar:pixel_spacing_*`` is the grid spacing a GCP-only raster is geocoded at."""
     from ingest.sar import DB_NODATA
 
@@ -204,7 +204,7 @@ def sar_channels(sensor: SensorSpec, collection: str, assets: dict, props: dict,
     if all(isinstance(v, (int, float)) and v > 0 for v in spacing):
         channels = tuple(dataclasses.replace(c, gsd=float(max(spacing))) for c in channels)
 
-    source, target = (sensor.extra.get("products") or {}).get(collection, (None, None))
+    source, target = sensor.products.get(collection, (None, None))
     present = [c for c in channels if c.valid]
     links = {c.asset: (assets.get(f"schema-calibration-{c.asset.lower()}") or {}).get("href") for c in present}
     if source == target or (target == "sigma0_db" and not all(links.values())):
@@ -237,7 +237,3 @@ def read_href(href: str) -> str:
     if href.startswith("file://"):
         return href[len("file://"):]
     return href
-
-
-def plan_summary(plan: ItemPlan) -> dict[str, Any]:
-    return {"item_id": plan.item_id, "sensor": plan.sensor, "bands": [c.name for c in plan.channels]}

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ingest.items import ChannelPlan, ItemError
+from ingest.readers import RasterioReader
 
 #: quantity names a sample's ``meta.json`` may carry for SAR sensors, and what they mean
 QUANTITIES = {
@@ -266,3 +267,21 @@ def open_sar(ds, channel: ChannelPlan, sign: Callable[[str], str]):
     if grid is None and channel.convert is None:
         return ds
     return SarDataset(ds, grid, _Convert(channel.convert, lut, channel.source_nodata))
+
+
+class SarReader(RasterioReader):
+    """The COG reader for SAR items: each band asset seen through ``open_sar``."""
+
+    def __init__(self, plan: Any, sign_href: Callable[[str], str]):
+        super().__init__(sign_href)
+        self.plan = plan
+
+    def _dataset(self, href: str, ds: Any) -> Any:
+        channel = next((c for c in self.plan.channels if c.valid and c.href == href), None)
+        if channel is None:
+            return super()._dataset(href, ds)
+        try:
+            return open_sar(ds, channel, self.sign)
+        except BaseException:
+            ds.close()
+            raise

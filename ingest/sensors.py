@@ -51,7 +51,8 @@ class SensorSpec:
     cloud_mask: CloudMask | None = None
     sar: bool = False            # all-zero pixels along the swath border are no data
     quantity: str | None = None  # what samples hold (meta.json ``quantity``); statistics never pool two quantities
-    extra: dict = field(default_factory=dict)
+    #: collection -> (what its files hold, what ingest makes of it), where the two differ (SAR: ingest/sar.py)
+    products: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def band_names(self) -> list[str]:
@@ -96,7 +97,7 @@ SENTINEL_1 = SensorSpec(
     sar=True,
     quantity="sigma0_db",
     # collection -> (what its files hold, what ingest makes of it): see ingest/sar.py
-    extra={"products": {"sentinel-1-grd": ("amplitude_dn", "sigma0_db"), "sentinel-1-rtc": ("gamma0", "gamma0_db")}},
+    products={"sentinel-1-grd": ("amplitude_dn", "sigma0_db"), "sentinel-1-rtc": ("gamma0", "gamma0_db")},
 )
 
 LANDSAT = SensorSpec(

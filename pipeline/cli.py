@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from importlib.metadata import PackageNotFoundError, version
+
+from ingest.version import package_version
 
 SUBCOMMAND_MODULES = (
     "pipeline.demo",        # ofa demo
@@ -18,14 +19,6 @@ SUBCOMMAND_MODULES = (
     "pipeline.evaluate.cli",  # ofa eval geobench
     "model.cli",            # ofa model info
 )
-
-
-def package_version() -> str:
-    """The installed ofa version ("unknown" when run from a bare checkout)."""
-    try:
-        return version("ofa")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
