@@ -90,7 +90,7 @@ class GcpGrid:
     def __init__(self, gcps: list, gcp_crs, width: int, height: int, spacing: float):
         from rasterio.crs import CRS
         from rasterio.transform import Affine, GCPTransformer
-        from rasterio.warp import calculate_default_transform
+        from rasterio.warp import transform
 
         lons = np.array([g.x for g in gcps])
         if lons.max() - lons.min() > 180.0:   # a scene across the antimeridian: centre on it
@@ -98,14 +98,18 @@ class GcpGrid:
         lon, lat = float(np.mean(lons)), float(np.mean([g.y for g in gcps]))
         self.src_crs = gcp_crs
         self.crs = CRS.from_user_input(utm_crs_for((lon + 180.0) % 360.0 - 180.0, lat))
-        t, w, h = calculate_default_transform(gcp_crs, self.crs, width, height, gcps=gcps, resolution=spacing)
-        left = math.floor(t.c / spacing) * spacing
-        top = math.ceil(t.f / spacing) * spacing
-        self.width = int(math.ceil((t.c + w * t.a - left) / spacing))
-        self.height = int(math.ceil((top - (t.f + h * t.e)) / spacing))
-        self.transform = Affine(spacing, 0.0, left, 0.0, -spacing, top)
         self.src_width, self.src_height = width, height
-        self._gcp = GCPTransformer(gcps, tps=len(gcps) >= 3)
+        self._gcp = GCPTransformer(gcps, tps=True)
+        # the extent: the raster's outline (edges densified) through the same transform the pixels go through
+        t = np.linspace(0.0, 1.0, 33)
+        rows = np.concatenate([np.zeros_like(t), t, np.ones_like(t), t[::-1]]) * height
+        cols = np.concatenate([t, np.ones_like(t), t[::-1], np.zeros_like(t)]) * width
+        edge_lon, edge_lat = self._gcp.xy(rows, cols, offset="ul")
+        xs, ys = transform(gcp_crs, self.crs, list(edge_lon), list(edge_lat))
+        left, right = math.floor(min(xs) / spacing) * spacing, math.ceil(max(xs) / spacing) * spacing
+        bottom, top = math.floor(min(ys) / spacing) * spacing, math.ceil(max(ys) / spacing) * spacing
+        self.width, self.height = int(round((right - left) / spacing)), int(round((top - bottom) / spacing))
+        self.transform = Affine(spacing, 0.0, left, 0.0, -spacing, top)
 
     def source_pixels(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """Source (row, col) indices, int64 [height, width], of the pixel under each destination pixel

@@ -280,3 +280,20 @@ def test_loader_normalises_each_quantity_with_its_own_statistics_and_zeroes_inva
         assert valid.shape == (16, 2) and valid[:, 0].all() and not valid[:, 1].all()
         x = to_device(batch, "cpu", 32) if device_augment else batch["pixels"]
         assert not x[~valid[:, 1], 1].any() and torch.isfinite(x).all()
+
+
+def test_statistics_keys_keep_quantities_apart_and_old_manifests_still_read():
+    from ingest.contract import statistics_for, statistics_key
+    from ingest.sar import utm_crs_for
+
+    assert statistics_key("sentinel-1", "sigma0_db", "sigma0_db") == "sentinel-1"
+    assert statistics_key("sentinel-1", "amplitude_dn", "sigma0_db") == "sentinel-1/amplitude_dn"
+    assert statistics_key("naip", None, "dn") == "naip"
+    stats = {"sentinel-1": {"quantity": "sigma0_db"}, "sentinel-1/amplitude_dn": {"quantity": "amplitude_dn"}}
+    assert statistics_for(stats, "sentinel-1", "sigma0_db")["quantity"] == "sigma0_db"
+    assert statistics_for(stats, "sentinel-1", "amplitude_dn")["quantity"] == "amplitude_dn"
+    assert statistics_for(stats, "sentinel-1", "gamma0_db") is None            # never another quantity's
+    old = {"sentinel-1": {"bands": ["VV", "VH"]}}                             # written before quantities
+    assert statistics_for(old, "sentinel-1", None) is old["sentinel-1"]
+    assert [utm_crs_for(15.0, 42.0), utm_crs_for(-70.6, -33.4), utm_crs_for(179.9, 10.0), utm_crs_for(20.0, 85.0)] == [
+        "EPSG:32633", "EPSG:32719", "EPSG:32660", "EPSG:32661"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ingest.contract import MANIFEST_NAME, parse_manifest
+from ingest.contract import MANIFEST_NAME, parse_manifest, statistics_for
 from ingest.storage import get_fs, join
 
 
@@ -26,7 +26,10 @@ class Stream:
     counts: list[int] | None = None
     #: per-band constants of each distinct (dtype, scale, offset, nodata) seen, filled by ``normalise.affine``
     consts: dict = field(default_factory=dict, repr=False, compare=False)
-    #: quantity -> (mean, std) of every statistics entry of this sensor (``mean``/``std`` above: the default one)
+    #: the manifest's statistics entries of this sensor (its own and ``{sensor}/{quantity}`` ones; ``mean``/``std``
+    #: above are the default one's); empty for streams made by hand
+    statistics: dict = field(default_factory=dict, repr=False, compare=False)
+    #: quantity -> (mean, std), filled by ``sample_stats``
     quantities: dict = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -76,7 +79,7 @@ def read_streams(data: list[str], storage_options: dict[str, Any] | None = None)
             streams.append(Stream(
                 dataset=url, sensor=sensor, shards=[join(url, s["path"]) for s in shards],
                 count=sum(int(s["count"]) for s in shards), bands=list(stats["bands"]), counts=[int(s["count"]) for s in shards],
-                mean=mean, std=std, quantities={e.get("quantity"): _mean_std(e) for e in entries.values()},
+                mean=mean, std=std, statistics=entries,
             ))
     if not streams:
         raise ValueError(f"no shards in {data}")
@@ -91,16 +94,20 @@ def _mean_std(stats: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sample_stats(meta: dict, stream: Stream) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, std) a sample is normalised with: the entry of its ``quantity``, never another quantity's."""
+    """(mean, std) a sample is normalised with: the entry ``statistics_for`` picks for its ``quantity``,
+    never another quantity's (a sample whose quantity has none is refused)."""
     quantity = meta.get("quantity")
-    if quantity is None or not stream.quantities:
+    hit = stream.quantities.get(quantity)
+    if hit is not None:
+        return hit
+    if not stream.statistics:
         return stream.mean, stream.std
-    if quantity in stream.quantities:
-        return stream.quantities[quantity]
-    if list(stream.quantities) == [None]:   # one entry that does not say its quantity
-        return stream.mean, stream.std
-    raise ValueError(f"no statistics for quantity {quantity!r} of sensor {stream.sensor!r} "
-                     f"(the manifest has {sorted(map(str, stream.quantities))})")
+    entry = statistics_for(stream.statistics, stream.sensor, quantity)
+    if entry is None:
+        raise ValueError(f"no statistics for quantity {quantity!r} of sensor {stream.sensor!r} "
+                         f"(the manifest has {', '.join(sorted(stream.statistics))})")
+    hit = stream.quantities[quantity] = _mean_std(entry)
+    return hit
 
 
 def band_valid(meta: dict, channels: int) -> list[bool]:
