@@ -56,6 +56,17 @@ class CalibrationLut:
         if np.any(np.diff(self.lines) <= 0):
             raise ValueError("calibration vectors are not in increasing line order")
 
+    def window(self, row: int, col: int, height: int, width: int) -> np.ndarray:
+        """The LUT over a window of the source grid, [height, width] float32 (same rule as ``at``)."""
+        pixels = np.arange(col, col + width, dtype=np.float64)
+        lines = np.arange(row, row + height, dtype=np.float64)
+        along = np.stack([np.interp(pixels, p, v) for p, v in zip(self.pixels, self.values)])   # [vectors, width]
+        if len(self.lines) == 1:
+            return np.broadcast_to(along[0], (height, width)).astype(np.float32)
+        k = np.clip(np.searchsorted(self.lines, lines, side="right") - 1, 0, len(self.lines) - 2)
+        w = np.clip((lines - self.lines[k]) / (self.lines[k + 1] - self.lines[k]), 0.0, 1.0)[:, None]
+        return (along[k] * (1.0 - w) + along[k + 1] * w).astype(np.float32)
+
     def at(self, lines: np.ndarray, pixels: np.ndarray) -> np.ndarray:
         """LUT values at source ``lines``/``pixels`` (same shape): linear along each vector's pixels, then
         linear between the two vectors around each line; held constant beyond the outer ones."""
@@ -110,10 +121,17 @@ class GcpGrid:
         bottom, top = math.floor(min(ys) / spacing) * spacing, math.ceil(max(ys) / spacing) * spacing
         self.width, self.height = int(round((right - left) / spacing)), int(round((top - bottom) / spacing))
         self.transform = Affine(spacing, 0.0, left, 0.0, -spacing, top)
+        self._last: tuple = ((), None)   # the last window's source pixels: the polarisations of an item share them
 
     def source_pixels(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """Source (row, col) indices, int64 [height, width], of the pixel under each destination pixel
         centre of the window (nearest neighbour); -1 where it falls outside the source raster."""
+        if self._last[0] == (row, col, height, width):
+            return self._last[1]
+        self._last = ((row, col, height, width), self._source_pixels(row, col, height, width))
+        return self._last[1]
+
+    def _source_pixels(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         from rasterio.warp import transform
 
         rs = np.unique(np.r_[np.arange(0, height, _STEP), height - 1]).astype(np.float64)
@@ -199,33 +217,38 @@ class SarDataset:
             off = (r < 0) | (r >= self.ds.height) | (c < 0) | (c >= self.ds.width)
             r, c = np.where(off, -1, r), np.where(off, -1, c)
         inside = r >= 0
-        out = np.full((len(indexes), height, width), self.nodata, dtype=self.dtypes[0])
+        n = len(indexes)
         if not inside.any():
-            return out
+            return np.full((n, height, width), self.nodata, dtype=self.dtypes[0])
         from rasterio.windows import Window
 
         r0, r1, c0, c1 = int(r[inside].min()), int(r[inside].max()) + 1, int(c[inside].min()), int(c[inside].max()) + 1
         src = self.ds.read(indexes=indexes, window=Window(c0, r0, c1 - c0, r1 - r0))
-        values = src[:, r[inside] - r0, c[inside] - c0]
-        out[:, inside] = self._quantity(values, r[inside], c[inside])
+        # converted on the source window (dense, vectorised), then sampled: the LUT is the source grid's
+        flat = self._quantity(src, r0, c0).reshape(n, -1)
+        idx = (r - r0) * (c1 - c0) + (c - c0)
+        if inside.all():
+            return flat.take(idx.ravel(), axis=1).reshape(n, height, width)
+        out = np.full((n, height, width), self.nodata, dtype=self.dtypes[0])
+        out[:, inside] = flat.take(idx[inside], axis=1)
         return out
 
-    def _quantity(self, values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    def _quantity(self, values: np.ndarray, row: int, col: int) -> np.ndarray:
+        """``values`` ([n, h, w] from source row/col) in this dataset's quantity."""
         kind = self.convert.kind
         if kind is None:
             return values
-        v = values.astype(np.float64)
+        v = values.astype(np.float32)
         bad = ~np.isfinite(v) | (v <= 0)
         if self.convert.source_nodata is not None and not math.isnan(self.convert.source_nodata):
             bad |= values == self.convert.source_nodata
-        if kind == "sigma0_db":
-            a = self.convert.lut.at(rows, cols)
-            power = np.square(v) / np.square(a)
-        else:
-            power = v
         with np.errstate(divide="ignore", invalid="ignore"):
-            db = 10.0 * np.log10(power)
-        return np.where(bad, DB_NODATA, db).astype(np.float32)
+            if kind == "sigma0_db":   # 10 log10(DN^2 / A^2)
+                db = 20.0 * np.log10(v / self.convert.lut.window(row, col, v.shape[1], v.shape[2]))
+            else:
+                db = 10.0 * np.log10(v)
+        db[bad] = DB_NODATA
+        return db
 
 
 def _read_bytes(href: str, sign: Callable[[str], str]) -> bytes:
@@ -245,9 +268,10 @@ def has_georeferencing(ds) -> bool:
     return not ds.transform.is_identity
 
 
-def open_sar(ds, channel: ChannelPlan, sign: Callable[[str], str]):
+def open_sar(ds, channel: ChannelPlan, sign: Callable[[str], str], grids: dict | None = None):
     """``ds`` as the chip reader should see it for SAR channel ``channel``: geocoded through its GCPs when it
-    has no geotransform, converted to the channel's quantity. Raises ``ItemError`` when that is impossible."""
+    has no geotransform, converted to the channel's quantity. Raises ``ItemError`` when that is impossible.
+    ``grids`` shares one ``GcpGrid`` between the assets of an item with the same GCPs (its polarisations)."""
     gcps, gcp_crs = ds.gcps
     grid = None
     if not has_georeferencing(ds):
@@ -257,8 +281,11 @@ def open_sar(ds, channel: ChannelPlan, sign: Callable[[str], str]):
             raise ItemError(f"asset {channel.asset!r} has GCPs without a CRS: it cannot be geocoded")
         if len(gcps) < 3:
             raise ItemError(f"asset {channel.asset!r} has {len(gcps)} GCPs: at least 3 are needed to geocode it")
+        key = (tuple((g.row, g.col, g.x, g.y) for g in gcps), str(gcp_crs), ds.width, ds.height, channel.gsd)
         try:
-            grid = GcpGrid(gcps, gcp_crs, ds.width, ds.height, channel.gsd)
+            grid = (grids if grids is not None else {}).get(key) or GcpGrid(gcps, gcp_crs, ds.width, ds.height, channel.gsd)
+            if grids is not None:
+                grids[key] = grid
         except Exception as exc:  # noqa: BLE001 - GDAL could not fit or invert the GCP transform
             raise ItemError(f"asset {channel.asset!r} cannot be geocoded through its {len(gcps)} GCPs: {exc}") from None
     lut = None
@@ -279,13 +306,14 @@ class SarReader(RasterioReader):
     def __init__(self, plan: Any, sign_href: Callable[[str], str]):
         super().__init__(sign_href)
         self.plan = plan
+        self.gcp_grids: dict = {}
 
     def _dataset(self, href: str, ds: Any) -> Any:
         channel = next((c for c in self.plan.channels if c.valid and c.href == href), None)
         if channel is None:
             return super()._dataset(href, ds)
         try:
-            return open_sar(ds, channel, self.sign)
+            return open_sar(ds, channel, self.sign, self.gcp_grids)
         except BaseException:
             ds.close()
             raise
