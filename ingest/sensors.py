@@ -8,7 +8,7 @@ is a new ``SensorSpec`` in ``SENSORS``, not a new code branch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class BandSpec:
     offset: float = 0.0
     nodata: float | None = None
     common_name: str | None = None
+    optional: bool = False       # an item without it still ingests: the channel is zero-filled, band_valid false
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class SensorSpec:
     cloud_mask: CloudMask | None = None
     sar: bool = False            # all-zero pixels along the swath border are no data
     baseline_offset: BaselineOffset | None = None
+    quantity: str | None = None  # what samples hold (meta.json ``quantity``); statistics never pool two quantities
+    #: collection -> (what its files hold, what ingest makes of it), where the two differ (SAR: ingest/sar.py)
+    products: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def band_names(self) -> list[str]:
@@ -107,6 +111,7 @@ SENTINEL_2 = SensorSpec(
     # SCL: 0 no data, 3 cloud shadow, 8 cloud medium, 9 cloud high, 10 thin cirrus
     cloud_mask=CloudMask(keys=("scl", "SCL"), rule="classes", cloud=(3, 8, 9, 10), fill=(0,)),
     baseline_offset=_S2_OFFSET,
+    quantity="surface_reflectance",
 )
 
 # Top-of-atmosphere reflectance: its own sensor id, so its statistics (and the model's patch
@@ -117,6 +122,7 @@ SENTINEL_2_L1C = SensorSpec(
     collections=("sentinel-2-l1c", "sentinel-s2-l1c"),
     bands=_S2_VNIR + (_s2("B10", "cirrus", 1.375, 60),) + _S2_SWIR,
     baseline_offset=_S2_OFFSET,
+    quantity="toa_reflectance",
 )
 
 SENTINEL_1 = SensorSpec(
@@ -126,9 +132,13 @@ SENTINEL_1 = SensorSpec(
         # channel 1 is the co-polarisation, channel 2 the cross-polarisation: VV/VH, or HH/HV for
         # dual-pol scenes acquired in HH (polar and sea-ice modes); the asset key says which
         BandSpec("VV", 5.405, 10.0, keys=("vv", "VV", "hh", "HH"), nodata=0),
-        BandSpec("VH", 5.405, 10.0, keys=("vh", "VH", "hv", "HV"), nodata=0),
+        # single-polarisation scenes (VV or HH only) carry this channel zero-filled and invalid
+        BandSpec("VH", 5.405, 10.0, keys=("vh", "VH", "hv", "HV"), nodata=0, optional=True),
     ),
     sar=True,
+    quantity="sigma0_db",
+    # collection -> (what its files hold, what ingest makes of it): see ingest/sar.py
+    products={"sentinel-1-grd": ("amplitude_dn", "sigma0_db"), "sentinel-1-rtc": ("gamma0", "gamma0_db")},
 )
 
 LANDSAT = SensorSpec(
@@ -141,6 +151,7 @@ LANDSAT = SensorSpec(
     ),
     # QA_PIXEL bits: 0 fill, 1 dilated cloud, 3 cloud, 4 cloud shadow
     cloud_mask=CloudMask(keys=("QA_PIXEL", "qa_pixel"), rule="bits", cloud=(1, 3, 4), fill=(0,)),
+    quantity="surface_reflectance",
 )
 
 NAIP = SensorSpec(
@@ -152,6 +163,7 @@ NAIP = SensorSpec(
         BandSpec("B", 0.465, 0.6, keys=("image",), index=3, common_name="blue"),
         BandSpec("NIR", 0.845, 0.6, keys=("image",), index=4, common_name="nir"),
     ),
+    quantity="dn",
 )
 
 #: sensor id -> spec

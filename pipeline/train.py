@@ -131,6 +131,13 @@ def _trim_log(path: Path, last_step: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
+def _band_valid(batch: dict, device: Any) -> Any:
+    """The batch's per-sample band validity [N, C] on ``device``, or None when every band is valid (the
+    plain loss, bit for bit as before band_valid existed)."""
+    valid = batch.get("valid")
+    return None if valid is None or bool(valid.all()) else valid.to(device, non_blocking=True)
+
+
 def _rank_optimizer_name(step: int, rank: int) -> str:
     from pipeline.checkpoint import checkpoint_name
 
@@ -275,7 +282,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             skipped = max(skipped, int(batch["skipped"]))
             sync = accelerator.no_sync(model) if micro < cfg.grad_accum - 1 and world > 1 else nullcontext()
             with sync, accelerator.autocast():
-                loss = model(x, modality=batch["sensor"]).loss
+                loss = model(x, modality=batch["sensor"], band_valid=_band_valid(batch, accelerator.device)).loss
                 if step in cfg.debug_nan_steps:
                     loss = loss * float("nan")
                 accelerator.backward(loss / cfg.grad_accum)

@@ -32,7 +32,7 @@ REAL_ITEMS = (
     ("landsat-8-c2-l2", "LC08_L2SP_197022_20201028_02_T1"),
     ("naip", "id_m_4711655_sw_11_060_20231117_20240103"),
     ("naip", "vt_m_4407307_ne_18_1_20140711_20141006"),
-    ("sentinel-1-grd", "S1A_IW_GRDH_1SSH_20250731T135637_20250731T135702_060328_077F7E"),  # hh only
+    ("sentinel-1-grd", "S1A_IW_GRDH_1SSH_20250731T135637_20250731T135702_060328_077F7E"),  # hh only: VH invalid
 )
 COLLECTIONS = ("sentinel-2-l2a", "sentinel-s2-l2a-cogs", "landsat-8-c2-l2", "naip", "sentinel-1-grd")
 
@@ -125,6 +125,9 @@ def localize_item(item: dict, root: Path, size: int = 240) -> dict:
     if "proj:shape" in props:
         props["proj:shape"] = [size, size]
     props.pop("proj:bbox", None)
+    # the calibration annotations stay remote (requester-pays): without them the item is amplitude DN
+    for key in [k for k in item["assets"] if k.startswith("schema-calibration-")]:
+        del item["assets"][key]
     w, s, e, n_ = transform_bounds(crs, "EPSG:4326", *footprint)
     item["bbox"] = [round(v, 7) for v in (w, s, e, n_)]
     ring = [[w, s], [e, s], [e, n_], [w, n_], [w, s]]

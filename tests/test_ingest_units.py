@@ -37,14 +37,15 @@ def test_registry_matches_the_model_modalities():
 @pytest.mark.parametrize("path", REAL, ids=[p.stem[:40] for p in REAL])
 def test_every_real_item_resolves_or_says_why(path):
     item = json.loads(path.read_text())
-    if item["collection"] == "sentinel-1-grd" and "vv" not in item["assets"]:
-        with pytest.raises(ItemError, match="VH"):  # HH-only: co-pol found, no cross-pol
-            plan_item(item)
-        return
     plan = plan_item(item)
     spec = sensor_for_collection(item["collection"])
     assert [c.name for c in plan.channels] == spec.band_names
     assert all("?" not in c.href for c in plan.channels)
+    if plan.sensor == "sentinel-1":
+        pols = [p.lower() for p in item["properties"]["sar:polarizations"]]
+        assert [c.asset for c in plan.channels if c.valid] == pols   # single-pol: VH carried invalid
+        assert plan.quantity == "sigma0_db"   # every present polarisation links its calibration annotation
+        assert all(c.calibration.endswith(f"calibration-iw-{c.asset}.xml") for c in plan.channels if c.valid)
     if plan.sensor == "sentinel-2":
         b04 = plan.channels[3]
         assert b04.asset in ("red", "B04") and b04.wavelength == pytest.approx(0.665, abs=0.001)
@@ -72,7 +73,10 @@ def _expected_s2_offset(item: dict, asset: str) -> float:
 
 def test_bands_option_and_hrefs_without_secrets():
     item = json.loads((STAC_DIR / "sentinel-2-l2a" / "S2A_13TDE_20231008_0_L2A.json").read_text())
-    assert [c.name for c in plan_item(item, bands=["B04", "nir08"]).channels] == ["B04", "B8A"]
+    plan = plan_item(item, bands=["B04", "nir08"])   # the sensor's 12 channels stay; the others are invalid
+    assert [c.name for c in plan.channels] == SENSORS["sentinel-2"].band_names
+    assert [c.name for c in plan.channels if c.valid] == ["B04", "B8A"]
+    assert all(c.href == "" for c in plan.channels if not c.valid)
     with pytest.raises(ItemError, match="none of the requested bands"):
         plan_item(item, bands=["VV"])
     assert clean_href("https://user:pw@host.net/a/b.tif?se=2024&sig=abc#x") == "https://host.net/a/b.tif"
