@@ -168,7 +168,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-cloud", type=float, metavar="PCT", help="keep items with eo:cloud_cover <= PCT (applied client-side)")
     p.add_argument("--max-items", type=int, metavar="N", help="at most N items")
     p.add_argument("--chip-size", type=int, metavar="PX", help="chip size in pixels of the finest band (default 256)")
-    p.add_argument("--bands", metavar="NAMES", help="comma-separated band names to keep (default: all of each sensor)")
+    p.add_argument("--bands", metavar="NAMES", help="comma-separated band names to read (default: all of each sensor); "
+                   "the others stay in every sample, zero-filled and false in band_valid")
     p.add_argument("--out", metavar="URL", help="dataset URL: a folder, file:// or s3://")
     run = p.add_mutually_exclusive_group()
     run.add_argument("--workers", type=int, metavar="N", help="workers of the local Dask cluster (default: one per core)")

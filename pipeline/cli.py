@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from importlib.metadata import PackageNotFoundError, version
+
+from ingest.version import package_version
 
 from pipeline.errors import add_debug_flag, run_command
 
@@ -21,14 +22,6 @@ SUBCOMMAND_MODULES = (
     "pipeline.evaluate.cli",  # ofa eval geobench
     "model.cli",            # ofa model info
 )
-
-
-def package_version() -> str:
-    """The installed ofa version ("unknown" when run from a bare checkout)."""
-    try:
-        return version("ofa")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,18 +50,32 @@ def sensor_facts(streams: list[Any], storage_options: dict[str, Any] | None = No
         known = {b.name: b for b in spec.bands} if spec else {}
         registry = [known.get(name) for name in bands]
         stored = _stored(mine[0], storage_options) or {
-            "dtype": None, "scale": [b.scale if b else 1.0 for b in registry],
+            "dtype": None, "quantity": None, "scale": [b.scale if b else 1.0 for b in registry],
             "offset": [b.offset if b else 0.0 for b in registry], "nodata": [b.nodata if b else None for b in registry]}
         out[sensor] = {
             "bands": bands,
             "wavelengths": [b.wavelength if b else None for b in registry],
             "gsd": [b.gsd if b else None for b in registry],
             **stored,
+            "quantity": (mine[0].statistics.get(sensor) or {}).get("quantity") or stored.get("quantity"),
             "mean": [_num(v) for v in mean],
             "std": [_num(v) for v in std],
             "normalisation": "(raw * scale + offset - mean) / std per band; nodata -> 0",
         }
+        other = _other_quantities(mine, sensor)
+        if other:
+            out[sensor]["by_quantity"] = other
     return out
+
+
+def _other_quantities(streams: list[Any], sensor: str) -> dict[str, dict[str, list[float]]]:
+    """mean/std of the quantities a sensor's manifests keep apart (``{sensor}/{quantity}`` entries)."""
+    found: dict[str, dict[str, list[float]]] = {}
+    for stream in streams:
+        for key, entry in sorted(stream.statistics.items()):
+            if key.startswith(f"{sensor}/") and key.split("/", 1)[1] not in found:
+                found[key.split("/", 1)[1]] = {k: [None if v is None else _num(v) for v in entry[k]] for k in ("mean", "std")}
+    return found
 
 
 def first_meta(shard_url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any] | None:
@@ -89,7 +103,7 @@ def _stored(stream: Any, storage_options: dict[str, Any] | None) -> dict[str, An
         return None
     if not meta:
         return None
-    return {"dtype": meta.get("dtype"), "scale": per_band(meta.get("scale"), 1.0),
+    return {"dtype": meta.get("dtype"), "quantity": meta.get("quantity"), "scale": per_band(meta.get("scale"), 1.0),
             "offset": per_band(meta.get("offset"), 0.0), "nodata": per_band(meta.get("nodata"), None)}
 
 

@@ -132,6 +132,13 @@ def _trim_log(path: Path, last_step: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
+def _band_valid(batch: dict, device: Any) -> Any:
+    """The batch's per-sample band validity [N, C] on ``device``, or None when every band is valid (the
+    plain loss, bit for bit as before band_valid existed)."""
+    valid = batch.get("valid")
+    return None if valid is None or bool(valid.all()) else valid.to(device, non_blocking=True)
+
+
 def check_config(cfg: TrainConfig) -> None:
     """Raise ``ValueError`` naming the option for values no run can start with."""
     if not cfg.data:
@@ -333,7 +340,7 @@ def train_step(run: Run) -> StepResult:
         skipped = max(skipped, int(batch["skipped"]))
         sync = acc.no_sync(run.model) if micro < cfg.grad_accum - 1 and run.world > 1 else nullcontext()
         with sync, acc.autocast():
-            loss = run.model(x, modality=batch["sensor"]).loss
+            loss = run.model(x, modality=batch["sensor"], band_valid=_band_valid(batch, acc.device)).loss
             acc.backward(loss / cfg.grad_accum)
         loss_sum += loss.detach().float() / cfg.grad_accum
         images += x.shape[0]

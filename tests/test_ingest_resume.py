@@ -17,8 +17,9 @@ from ingest_fixtures import COLLECTIONS, collections_for, localized_items  # noq
 
 from infra.localstack import stac_server  # noqa: E402
 
-#: where ``ingest.job`` can be told to SIGKILL itself (OFA_INGEST_KILL_AT)
+#: where ``ingest_kill.py`` makes a run SIGKILL itself (those the fixture catalog reaches)
 KILL_POINTS = ("item", "tasks", "shards-landsat", "shards-naip", "manifest")
+KILL = str(Path(__file__).parent / "ingest_kill.py")
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +29,10 @@ def catalog(tmp_path_factory):
         yield url
 
 
-def _cmd(url: str, out: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "pipeline.cli", "ingest", "--catalog", url, "--out", str(out), "--chip-size", "80",
+def _cmd(url: str, out: Path, kill_at: str | None = None) -> list[str]:
+    """``ofa ingest`` of the fixture catalog into ``out``; with ``kill_at``, SIGKILLed at that point."""
+    run = [sys.executable, KILL, kill_at] if kill_at else [sys.executable, "-m", "pipeline.cli"]
+    cmd = [*run, "ingest", "--catalog", url, "--out", str(out), "--chip-size", "80",
            "--workers", "2", "--shard-max-samples", "5", "--no-progress"]
     for c in COLLECTIONS:
         cmd += ["--collection", c]
@@ -37,7 +40,7 @@ def _cmd(url: str, out: Path) -> list[str]:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "OFA_INGEST_KILL_AT"}
+    env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", **extra)
     return env
 
@@ -59,7 +62,7 @@ def test_resume_after_sigkill(catalog, tmp_path):
     points = rng.sample(KILL_POINTS, 3)  # item, shards-naip, manifest
     for point in points:
         out = tmp_path / f"killed-{point}"
-        killed = subprocess.run(_cmd(catalog, out), env=_env(OFA_INGEST_KILL_AT=point), capture_output=True, text=True, timeout=300)
+        killed = subprocess.run(_cmd(catalog, out, point), env=_env(), capture_output=True, text=True, timeout=300)
         assert killed.returncode == -signal.SIGKILL, (point, killed.returncode, killed.stderr[-2000:])
         assert out.exists() and not (out / "manifest.json").exists() or point == "manifest"
         again = subprocess.run(_cmd(catalog, out), env=_env(), capture_output=True, text=True, timeout=300)
@@ -72,7 +75,7 @@ def test_resume_after_sigkill(catalog, tmp_path):
     # killed inside an item that straddles two shards of a sensor that already has shards: the rerun
     # redoes only the items from the open shard on and skips the samples already in finished shards
     out = tmp_path / "killed-mid-item"
-    killed = subprocess.run(_cmd(catalog, out), env=_env(OFA_INGEST_KILL_AT="item:4"), capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(_cmd(catalog, out, "item:4"), env=_env(), capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     parts = [json.loads(p.read_text()) for p in sorted((out / "_staging" / "progress").glob("*.json"))]
     cursor = {part["sensor"]: part["cursor"] for part in parts}   # each sensor's latest
@@ -144,7 +147,7 @@ def test_resume_on_s3_after_sigkill(catalog, tmp_path):
         assert ref.returncode == 0, ref.stderr[-3000:]
         for point in ("item", "shards-naip"):
             out = f"{bucket}/killed-{point}"
-            killed = subprocess.run(_cmd(catalog, out), env=_env(OFA_INGEST_KILL_AT=point, **s3.env), capture_output=True,
+            killed = subprocess.run(_cmd(catalog, out, point), env=_env(**s3.env), capture_output=True,
                                     text=True, timeout=300)
             assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
             fs.invalidate_cache()
@@ -160,8 +163,8 @@ def test_resume_on_s3_after_sigkill(catalog, tmp_path):
 def test_shards_lost_during_the_run_fail_it_and_the_rerun_redoes_them(catalog, tmp_path, monkeypatch):
     """A store that loses a finished shard mid-run (moto restarted, a lifecycle rule, a person) never
     ends in a manifest naming it: the run fails with one line and the same command redoes the shard."""
-    import ingest.job as job
     from ingest.job import IngestConfig, IngestError, run_ingest
+    from ingest_kill import install
 
     def cfg(out: Path) -> IngestConfig:
         return IngestConfig(catalog=catalog, collections=list(COLLECTIONS), out=str(out), chip_size=80, workers=2,
@@ -170,11 +173,10 @@ def test_shards_lost_during_the_run_fail_it_and_the_rerun_redoes_them(catalog, t
     reference = run_ingest(cfg(tmp_path / "reference"))
     out = tmp_path / "lossy"
 
-    def lose_a_shard(name: str) -> None:
-        if name == "tasks":
-            next((out / "shards").rglob("*.tar")).unlink()
+    def lose_a_shard() -> None:
+        next((out / "shards").rglob("*.tar")).unlink()
 
-    monkeypatch.setattr(job, "_kill_point", lose_a_shard)
+    install("tasks", action=lose_a_shard, patch=monkeypatch.setattr)
     with pytest.raises(IngestError, match="missing or changed.*rerun the same command"):
         run_ingest(cfg(out))
     assert not (out / "manifest.json").exists()
