@@ -1,10 +1,12 @@
 """The sensor registry, as data: which STAC collections belong to which sensor, the asset key of
 each band in every catalog convention we know, wavelengths, GSD, default scale/offset/nodata, the
-cloud-mask rule and the processing-baseline offset rule.
+cloud-mask rule, the processing-baseline offset rule and the bands plots show as RGB.
 
 What an item says about itself (``eo:bands``, ``raster:bands``, ``proj:*``, its processing baseline)
 wins; these values are the fallback (one exception: see ``BaselineOffset.removed``). A new sensor
 is a new ``SensorSpec`` in ``SENSORS``, not a new code branch.
+The one description of a sensor: the loader, evaluation and plots read it from here; ``model/``
+(which imports nothing from ingest) keeps default modalities that a test holds equal to it.
 """
 from __future__ import annotations
 
@@ -73,10 +75,16 @@ class SensorSpec:
     quantity: str | None = None  # what samples hold (meta.json ``quantity``); statistics never pool two quantities
     #: collection -> (what its files hold, what ingest makes of it), where the two differ (SAR: ingest/sar.py)
     products: dict[str, tuple[str, str]] = field(default_factory=dict)
+    rgb: tuple[str, str, str] | None = None  # band names plots show as red, green, blue (default: the first three)
 
     @property
     def band_names(self) -> list[str]:
         return [b.name for b in self.bands]
+
+    @property
+    def wavelengths(self) -> list[float]:
+        """Centre wavelength per band (micrometres), in channel order."""
+        return [b.wavelength for b in self.bands]
 
 
 def _s2(name: str, common: str, wavelength: float, gsd: float) -> BandSpec:
@@ -112,6 +120,7 @@ SENTINEL_2 = SensorSpec(
     cloud_mask=CloudMask(keys=("scl", "SCL"), rule="classes", cloud=(3, 8, 9, 10), fill=(0,)),
     baseline_offset=_S2_OFFSET,
     quantity="surface_reflectance",
+    rgb=("B04", "B03", "B02"),
 )
 
 # Top-of-atmosphere reflectance: its own sensor id, so its statistics (and the model's patch
@@ -123,6 +132,7 @@ SENTINEL_2_L1C = SensorSpec(
     bands=_S2_VNIR + (_s2("B10", "cirrus", 1.375, 60),) + _S2_SWIR,
     baseline_offset=_S2_OFFSET,
     quantity="toa_reflectance",
+    rgb=("B04", "B03", "B02"),
 )
 
 SENTINEL_1 = SensorSpec(
@@ -139,6 +149,7 @@ SENTINEL_1 = SensorSpec(
     quantity="sigma0_db",
     # collection -> (what its files hold, what ingest makes of it): see ingest/sar.py
     products={"sentinel-1-grd": ("amplitude_dn", "sigma0_db"), "sentinel-1-rtc": ("gamma0", "gamma0_db")},
+    rgb=("VV", "VH", "VV"),
 )
 
 LANDSAT = SensorSpec(
@@ -152,6 +163,7 @@ LANDSAT = SensorSpec(
     # QA_PIXEL bits: 0 fill, 1 dilated cloud, 3 cloud, 4 cloud shadow
     cloud_mask=CloudMask(keys=("QA_PIXEL", "qa_pixel"), rule="bits", cloud=(1, 3, 4), fill=(0,)),
     quantity="surface_reflectance",
+    rgb=("SR_B4", "SR_B3", "SR_B2"),
 )
 
 NAIP = SensorSpec(
@@ -164,6 +176,7 @@ NAIP = SensorSpec(
         BandSpec("NIR", 0.845, 0.6, keys=("image",), index=4, common_name="nir"),
     ),
     quantity="dn",
+    rgb=("R", "G", "B"),
 )
 
 #: sensor id -> spec

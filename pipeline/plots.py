@@ -8,14 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-#: sensor -> band names shown as R, G, B (first three bands otherwise)
-RGB_BANDS = {
-    "sentinel-2": ("B04", "B03", "B02"),
-    "sentinel-2-l1c": ("B04", "B03", "B02"),
-    "landsat": ("SR_B4", "SR_B3", "SR_B2"),
-    "naip": ("R", "G", "B"),
-    "sentinel-1": ("VV", "VH", "VV"),
-}
+from ingest.sensors import SENSORS
 
 
 def _pyplot():
@@ -28,8 +21,8 @@ def _pyplot():
 
 
 def rgb_indices(sensor: str, bands: Sequence[str] | None, channels: int) -> list[int]:
-    """Three channel indices to show as RGB."""
-    names = RGB_BANDS.get(sensor)
+    """Three channel indices to show as RGB: the registry's ``rgb`` bands, else the first three."""
+    names = SENSORS[sensor].rgb if sensor in SENSORS else None
     if names and bands and all(n in bands for n in names):
         return [list(bands).index(n) for n in names]
     return [min(i, channels - 1) for i in range(3)]

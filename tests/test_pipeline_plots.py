@@ -1,8 +1,6 @@
 """Loss-curve and reconstruction PNGs from a real (tiny) training run."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import matplotlib.image as mpimg
 import pytest
@@ -10,8 +8,7 @@ import pytest
 from pipeline.plots import plot_loss_curve, plot_reconstructions
 from pipeline.train import TrainConfig, train
 
-sys.path.insert(0, str(Path(__file__).parent))
-from pipeline_fixtures import write_dataset  # noqa: E402
+from pipeline_fixtures import write_dataset
 
 
 def test_plots_from_a_tiny_run(tmp_path):
@@ -30,3 +27,21 @@ def test_plots_from_a_tiny_run(tmp_path):
     empty.write_text("")
     with pytest.raises(ValueError, match="no steps"):
         plot_loss_curve(empty, tmp_path / "x.png")
+
+
+def test_rgb_bands_come_from_the_sensor_registry():
+    from dataclasses import replace
+
+    from ingest.sensors import SENSORS
+    from pipeline.plots import rgb_indices
+
+    for spec in SENSORS.values():
+        idx = rgb_indices(spec.id, spec.band_names, len(spec.bands))
+        assert [spec.band_names[i] for i in idx] == list(spec.rgb or spec.band_names[:3]), spec.id
+    # a registry entry is all it takes: a sensor whose rgb names its bands in another order is shown so
+    SENSORS["test-rgb"] = replace(SENSORS["naip"], id="test-rgb", rgb=("NIR", "R", "G"))
+    try:
+        assert rgb_indices("test-rgb", ["R", "G", "B", "NIR"], 4) == [3, 0, 1]
+    finally:
+        del SENSORS["test-rgb"]
+    assert rgb_indices("unknown", ["a", "b"], 2) == [0, 1, 1]
