@@ -1,6 +1,6 @@
 """The sensor registry, as data: which STAC collections belong to which sensor, the asset key of
 each band in every catalog convention we know, wavelengths, GSD, default scale/offset/nodata, the
-cloud-mask rule, the processing-baseline offset rule and the bands plots show as RGB.
+cloud-mask rule and the processing-baseline offset rule.
 
 What an item says about itself (``eo:bands``, ``raster:bands``, ``proj:*``, its processing baseline)
 wins; these values are the fallback (one exception: see ``BaselineOffset.removed``). A new sensor
@@ -75,7 +75,6 @@ class SensorSpec:
     quantity: str | None = None  # what samples hold (meta.json ``quantity``); statistics never pool two quantities
     #: collection -> (what its files hold, what ingest makes of it), where the two differ (SAR: ingest/sar.py)
     products: dict[str, tuple[str, str]] = field(default_factory=dict)
-    rgb: tuple[str, str, str] | None = None  # band names plots show as red, green, blue (default: the first three)
 
     @property
     def band_names(self) -> list[str]:
@@ -120,7 +119,6 @@ SENTINEL_2 = SensorSpec(
     cloud_mask=CloudMask(keys=("scl", "SCL"), rule="classes", cloud=(3, 8, 9, 10), fill=(0,)),
     baseline_offset=_S2_OFFSET,
     quantity="surface_reflectance",
-    rgb=("B04", "B03", "B02"),
 )
 
 # Top-of-atmosphere reflectance: its own sensor id, so its statistics (and the model's patch
@@ -132,7 +130,6 @@ SENTINEL_2_L1C = SensorSpec(
     bands=_S2_VNIR + (_s2("B10", "cirrus", 1.375, 60),) + _S2_SWIR,
     baseline_offset=_S2_OFFSET,
     quantity="toa_reflectance",
-    rgb=("B04", "B03", "B02"),
 )
 
 SENTINEL_1 = SensorSpec(
@@ -149,7 +146,6 @@ SENTINEL_1 = SensorSpec(
     quantity="sigma0_db",
     # collection -> (what its files hold, what ingest makes of it): see ingest/sar.py
     products={"sentinel-1-grd": ("amplitude_dn", "sigma0_db"), "sentinel-1-rtc": ("gamma0", "gamma0_db")},
-    rgb=("VV", "VH", "VV"),
 )
 
 LANDSAT = SensorSpec(
@@ -163,7 +159,6 @@ LANDSAT = SensorSpec(
     # QA_PIXEL bits: 0 fill, 1 dilated cloud, 3 cloud, 4 cloud shadow
     cloud_mask=CloudMask(keys=("QA_PIXEL", "qa_pixel"), rule="bits", cloud=(1, 3, 4), fill=(0,)),
     quantity="surface_reflectance",
-    rgb=("SR_B4", "SR_B3", "SR_B2"),
 )
 
 NAIP = SensorSpec(
@@ -176,7 +171,6 @@ NAIP = SensorSpec(
         BandSpec("NIR", 0.845, 0.6, keys=("image",), index=4, common_name="nir"),
     ),
     quantity="dn",
-    rgb=("R", "G", "B"),
 )
 
 #: sensor id -> spec

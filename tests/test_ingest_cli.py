@@ -177,8 +177,10 @@ def test_cli_errors_name_the_bad_input(catalog, tmp_path, capsys):
     url, _ = catalog
     assert main(["ingest", "--catalog", url, "--out", str(tmp_path / "x"), "--no-progress"]) == 2
     assert "--collection" in capsys.readouterr().err
-    assert main(["ingest", "--catalog", url, "--collection", "no-such-collection", "--out", str(tmp_path / "y"), "--no-progress"]) == 1
-    assert "no items" in capsys.readouterr().err
+    assert main(["ingest", "--catalog", url, "--collection", "no-such-collection", "--out", str(tmp_path / "y"), "--no-progress"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert "--collection no-such-collection: not in the catalog" in err and "sentinel-2-l2a" in err  # its /collections
+    assert len(err.splitlines()) == 1
     with pytest.raises(SystemExit):
         main(["ingest", "--bbox", "1,2,3", "--out", "z"])
     assert "--bbox" in capsys.readouterr().err
