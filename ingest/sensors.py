@@ -5,6 +5,8 @@ cloud-mask rule and the processing-baseline offset rule.
 What an item says about itself (``eo:bands``, ``raster:bands``, ``proj:*``, its processing baseline)
 wins; these values are the fallback (one exception: see ``BaselineOffset.removed``). A new sensor
 is a new ``SensorSpec`` in ``SENSORS``, not a new code branch.
+The one description of a sensor: the loader, evaluation and plots read it from here; ``model/``
+(which imports nothing from ingest) keeps default modalities that a test holds equal to it.
 """
 from __future__ import annotations
 
@@ -77,6 +79,11 @@ class SensorSpec:
     @property
     def band_names(self) -> list[str]:
         return [b.name for b in self.bands]
+
+    @property
+    def wavelengths(self) -> list[float]:
+        """Centre wavelength per band (micrometres), in channel order."""
+        return [b.wavelength for b in self.bands]
 
 
 def _s2(name: str, common: str, wavelength: float, gsd: float) -> BandSpec:

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+
 def _pyplot():
     import matplotlib
 

@@ -2,9 +2,11 @@
 
     python tests/ingest_kill.py POINT[:N] ingest --catalog ... --out ...
 
-Points: ``item`` (after the N-th item's samples are in the shard writer), ``shards-{sensor}`` (after
-that sensor's last shard and progress are saved), ``tasks`` (after all items are written, before the
-manifest), ``manifest`` (after the manifest is published, before the staging folder is removed).
+Points: ``item`` (after the N-th item's samples are in the shard writer), ``item-shards`` (in a Dask
+worker, after an item task wrote the shards its samples fill, before the client takes its result),
+``shards-{sensor}`` (after that sensor's last shard and progress are saved), ``tasks`` (after all items
+are written, before the manifest), ``manifest`` (after the manifest is published, before the staging
+folder is removed).
 The hooks are patched around ``ingest.job``'s own steps: production code holds no test hook.
 """
 from __future__ import annotations
@@ -48,6 +50,7 @@ def install(at: str, action: Callable[[], None] | None = None,
                 act()
 
     after(job._InOrderWriter, "add_item", lambda *a, **k: reached("item"), patch)
+    after(job, "write_item_shards", lambda *a, **k: reached("item-shards"), patch)
     after(job._InOrderWriter, "finish_sensor", lambda self, sensor, pos: reached(f"shards-{sensor}"), patch)
     after(job, "_write_items", lambda *a, **k: reached("tasks"), patch)
     after(job, "_write_manifest", lambda *a, **k: reached("manifest"), patch)

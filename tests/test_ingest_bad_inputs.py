@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ingest_fixtures import bad_items, collections_for, localized_items  # noqa: E402
+from ingest_fixtures import bad_items, collections_for, localized_items
 
-from infra.localstack import free_port, stac_server  # noqa: E402
-from ingest.job import IngestConfig, IngestError, run_ingest  # noqa: E402
-from pipeline.cli import main  # noqa: E402
+from infra.localstack import free_port, stac_server
+from ingest.job import IngestConfig, IngestError, run_ingest
+from pipeline.cli import main
 
 EXPECTED = {
     "BAD_missing_asset": "missing asset for band B04",

@@ -5,29 +5,20 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ingest_fixtures import COLLECTIONS, collections_for, localized_items  # noqa: E402
+from ingest_fixtures import COLLECTIONS
 
-from infra.localstack import s3_server, stac_server  # noqa: E402
-from ingest.contract import META_KEYS, MANIFEST_KEYS  # noqa: E402
-from ingest.sensors import SENSORS  # noqa: E402
-from pipeline.cli import main  # noqa: E402
+from infra.localstack import s3_server
+from ingest.contract import META_KEYS, MANIFEST_KEYS
+from ingest.sensors import SENSORS
+from pipeline.cli import main
 
 CHIP = "80"
-
-
-@pytest.fixture(scope="module")
-def catalog(tmp_path_factory):
-    items = localized_items(tmp_path_factory.mktemp("catalog"))
-    with stac_server(collections_for(items), items) as url:
-        yield url, items
 
 
 def _ingest(url: str, out, *extra: str) -> int:

@@ -4,15 +4,12 @@ zero-filled and invalid (``band_valid``)."""
 from __future__ import annotations
 
 import copy
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ingest_fixtures import load_item  # noqa: E402
+from ingest_fixtures import load_item
 
-from ingest.items import ItemError, plan_item  # noqa: E402
+from ingest.items import ItemError, plan_item
 
 S1 = ("sentinel-1-grd", "S1A_IW_GRDH_1SSH_20250731T135637_20250731T135702_060328_077F7E")
 

@@ -11,13 +11,7 @@ from model import DEFAULT_MODALITIES, MAEOutput, MaskedAutoencoder, ModelConfig
 IMG, PATCH = 16, 4  # 4 x 4 = 16 tokens: small enough for 2 CPU cores
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads; on a busy shared CPU they lose a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def tiny(embedding: str = "ofa", **kw) -> MaskedAutoencoder:

@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from pipeline.data import LoaderConfig, ShardBatches, batches, decode, make_loader, modalities, read_streams
-sys.path.insert(0, str(Path(__file__).parent))
-from pipeline_fixtures import write_dataset  # noqa: E402
+from pipeline_fixtures import write_dataset
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,6 @@
 """Loss-curve and reconstruction PNGs from a real (tiny) training run."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import matplotlib.image as mpimg
 import pytest
@@ -10,8 +8,7 @@ import pytest
 from pipeline.plots import plot_loss_curve, plot_reconstructions
 from pipeline.train import TrainConfig, train
 
-sys.path.insert(0, str(Path(__file__).parent))
-from pipeline_fixtures import write_dataset  # noqa: E402
+from pipeline_fixtures import write_dataset
 
 
 def test_plots_from_a_tiny_run(tmp_path):

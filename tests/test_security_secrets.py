@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ingest_fixtures import collections_for, localized_items  # noqa: E402
+from ingest_fixtures import collections_for, localized_items
 
-from infra.faultproxy import FaultPlan, FaultProxy  # noqa: E402
-from infra.localstack import free_port, s3_server, stac_server  # noqa: E402
+from infra.faultproxy import FaultPlan, FaultProxy
+from infra.localstack import free_port, s3_server, stac_server
 
 pytestmark = pytest.mark.timeout(240)
 

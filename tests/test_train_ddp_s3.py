@@ -14,8 +14,7 @@ import torch
 from infra.localstack import s3_server
 from model import from_pretrained
 
-sys.path.insert(0, str(Path(__file__).parent))
-from pipeline_fixtures import write_dataset  # noqa: E402
+from pipeline_fixtures import write_dataset
 
 
 def _accelerate() -> str:
