@@ -25,8 +25,9 @@ from typing import Any, Callable, Iterator
 
 from ingest.chips import DROP_REASONS, BandStats, ChipOptions
 from ingest.config import IngestConfig
-from ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, ManifestError, item_shard_path
+from ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, ManifestError, item_shard_path, statistics_key
 from ingest.items import ItemError, ItemPlan, clean_href, identity_href, item_etag, plan_item, redact
+from ingest.sensors import SENSORS
 from ingest.shards import (
     STAGING_DIR, ShardWriter, is_local_fs, remove_temporaries, sample_block,
     write_atomic, write_full_shards,
@@ -393,6 +394,7 @@ def _write_items(fs, root: str, cfg: IngestConfig, by_sensor: dict[str, list[Ite
         log.info("%s is a local path: the client writes every shard (an s3:// output lets the workers of %s "
                  "write the shards items fill)", cfg.out, cfg.scheduler)
     options = cfg.chip_options()
+    kept = sum(r.get("kept", 0) for r in writer.records.values())   # the run's total so far, resumed items included
     bar = tqdm(total=sum(_chip_estimate(p, cfg.chip_size) for _, _, p, _ in queue) or None, unit="chip", desc="ingest",
                disable=not cfg.progress, dynamic_ncols=True)
     try:
@@ -408,7 +410,8 @@ def _write_items(fs, root: str, cfg: IngestConfig, by_sensor: dict[str, list[Ite
             for i, result in _results_in_order(client, len(queue), window, submit):
                 record = writer.consume(queue[i], result)
                 bar.update(record.get("kept", 0) + sum((record.get("dropped") or {}).values()))
-                bar.set_postfix(items=f"{i + 1}/{len(queue)}", kept=record.get("kept", 0))
+                kept += record.get("kept", 0)
+                bar.set_postfix(items=f"{i + 1}/{len(queue)}", kept=kept)
     finally:
         bar.close()
     return writer.shards(), writer.records
@@ -479,7 +482,7 @@ def _manifest(cfg: IngestConfig, items: list[dict], by_sensor: dict[str, list[It
     """The manifest dict: counts and statistics merged in item order, so they never depend on timing."""
     from ingest.manifest import finalize_stats
 
-    stats: dict[str, tuple[list[str], list[BandStats]]] = {}
+    stats: dict[str, tuple[list[str], list[BandStats], str | None]] = {}   # statistics key -> (bands, sums, quantity)
     kept, dropped = 0, {r: 0 for r in DROP_REASONS}
     for sensor in sorted(by_sensor):
         for plan in by_sensor[sensor]:
@@ -490,7 +493,9 @@ def _manifest(cfg: IngestConfig, items: list[dict], by_sensor: dict[str, list[It
             kept += record["kept"]
             for reason, n in record["dropped"].items():
                 dropped[reason] = dropped.get(reason, 0) + n
-            names, acc = stats.setdefault(sensor, (record["bands"], [BandStats() for _ in record["bands"]]))
+            # one entry per quantity: samples of different quantities are never normalised together
+            key = statistics_key(sensor, plan.quantity, SENSORS[sensor].quantity if sensor in SENSORS else None)
+            names, acc, _ = stats.setdefault(key, (record["bands"], [BandStats() for _ in record["bands"]], plan.quantity))
             for total, part in zip(acc, record["stats"]):
                 total.merge(BandStats.from_list(part))
     all_shards = [s for sensor in sorted(shards) for s in shards[sensor]]
@@ -506,7 +511,7 @@ def _manifest(cfg: IngestConfig, items: list[dict], by_sensor: dict[str, list[It
                    "updated": (it.get("properties") or {}).get("updated"), "etag": item_etag(it)} for it in items],
         "chips": cfg.chips_record(),
         "shards": all_shards,
-        "statistics": {s: finalize_stats(names, acc) for s, (names, acc) in sorted(stats.items())},
+        "statistics": {s: {**finalize_stats(names, acc), "quantity": q} for s, (names, acc, q) in sorted(stats.items())},
         "skipped": skipped,
         "counts": {"kept": kept, "dropped": dropped},
     }

@@ -16,6 +16,8 @@ Public API (the contract other packages code against)::
     feats = mae.encode_features(x, modality="sentinel-2")        # list of [N, D, H/p, W/p]
     save_pretrained(mae, "s3://bucket/ckpt", storage_options=...) # safetensors + config.json
     mae = from_pretrained("s3://bucket/ckpt")                     # never unpickles
+    facts = read_info("s3://bucket/ckpt")["sensors"]["sentinel-2"] # bands, wavelengths, GSD, scale/offset, mean/std
+    x = normalise(raw_pixels, facts)                              # native dtype -> model input
     sd = export_timm_state_dict(mae)            # backbone under timm ViT key names
     flops_per_image(cfg)                        # training FLOPs of one image (MFU)
 """
@@ -30,6 +32,7 @@ _EXPORTS = {
     "DEFAULT_MODALITIES": "config", "DEFAULT_WAVELENGTHS": "config", "SIZES": "config", "ModelConfig": "config",
     "flops_per_image": "flops",
     "CheckpointError": "io", "from_pretrained": "io", "load_config": "io", "save_pretrained": "io",
+    "read_info": "io", "model_url": "io", "normalise": "io",
     "MAEOutput": "mae", "MaskedAutoencoder": "mae",
     "export_timm_state_dict": "timm_export",
 }

@@ -65,12 +65,22 @@ def test_bad_arguments(geobench_root: Path, tmp_path: Path, capsys) -> None:
     assert main(["eval", "geobench", "--root", str(geobench_root), "--checkpoint", "random", "--tasks", "m-nope",
                  "--out", str(tmp_path)]) == 2
     assert "unknown task(s) ['m-nope']" in capsys.readouterr().err
-    assert main(["eval", "geobench", "--root", str(tmp_path), "--checkpoint", "random", "--out", str(tmp_path)]) == 2
+    assert main(["eval", "geobench", "--root", str(tmp_path), "--checkpoint", "random", "--out", str(tmp_path)]) == 3
     assert "no GEO-Bench task" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="--checkpoint PATH|random"):
-        main(["eval", "geobench", "--root", str(geobench_root), "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match="--out DIR is required"):
-        main(["eval", "geobench", "--root", str(geobench_root), "--checkpoint", "random"])
+    assert main(["eval", "geobench", "--root", str(geobench_root), "--out", str(tmp_path)]) == 2
+    assert "--checkpoint PATH|random" in capsys.readouterr().err
+    assert main(["eval", "geobench", "--root", str(geobench_root), "--checkpoint", "random"]) == 2
+    assert "--out DIR is required" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["eval", "geobench", "--help"])
     assert exc.value.code == 0 and "--partition" in capsys.readouterr().out
+
+
+def test_a_bad_checkpoint_stops_before_any_task(root: Path, tmp_path: Path, capsys) -> None:
+    """The checkpoint is checked once, up front: one line and the bad-input code, no task skipped one by one."""
+    rc = main(["eval", "geobench", "--root", str(root), "--compare", "random=random", f"gone={tmp_path / 'gone'}",
+               "--out", str(tmp_path / "out"), *FAST])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 3 and len(err) == 1, err
+    assert err[0].startswith("ofa eval geobench: error: ") and "gone" in err[0] and "no config.json" in err[0]
+    assert not (tmp_path / "out").exists()

@@ -70,6 +70,6 @@ def test_strict_fails(catalog, tmp_path, capsys):
 def test_unreachable_catalog_is_a_clear_error(tmp_path, capsys):
     rc = main(["ingest", "--catalog", f"http://127.0.0.1:{free_port()}", "--collection", "naip",
                "--out", str(tmp_path / "c"), "--no-progress"])
-    assert rc == 1
+    assert rc == 4  # the catalog cannot be reached
     assert "127.0.0.1" in capsys.readouterr().err
     assert json.dumps({}) == "{}"

@@ -41,30 +41,46 @@ def test_registry_matches_the_model_modalities():
 @pytest.mark.parametrize("path", REAL, ids=[p.stem[:40] for p in REAL])
 def test_every_real_item_resolves_or_says_why(path):
     item = json.loads(path.read_text())
-    if item["collection"] == "sentinel-1-grd" and "vv" not in item["assets"]:
-        with pytest.raises(ItemError, match="VH"):  # HH-only: co-pol found, no cross-pol
-            plan_item(item)
-        return
     plan = plan_item(item)
     spec = sensor_for_collection(item["collection"])
     assert [c.name for c in plan.channels] == spec.band_names
     assert all("?" not in c.href for c in plan.channels)
+    if plan.sensor == "sentinel-1":
+        pols = [p.lower() for p in item["properties"]["sar:polarizations"]]
+        assert [c.asset for c in plan.channels if c.valid] == pols   # single-pol: VH carried invalid
+        assert plan.quantity == "sigma0_db"   # every present polarisation links its calibration annotation
+        assert all(c.calibration.endswith(f"calibration-iw-{c.asset}.xml") for c in plan.channels if c.valid)
     if plan.sensor == "sentinel-2":
         b04 = plan.channels[3]
         assert b04.asset in ("red", "B04") and b04.wavelength == pytest.approx(0.665, abs=0.001)
         assert plan.mask_asset in ("scl", "SCL") and plan.mask_cloud == (3, 8, 9, 10)
         assert {c.gsd for c in plan.channels} == {10.0, 20.0, 60.0}
-        raster = item["assets"][b04.asset].get("raster:bands")
-        assert b04.offset == (raster[0]["offset"] if raster else 0.0)  # the item wins, the registry fills in
+        assert b04.offset == _expected_s2_offset(item, b04.asset)
     if plan.sensor == "landsat":  # landsat-8-c2-l2 has no raster:bands: registry scale/offset
         assert plan.channels[0].scale == 2.75e-05 and plan.channels[0].offset == -0.2 and plan.mask_rule == "bits"
     if plan.sensor == "naip":
         assert [c.index for c in plan.channels] == [1, 2, 3, 4] and {c.asset for c in plan.channels} == {"image"}
 
 
+def _expected_s2_offset(item: dict, asset: str) -> float:
+    """Offset 0 where Earth Search says the DNs hold no offset any more, else the item's raster:bands,
+    else -0.1 (DN offset -1000) from processing baseline 04.00 on."""
+    props = item["properties"]
+    if props.get("earthsearch:boa_offset_applied") is True or props.get("sentinel:boa_offset_applied") is True:
+        return 0.0
+    raster = item["assets"][asset].get("raster:bands")
+    if raster:
+        return raster[0]["offset"]
+    baseline = props.get("s2:processing_baseline") or props.get("sentinel:processing_baseline")
+    return -0.1 if float(baseline) >= 4.0 else 0.0
+
+
 def test_bands_option_and_hrefs_without_secrets():
     item = json.loads((STAC_DIR / "sentinel-2-l2a" / "S2A_13TDE_20231008_0_L2A.json").read_text())
-    assert [c.name for c in plan_item(item, bands=["B04", "nir08"]).channels] == ["B04", "B8A"]
+    plan = plan_item(item, bands=["B04", "nir08"])   # the sensor's 12 channels stay; the others are invalid
+    assert [c.name for c in plan.channels] == SENSORS["sentinel-2"].band_names
+    assert [c.name for c in plan.channels if c.valid] == ["B04", "B8A"]
+    assert all(c.href == "" for c in plan.channels if not c.valid)
     with pytest.raises(ItemError, match="none of the requested bands"):
         plan_item(item, bands=["VV"])
     assert clean_href("https://user:pw@host.net/a/b.tif?se=2024&sig=abc#x") == "https://host.net/a/b.tif"

@@ -17,12 +17,16 @@ Two ways to augment: in the workers (default: float32 batches at ``img_size``), 
 Sentinel-2: half the bytes of float32, before the crop) with per-sample crop parameters;
 ``to_device`` then normalises, crops, resizes and flips the whole batch on the GPU.
 
+Every batch carries ``valid`` [N, C] (bool): the bands each sample has (meta.json ``band_valid``; all
+true for datasets written before it); invalid bands are 0 after normalisation. Each sample is
+normalised with the manifest statistics of its own ``quantity`` (see ``ingest.contract``).
+
 One module per stage, in the order data flows through them: ``streams`` (manifests -> streams),
 ``tar`` (shard bytes -> raw samples), ``sampling`` (which samples, in which order; resume), ``npy``,
 ``normalise``, ``decode`` (raw sample -> pixels), ``crops``, ``shared`` (the worker's shared-memory
 batch), ``device`` (device_augment batches), ``loader`` (batches and the DataLoader).
 """
-from pipeline.data.crops import decode_crop, random_resized_crop
+from pipeline.data.crops import decode_crop, decode_crop_valid, random_resized_crop
 from pipeline.data.decode import decode, decode_raw, read_sample
 from pipeline.data.device import raw_batch, to_device
 from pipeline.data.loader import ShardBatches, batches, make_loader
@@ -30,7 +34,7 @@ from pipeline.data.normalise import normalise
 from pipeline.data.npy import read_npy
 from pipeline.data.sampling import Position, Shuffle, fast_forward, raw_samples, seed_of
 from pipeline.data.shared import SharedBatch, shared_tensor
-from pipeline.data.streams import LoaderConfig, Stream, modalities, read_streams
+from pipeline.data.streams import LoaderConfig, Stream, band_valid, modalities, read_streams, sample_stats
 from pipeline.data.tar import Counter, iter_shard, iter_tar
 
 # the names these had when the loader was one module (data.py), for code written against it
@@ -38,8 +42,8 @@ _normalise = normalise
 _npy = read_npy
 
 __all__ = [
-    "Counter", "LoaderConfig", "Position", "ShardBatches", "SharedBatch", "Shuffle", "Stream", "batches",
-    "decode", "decode_crop", "decode_raw", "fast_forward", "iter_shard", "iter_tar", "make_loader", "modalities",
+    "Counter", "LoaderConfig", "Position", "ShardBatches", "SharedBatch", "Shuffle", "Stream", "band_valid", "batches",
+    "decode", "decode_crop", "decode_crop_valid", "decode_raw", "fast_forward", "iter_shard", "iter_tar", "make_loader", "modalities",
     "normalise", "random_resized_crop", "raw_batch", "raw_samples", "read_npy", "read_sample", "read_streams",
-    "seed_of", "shared_tensor", "to_device",
+    "sample_stats", "seed_of", "shared_tensor", "to_device",
 ]

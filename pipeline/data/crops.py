@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from pipeline import augment
 from pipeline.data.decode import load
 from pipeline.data.normalise import normalise
-from pipeline.data.streams import Stream
+from pipeline.data.streams import Stream, band_valid
 
 
 def _resize(x: torch.Tensor, size: int, ch: int, cw: int) -> torch.Tensor:
@@ -21,7 +21,14 @@ def decode_crop(sample: dict, stream: Stream, rng: random.Random, size: int,
                 scale: tuple[float, float] = (0.2, 1.0)) -> torch.Tensor:
     """``decode`` + ``random_resized_crop`` (same draws), cropping the raw pixels first so only the crop
     is converted and normalised."""
+    return decode_crop_valid(sample, stream, rng, size, scale)[0]
+
+
+def decode_crop_valid(sample: dict, stream: Stream, rng: random.Random, size: int,
+                      scale: tuple[float, float] = (0.2, 1.0)) -> tuple[torch.Tensor, list[bool]]:
+    """``decode_crop`` and the sample's per-band validity (``band_valid``)."""
     raw, meta = load(sample, stream)
+    valid = band_valid(meta, raw.shape[0])
     top, left, ch, cw, hflip, vflip = map(int, augment.crop_params(rng, raw.shape[1], raw.shape[2], scale))
     # normalised before flipping: numpy's casts and compares are several times slower on reversed rows,
     # torch.flip of the float32 crop is one fast copy
@@ -30,8 +37,8 @@ def decode_crop(sample: dict, stream: Stream, rng: random.Random, size: int,
     if flips:
         x = x.flip(flips)
     if ch == size and cw == size:
-        return x
-    return _resize(x[None], size, ch, cw)
+        return x, valid
+    return _resize(x[None], size, ch, cw), valid
 
 
 def random_resized_crop(x: torch.Tensor, size: int, rng: random.Random, scale: tuple[float, float] = (0.2, 1.0),

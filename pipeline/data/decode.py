@@ -11,7 +11,7 @@ import torch
 from ingest.contract import META_EXT, PIXELS_EXT, check_pixels
 from pipeline.data.normalise import normalise
 from pipeline.data.npy import read_npy
-from pipeline.data.streams import Stream
+from pipeline.data.streams import Stream, band_valid, sample_stats
 
 
 def read_sample(sample: dict) -> tuple[np.ndarray, dict]:
@@ -37,7 +37,8 @@ def decode(sample: dict, stream: Stream) -> torch.Tensor:
 
 
 def decode_raw(sample: dict, stream: Stream) -> tuple[np.ndarray, list[list[float]]]:
-    """Raw sample -> (native-dtype pixels [C, H, W], [scale, offset, nodata, has_nodata] per band)."""
+    """Raw sample -> (native-dtype pixels [C, H, W], [scale, offset, nodata, has_nodata, mean, std, valid] per
+    band); an invalid band gets scale 0, offset 0, mean 0 and std 1, so it normalises to 0."""
     raw, meta = load(sample, stream)
     c = len(stream.bands)
 
@@ -49,10 +50,15 @@ def decode_raw(sample: dict, stream: Stream) -> tuple[np.ndarray, list[list[floa
         return [default if v is None else v for v in value]
 
     nodata = per_band(meta.get("nodata"), None)
+    valid = band_valid(meta, c)
+    mean, std = sample_stats(meta, stream)
     consts = [
-        [float(v) for v in per_band(meta.get("scale"), 1.0)],
-        [float(v) for v in per_band(meta.get("offset"), 0.0)],
+        [float(v) if ok else 0.0 for v, ok in zip(per_band(meta.get("scale"), 1.0), valid)],
+        [float(v) if ok else 0.0 for v, ok in zip(per_band(meta.get("offset"), 0.0), valid)],
         [0.0 if v is None else float(v) for v in nodata],
         [0.0 if v is None else 1.0 for v in nodata],
+        [float(v) if ok else 0.0 for v, ok in zip(mean, valid)],
+        [float(v) if ok else 1.0 for v, ok in zip(std, valid)],
+        [1.0 if ok else 0.0 for ok in valid],
     ]
     return raw, consts

@@ -11,13 +11,14 @@ from pipeline.data.streams import Stream
 def raw_batch(raws: list[np.ndarray], consts: list[list[list[float]]], params: list[list[float]],
               stream: Stream) -> dict:
     """A batch for ``to_device``: stacked native-dtype pixels plus what ``augment.prepare`` needs."""
-    c = np.asarray(consts, dtype=np.float32)  # [N, 4, C]
+    c = np.asarray(consts, dtype=np.float32)  # [N, 7, C], as ``decode_raw`` gives them
     return {
         "pixels": torch.from_numpy(np.stack(raws)),
         "params": torch.tensor(params, dtype=torch.float32),
         "scale": torch.from_numpy(c[:, 0]), "offset": torch.from_numpy(c[:, 1]),
         "nodata": torch.from_numpy(c[:, 2]), "has_nodata": torch.from_numpy(c[:, 3] > 0),
-        "mean": torch.from_numpy(stream.mean), "std": torch.from_numpy(stream.std),
+        # per sample: the statistics of each sample's quantity
+        "mean": torch.from_numpy(c[:, 4]), "std": torch.from_numpy(c[:, 5]), "valid": torch.from_numpy(c[:, 6] > 0),
     }
 
 

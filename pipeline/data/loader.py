@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from pipeline import augment
-from pipeline.data.crops import decode_crop
+from pipeline.data.crops import decode_crop_valid
 from pipeline.data.decode import decode_raw
 from pipeline.data.device import raw_batch
 from pipeline.data.sampling import Shuffle, fast_forward, seed_of
@@ -24,13 +24,16 @@ class _CropFill:
     def __init__(self, cfg: LoaderConfig, stream: Stream, aug: random.Random, shared: bool) -> None:
         self.cfg, self.stream, self.aug = cfg, stream, aug
         self.out = SharedBatch((cfg.batch_size, len(stream.bands), cfg.img_size, cfg.img_size), shared)
+        self.valid = torch.ones(cfg.batch_size, len(stream.bands), dtype=torch.bool)
 
     def add(self, i: int, sample: dict) -> None:
         cfg = self.cfg
-        self.out[i] = decode_crop(sample, self.stream, self.aug, cfg.img_size, (cfg.min_scale, cfg.max_scale))
+        x, valid = decode_crop_valid(sample, self.stream, self.aug, cfg.img_size, (cfg.min_scale, cfg.max_scale))
+        self.out[i] = x
+        self.valid[i] = torch.tensor(valid)
 
     def fields(self) -> dict:
-        return {"pixels": self.out.tensor}
+        return {"pixels": self.out.tensor, "valid": self.valid}
 
 
 class _RawFill:
@@ -55,7 +58,8 @@ class _RawFill:
 
 
 class ShardBatches(torch.utils.data.IterableDataset):
-    """Infinite single-sensor batches ``{"pixels", "sensor", "index", "skipped", "keys"}`` for one rank."""
+    """Infinite single-sensor batches ``{"pixels", "valid", "sensor", "index", "skipped", "keys"}`` for one rank
+    (``valid`` [N, C]: the bands each sample has; invalid ones are 0)."""
 
     def __init__(self, cfg: LoaderConfig, streams: list[Stream] | None = None) -> None:
         super().__init__()

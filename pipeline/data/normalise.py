@@ -1,12 +1,13 @@
-"""Normalisation: native-dtype pixels -> float32, with scale/offset, the manifest's per-band statistics and
-nodata/non-finite values set to 0, as one fused affine whose constants are cached per stream."""
+"""Normalisation: native-dtype pixels -> float32, with scale/offset, the manifest's per-band statistics of the
+sample's quantity and nodata/non-finite values and invalid bands set to 0, as one fused affine whose
+constants are cached per stream."""
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
 
-from pipeline.data.streams import Stream
+from pipeline.data.streams import Stream, band_valid, sample_stats
 
 
 def _frozen(value: Any) -> Any:
@@ -18,15 +19,17 @@ def affine(meta: dict, stream: Stream, dtype: np.dtype) -> tuple:
     """``(a, b, nodata, has)`` for pixels of ``dtype``, cached per stream: ``x * a + b`` is scale/offset +
     normalisation ([C, 1, 1] float32); ``nodata`` [C, 1, 1] in ``dtype`` (float64 for float pixels) or None
     if no band has one; ``has`` [C, 1, 1] bool where only some bands have one, else None."""
-    key = (dtype.str, *(_frozen(meta.get(k)) for k in ("scale", "offset", "nodata")))
+    key = (dtype.str, *(_frozen(meta.get(k)) for k in ("scale", "offset", "nodata", "quantity", "band_valid")))
     hit = stream.consts.get(key)
     if hit is not None:
         return hit
     c = len(stream.bands)
     scale = np.asarray(meta.get("scale") or [1.0] * c, dtype=np.float32)
     offset = np.asarray(meta.get("offset") or [0.0] * c, dtype=np.float32)
-    a = (scale / stream.std).reshape(c, 1, 1)
-    b = ((offset - stream.mean) / stream.std).reshape(c, 1, 1)
+    mean, std = sample_stats(meta, stream)
+    valid = np.asarray(band_valid(meta, c), dtype=np.float32)   # invalid bands: x * 0 + 0
+    a = (scale / std * valid).reshape(c, 1, 1)
+    b = ((offset - mean) / std * valid).reshape(c, 1, 1)
     nd = has = None
     nodata = meta.get("nodata")
     if nodata is not None:

@@ -1,4 +1,5 @@
-"""What the loader reads: its configuration and one ``Stream`` per (dataset, sensor) from the manifests."""
+"""What the loader reads: its configuration and one ``Stream`` per (dataset, sensor) from the manifests,
+with the statistics of every quantity the sensor's samples hold."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -6,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ingest.contract import MANIFEST_NAME, parse_manifest
+from ingest.contract import MANIFEST_NAME, parse_manifest, statistics_for
 from ingest.storage import get_fs, join
 
 
@@ -25,6 +26,11 @@ class Stream:
     counts: list[int] | None = None
     #: per-band constants of each distinct (dtype, scale, offset, nodata) seen, filled by ``normalise.affine``
     consts: dict = field(default_factory=dict, repr=False, compare=False)
+    #: the manifest's statistics entries of this sensor (its own and ``{sensor}/{quantity}`` ones; ``mean``/``std``
+    #: above are the default one's); empty for streams made by hand
+    statistics: dict = field(default_factory=dict, repr=False, compare=False)
+    #: quantity -> (mean, std), filled by ``sample_stats``
+    quantities: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass
@@ -64,18 +70,54 @@ def read_streams(data: list[str], storage_options: dict[str, Any] | None = None)
         for shard in manifest["shards"]:
             by_sensor.setdefault(shard["sensor"], []).append(shard)
         for sensor, shards in sorted(by_sensor.items()):
-            stats = manifest["statistics"].get(sensor)
-            if not stats:
+            # the sensor's entry and its "{sensor}/{quantity}" ones (ingest.contract.statistics_key)
+            entries = {k: v for k, v in manifest["statistics"].items() if k == sensor or k.startswith(f"{sensor}/")}
+            if not entries:
                 raise ValueError(f"{url}: manifest has shards but no statistics for sensor {sensor!r}")
-            std = np.asarray(stats["std"], dtype=np.float32)
+            stats = entries.get(sensor) or entries[sorted(entries)[0]]
+            mean, std = _mean_std(stats)
             streams.append(Stream(
                 dataset=url, sensor=sensor, shards=[join(url, s["path"]) for s in shards],
                 count=sum(int(s["count"]) for s in shards), bands=list(stats["bands"]), counts=[int(s["count"]) for s in shards],
-                mean=np.asarray(stats["mean"], dtype=np.float32), std=np.where(std > 0, std, 1.0).astype(np.float32),
+                mean=mean, std=std, statistics=entries,
             ))
     if not streams:
         raise ValueError(f"no shards in {data}")
     return streams
+
+
+def _mean_std(stats: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and std of a statistics entry (bands without statistics, count 0: 0 and 1)."""
+    mean = np.asarray([0.0 if v is None else v for v in stats["mean"]], dtype=np.float32)
+    std = np.asarray([1.0 if v is None else v for v in stats["std"]], dtype=np.float32)
+    return mean, np.where(std > 0, std, 1.0).astype(np.float32)
+
+
+def sample_stats(meta: dict, stream: Stream) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) a sample is normalised with: the entry ``statistics_for`` picks for its ``quantity``,
+    never another quantity's (a sample whose quantity has none is refused)."""
+    quantity = meta.get("quantity")
+    hit = stream.quantities.get(quantity)
+    if hit is not None:
+        return hit
+    if not stream.statistics:
+        return stream.mean, stream.std
+    entry = statistics_for(stream.statistics, stream.sensor, quantity)
+    if entry is None:
+        raise ValueError(f"no statistics for quantity {quantity!r} of sensor {stream.sensor!r} "
+                         f"(the manifest has {', '.join(sorted(stream.statistics))})")
+    hit = stream.quantities[quantity] = _mean_std(entry)
+    return hit
+
+
+def band_valid(meta: dict, channels: int) -> list[bool]:
+    """A sample's per-band validity (meta.json ``band_valid``; all true when it has none)."""
+    valid = meta.get("band_valid")
+    if valid is None:
+        return [True] * channels
+    if len(valid) != channels:
+        raise ValueError(f"band_valid has {len(valid)} values for {channels} bands")
+    return [bool(v) for v in valid]
 
 
 def modalities(streams: list[Stream]) -> dict[str, int]:
