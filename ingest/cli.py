@@ -153,46 +153,44 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the chip filters: IngestConfig field -> what a chip may hold at most, as a fraction of its pixels
+CHIP_FILTERS = {"max_nodata_fraction": "no-data pixels", "max_cloud_fraction": "cloud pixels",
+                "max_sar_border_fraction": "SAR border zeros"}
+
+#: the command-line face of ``IngestConfig`` (defaults live on its fields and ``ChipOptions``)
+INGEST_FLAGS = {
+    "catalog": Flag("STAC API URL", metavar="URL"),
+    "collections": Flag("STAC collection id (repeat for several)", flag="--collection", action="append", metavar="ID"),
+    "bbox": Flag("W,S,E,N in WGS84 degrees", type=_bbox, metavar="W,S,E,N"),
+    "intersects": Flag("GeoJSON file (geometry or Feature) to intersect", metavar="GEOJSON_FILE"),
+    "datetime": Flag("START/END (RFC 3339, open ends with ..)", metavar="START/END"),
+    "max_cloud": Flag("keep items with eo:cloud_cover <= PCT (applied client-side)", metavar="PCT"),
+    "max_items": Flag("at most N items", metavar="N"),
+    "chip_size": Flag("chip size in pixels of the finest band", metavar="PX"),
+    "bands": Flag("comma-separated band names to read (default: all of each sensor); the others stay in every "
+                  "sample, zero-filled and false in band_valid", type=_csv, metavar="NAMES"),
+    "out": Flag("dataset URL: a folder, file:// or s3://", metavar="URL"),
+    "workers": Flag("workers of the local Dask cluster", metavar="N", default_text="one per core"),
+    "scheduler": Flag("join an existing Dask cluster, e.g. tcp://HOST:8786", metavar="tcp://HOST:PORT"),
+    "processes": Flag("local cluster with worker processes instead of threads"),
+    "storage_options": Flag("fsspec options as JSON, e.g. '{\"client_kwargs\": {\"endpoint_url\": ...}}'",
+                            type=_json_arg, metavar="JSON"),
+    **{name: Flag(f"drop chips with a larger fraction of {what}", metavar="F") for name, what in CHIP_FILTERS.items()},
+    "shard_max_samples": Flag("samples per shard at most", metavar="N"),
+    "shard_max_bytes": Flag("bytes per shard at most", metavar="BYTES"),
+    "sign_href": Flag("module:function that signs an href before it is opened (e.g. planetary_computer:sign); "
+                      "signed URLs are never recorded", type=str, metavar="MODULE:FUNCTION"),
+    "strict": Flag("fail when any item is skipped"),
+}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``ofa ingest`` and ``ofa manifest verify|show``."""
     p = subparsers.add_parser(
         "ingest", help="STAC search -> cloud-filtered chips -> WebDataset shards + manifest",
         description=INGEST_DESCRIPTION, epilog=INGEST_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_options(p, IngestConfig, {
-        "catalog": Flag("STAC API URL", metavar="URL"),
-        "collections": Flag("STAC collection id (repeat for several)", flag="--collection", action="append", metavar="ID"),
-    }, suppress=True)
-    add_options(p.add_mutually_exclusive_group(), IngestConfig, {
-        "bbox": Flag("W,S,E,N in WGS84 degrees", type=_bbox, metavar="W,S,E,N"),
-        "intersects": Flag("GeoJSON file (geometry or Feature) to intersect", metavar="GEOJSON_FILE"),
-    }, suppress=True)
-    add_options(p, IngestConfig, {
-        "datetime": Flag("START/END (RFC 3339, open ends with ..)", metavar="START/END"),
-        "max_cloud": Flag("keep items with eo:cloud_cover <= PCT (applied client-side)", metavar="PCT"),
-        "max_items": Flag("at most N items", metavar="N"),
-        "chip_size": Flag("chip size in pixels of the finest band", metavar="PX"),
-        "bands": Flag("comma-separated band names to read (default: all of each sensor); the others stay in every "
-                       "sample, zero-filled and false in band_valid", type=_csv, metavar="NAMES"),
-        "out": Flag("dataset URL: a folder, file:// or s3://", metavar="URL"),
-    }, suppress=True)
-    add_options(p.add_mutually_exclusive_group(), IngestConfig, {
-        "workers": Flag("workers of the local Dask cluster", metavar="N", default_text="one per core"),
-        "scheduler": Flag("join an existing Dask cluster, e.g. tcp://HOST:8786", metavar="tcp://HOST:PORT"),
-    }, suppress=True)
-    add_options(p, IngestConfig, {
-        "processes": Flag("local cluster with worker processes instead of threads"),
-        "storage_options": Flag("fsspec options as JSON, e.g. '{\"client_kwargs\": {\"endpoint_url\": ...}}'",
-                                type=_json_arg, metavar="JSON"),
-        "max_nodata_fraction": Flag("drop chips with more no-data pixels", metavar="F"),
-        "max_cloud_fraction": Flag("drop chips with more cloud pixels", metavar="F"),
-        "max_sar_border_fraction": Flag("drop SAR chips with more border zeros", metavar="F"),
-        "shard_max_samples": Flag("samples per shard at most", metavar="N"),
-        "shard_max_bytes": Flag("bytes per shard at most", metavar="BYTES"),
-        "sign_href": Flag("module:function that signs an href before it is opened (e.g. planetary_computer:sign); "
-                          "signed URLs are never recorded", type=str, metavar="MODULE:FUNCTION"),
-        "strict": Flag("fail when any item is skipped"),
-    }, suppress=True)
+    add_options(p, IngestConfig, INGEST_FLAGS, suppress=True, exclusive=[("bbox", "intersects"), ("workers", "scheduler")])
     p.add_argument("--config", metavar="FILE.yaml", help="YAML file with the same keys as these options")
     p.add_argument("--from-manifest", metavar="URL/manifest.json", help="rebuild the dataset described by this manifest.json into --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or summary")

@@ -64,13 +64,18 @@ def field_default(f: dataclasses.Field) -> Any:
     return f.default
 
 
-def add_options(parser: Any, cls: type, flags: dict[str, Flag], suppress: bool = False) -> None:
-    """Add one ``--option`` per entry of ``flags`` (field name of dataclass ``cls`` -> ``Flag``) to
-    ``parser`` (or an argument group): type from the field's annotation, bools as switches (``--no-x``
-    for a field that defaults to True), help ending in the field's default. The parsed value lands
-    under the field's name. With ``suppress``, an option not given is absent from the namespace (so a
-    config file can fill it); otherwise it holds the field's default."""
+def add_options(parser: argparse.ArgumentParser, cls: type, flags: dict[str, Flag], suppress: bool = False,
+                exclusive: Sequence[Sequence[str]] = ()) -> None:
+    """Add one ``--option`` per entry of ``flags`` (field name of dataclass ``cls`` -> ``Flag``), in order:
+    type from the field's annotation, bools as switches (``--no-x`` for a field that defaults to True),
+    help ending in the field's default. The parsed value lands under the field's name. With ``suppress``,
+    an option not given is absent from the namespace (so a config file can fill it); otherwise it holds
+    the field's default. Each set of names in ``exclusive`` is a mutually exclusive group."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    group_of = {}
+    for names in exclusive:
+        group = parser.add_mutually_exclusive_group()
+        group_of.update(dict.fromkeys(names, group))
     for name, spec in flags.items():
         f = fields[name]
         default = field_default(f)
@@ -95,7 +100,7 @@ def add_options(parser: Any, cls: type, flags: dict[str, Flag], suppress: bool =
             kwargs["default"] = argparse.SUPPRESS
         elif default is not dataclasses.MISSING:
             kwargs["default"] = default
-        parser.add_argument(flag, **kwargs)
+        group_of.get(name, parser).add_argument(flag, **kwargs)
 
 
 def from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:

@@ -122,17 +122,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo", help="run the whole pipeline offline on an embedded catalog",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from pipeline.train import TRAIN_FLAGS  # the demo's training knobs are training's
+
     add_options(p, DemoConfig, {
         "out": Flag("folder for everything the demo makes"),
-        "steps": Flag("pretraining steps"),
-        "batch_size": Flag("images per step"),
-        "img_size": Flag("model input size in pixels"),
-        "patch_size": Flag("ViT patch size"),
-        "lr": Flag("learning rate per 256 images"),
+        **{k: TRAIN_FLAGS[k] for k in ("steps", "batch_size", "img_size", "patch_size", "lr", "size", "embedding", "seed")},
         "chip_size": Flag("chip size in pixels"),
-        "size": Flag("backbone size", choices=["tiny", "small", "base", "large"]),
-        "embedding": Flag("patch embedding", choices=["ofa", "wavelength"]),
-        "seed": Flag("random seed"),
         "workers": Flag("ingest workers"),
         "progress": Flag("no progress bars"),
     })

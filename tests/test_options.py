@@ -83,4 +83,4 @@ def test_the_commands_take_their_defaults_from_the_config_dataclasses():
     sub = next(a for a in parser._actions if a.dest == "command").choices["ingest"]
     text = " ".join(sub.format_help().split())
     assert f"chip size in pixels of the finest band (default: {chips.chip_size})" in text
-    assert f"drop chips with more cloud pixels (default: {chips.max_cloud})" in text
+    assert f"drop chips with a larger fraction of cloud pixels (default: {chips.max_cloud})" in text
