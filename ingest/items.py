@@ -153,15 +153,23 @@ def _plan_item(item: dict, bands: list[str] | None, sensor: SensorSpec | None) -
         wanted = tuple(b for b in sensor.bands if b.name in bands or (b.common_name and b.common_name in bands))
         if not wanted:
             raise ItemError(f"none of the requested bands {bands} belong to sensor {sensor.id} ({', '.join(sensor.band_names)})")
-    channels = tuple(_channel(item["id"], assets, b) for b in wanted)
+    from ingest.zarr_items import zarr_assets, zarr_channel, zarr_mask
+
     mask = sensor.cloud_mask
-    mask_key = next((k for k in mask.keys if k in assets), None) if mask else None
+    zassets = zarr_assets(assets, wanted)
+    if zassets:   # EOPF products and Zarr datacubes
+        channels = tuple(zarr_channel(b, zassets) for b in wanted)
+        mask_key, mask_href = zarr_mask(mask, zassets)
+    else:
+        channels = tuple(_channel(item["id"], assets, b) for b in wanted)
+        mask_key = next((k for k in mask.keys if k in assets), None) if mask else None
+        mask_href = clean_href(str(assets[mask_key]["href"])) if mask_key else None
     return ItemPlan(
         item_id=str(item["id"]), collection=collection, sensor=sensor.id,
         datetime=str(props.get("datetime") or props.get("start_datetime") or ""),
         channels=channels,
         mask_asset=mask_key,
-        mask_href=clean_href(str(assets[mask_key]["href"])) if mask_key else None,
+        mask_href=mask_href,
         mask_rule=mask.rule if mask_key else None,
         mask_cloud=tuple(mask.cloud) if mask_key else (),
         mask_fill=tuple(mask.fill) if mask_key else (),

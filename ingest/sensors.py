@@ -23,6 +23,7 @@ class BandSpec:
     offset: float = 0.0
     nodata: float | None = None
     common_name: str | None = None
+    zarr: tuple[str, ...] = ()   # array paths inside a Zarr product (e.g. EOPF), tried in order
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class CloudMask:
     rule: str
     cloud: tuple[int, ...]
     fill: tuple[int, ...] = ()
+    zarr: tuple[str, ...] = ()   # array paths inside a Zarr product, tried in order
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,9 @@ class SensorSpec:
 
 
 def _s2(name: str, common: str, wavelength: float, gsd: float) -> BandSpec:
-    return BandSpec(name, wavelength, gsd, keys=(common, name), scale=1e-4, offset=0.0, nodata=0, common_name=common)
+    # EOPF Zarr products keep each band at its native resolution under measurements/reflectance/r{gsd}m
+    return BandSpec(name, wavelength, gsd, keys=(common, name), scale=1e-4, offset=0.0, nodata=0, common_name=common,
+                    zarr=(f"measurements/reflectance/r{gsd}m/{name.lower()}",))
 
 
 def _ls(name: str, common: str, wavelength: float) -> BandSpec:
@@ -77,7 +81,8 @@ SENTINEL_2 = SensorSpec(
         _s2("B09", "nir09", 0.945, 60), _s2("B11", "swir16", 1.61, 20), _s2("B12", "swir22", 2.19, 20),
     ),
     # SCL: 0 no data, 3 cloud shadow, 8 cloud medium, 9 cloud high, 10 thin cirrus
-    cloud_mask=CloudMask(keys=("scl", "SCL"), rule="classes", cloud=(3, 8, 9, 10), fill=(0,)),
+    cloud_mask=CloudMask(keys=("scl", "SCL"), rule="classes", cloud=(3, 8, 9, 10), fill=(0,),
+                         zarr=("conditions/mask/l2a_classification/r20m/scl",)),
 )
 
 SENTINEL_1 = SensorSpec(
