@@ -149,7 +149,7 @@ def _warn_nodata_mismatch(plan: ItemPlan, reader: GridReader) -> None:
     import logging
 
     seen = set()
-    for ch in plan.channels:
+    for ch in present(plan.channels):
         file_nodata = reader.grids[ch.href].nodatavals[ch.index - 1]
         if ch.asset in seen or file_nodata is None or ch.nodata is None:
             continue
@@ -206,13 +206,21 @@ def mask_flags(mask: np.ndarray, plan: ItemPlan) -> tuple[np.ndarray, np.ndarray
     raise ItemError(f"unknown cloud-mask rule {plan.mask_rule!r}")
 
 
+def present(channels: tuple[ChannelPlan, ...]) -> list[ChannelPlan]:
+    """The channels read from the item (not the zero-filled invalid ones)."""
+    return [c for c in channels if c.valid]
+
+
 def band_flags(pixels: np.ndarray, channels: tuple[ChannelPlan, ...], sar: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(nodata, sar_border) boolean maps from the bands of a chip."""
+    """(nodata, sar_border) boolean maps from the valid bands of a chip (SAR border: all of them 0 in an
+    integer product; in calibrated dB products the border is no data)."""
     nodata = np.zeros(pixels.shape[1:], dtype=bool)
-    for band, ch in zip(pixels, channels):
+    valid = [i for i, ch in enumerate(channels) if ch.valid]
+    for i in valid:
+        band, ch = pixels[i], channels[i]
         if ch.nodata is not None:
             nodata |= np.isnan(band) if math.isnan(ch.nodata) else band == ch.nodata
-    border = np.all(pixels == 0, axis=0) if sar else np.zeros_like(nodata)
+    border = np.all(pixels[valid] == 0, axis=0) if sar and pixels.dtype.kind in "ui" else np.zeros_like(nodata)
     return nodata, border
 
 
@@ -315,7 +323,7 @@ class ItemGrid:
     width: int
     gsd: float
     reads: dict[str, list[int]]       # href -> band indexes: one read per asset per run of chips
-    layers: list[tuple[str, int]]     # per channel: (href, position in that href's read)
+    layers: list[tuple[str, int] | None]   # per channel: (href, position in that href's read); None: zero-filled
 
 
 def _grid_crs(plan: ItemPlan, reader: GridReader, ref) -> Any:
@@ -343,8 +351,8 @@ def decode_channels(plan: ItemPlan, reader: GridReader) -> ItemPlan:
     way the contract describes COG values."""
     channels = []
     for ch in plan.channels:
-        g = reader.grids[ch.href]
-        if g.decoded:
+        g = reader.grids.get(ch.href) if ch.valid else None
+        if g is not None and g.decoded:
             nodata = g.nodatavals[ch.index - 1] if ch.index <= g.count else None
             ch = dataclasses.replace(ch, scale=ch.scale if g.scale is None else g.scale,
                                      offset=ch.offset if g.offset is None else g.offset,
@@ -356,14 +364,14 @@ def decode_channels(plan: ItemPlan, reader: GridReader) -> ItemPlan:
 def open_grid(plan: ItemPlan, reader: GridReader) -> tuple[ItemPlan, ItemGrid]:
     """Open every asset of ``plan``, check CRSs and band counts, and describe the reference grid;
     returns the plan with the assets' own encodings applied (``decode_channels``)."""
-    for ch in plan.channels:
+    for ch in present(plan.channels):
         reader.open(ch.href, ch.asset)
     if plan.mask_href:
         reader.open(plan.mask_href, plan.mask_asset or "mask")
     plan = decode_channels(plan, reader)
-    ref = min((reader.grids[ch.href] for ch in plan.channels), key=lambda g: abs(g.transform.a))
+    ref = min((reader.grids[ch.href] for ch in present(plan.channels)), key=lambda g: abs(g.transform.a))
     crs = _grid_crs(plan, reader, ref)
-    for ch in plan.channels:
+    for ch in present(plan.channels):
         if ch.index > reader.grids[ch.href].count:
             raise ItemError(f"asset {ch.asset!r} has {reader.grids[ch.href].count} bands, band {ch.name} needs index {ch.index}")
     _warn_nodata_mismatch(plan, reader)
@@ -373,10 +381,11 @@ def open_grid(plan: ItemPlan, reader: GridReader) -> tuple[ItemPlan, ItemGrid]:
     else:
         gsd = min(ch.gsd for ch in plan.channels)
     reads: dict[str, list[int]] = {}
-    layers: list[tuple[str, int]] = []
+    layers: list[tuple[str, int] | None] = []
     for ch in plan.channels:
-        layers.append((ch.href, len(reads.setdefault(ch.href, []))))
-        reads[ch.href].append(ch.index)
+        layers.append((ch.href, len(reads.setdefault(ch.href, []))) if ch.valid else None)
+        if ch.valid:
+            reads[ch.href].append(ch.index)
     return plan, ItemGrid(crs, f"EPSG:{epsg}" if epsg else crs.to_string(), ref.transform, ref.height, ref.width,
                           gsd, reads, layers)
 
@@ -386,7 +395,17 @@ def chip_grid(plan: ItemPlan, grid: ItemGrid, size: int) -> tuple[list[int], lis
     r0, r1, c0, c1 = _valid_window_range(plan, grid.crs, grid.transform, grid.height, grid.width)
     cols = [c for c in chip_offsets(grid.width, size) if c + size > c0 and c < c1]
     rows = [r for r in chip_offsets(grid.height, size) if r + size > r0 and r < r1]
-    return (rows if cols else []), cols
+    if not rows or not cols:   # an item that gives nothing says why (a skipped entry), never a silent 0
+        raise ItemError(_no_chip_reason(plan, grid.width, grid.height, size))
+    return rows, cols
+
+
+def _no_chip_reason(plan: ItemPlan, width: int, height: int, size: int) -> str:
+    """Why an item has no chip window: smaller than one chip, or none inside its footprint/search area."""
+    if width < size or height < size:
+        return f"smaller than one chip: {width}x{height} px on its finest band, chip size {size}"
+    where = "the item's footprint" + (" and the search area" if plan.aoi else "")
+    return f"no {size}x{size} px chip window lies inside {where}"
 
 
 def chip_verdict(nodata_fraction: float, border_fraction: float, options: ChipOptions) -> str | None:
@@ -416,7 +435,8 @@ class _Chipper:
             "wavelengths": [ch.wavelength for ch in plan.channels], "gsd": round(float(grid.gsd), 6),
             "nodata": [ch.nodata for ch in plan.channels], "scale": [ch.scale for ch in plan.channels],
             "offset": [ch.offset for ch in plan.channels], "crs": grid.crs_text, "datetime": plan.datetime,
-            "item_id": plan.item_id, "collection": plan.collection,
+            "item_id": plan.item_id, "collection": plan.collection, "quantity": plan.quantity,
+            "band_valid": [ch.valid for ch in plan.channels],
         }
 
     def row(self, row: int) -> None:
@@ -462,7 +482,8 @@ class _Chipper:
         """Every channel over a run of chips, (C, size, width): one read per asset."""
         g = self.grid
         parts = {h: self.reader.read(h, idx, g.transform, row, x0, self.size, width) for h, idx in g.reads.items()}
-        return np.stack([parts[h][k] for h, k in g.layers])
+        zero = np.zeros_like(next(iter(parts.values()))[0])   # invalid channels, in the read bands' dtype
+        return np.stack([zero if layer is None else parts[layer[0]][layer[1]] for layer in g.layers])
 
     def flags(self, pixels: np.ndarray, fill: np.ndarray | None, x0: int, width: int):
         """(invalid map, invalid pixels per chip, SAR border pixels per chip) of a run of chips."""
@@ -499,7 +520,8 @@ class _Chipper:
             self.on_chip(1)
 
     def finish(self) -> ItemResult:
-        self.result.stats = [r.physical(ch.scale, ch.offset) for r, ch in zip(self.raw, self.plan.channels)]
+        self.result.stats = [r.physical(ch.scale, ch.offset) if ch.valid else BandStats()
+                             for r, ch in zip(self.raw, self.plan.channels)]
         return self.result
 
 

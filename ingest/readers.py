@@ -94,6 +94,8 @@ class GridReader:
         if href not in self.grids:
             try:
                 self.grids[href] = self._open(href)
+            except ItemError:
+                raise
             except Exception as exc:  # noqa: BLE001 - any open failure makes the item unusable
                 raise ItemError(f"asset {asset!r} ({href}) cannot be opened: {short_error(exc)}") from None
             self.names[href] = asset
@@ -174,8 +176,16 @@ class RasterioReader(GridReader):
             ds.close()
 
     def _open(self, href: str) -> Grid:
-        ds = self.datasets[href] = self.rasterio.open(read_href(self.sign(href)))
+        ds = self.datasets[href] = self._dataset(href, self.rasterio.open(read_href(self.sign(href))))
         return Grid(ds.crs, ds.transform, ds.width, ds.height, tuple(ds.dtypes), tuple(ds.nodatavals), ds.nodata)
+
+    def _dataset(self, href: str, ds: Any) -> Any:
+        """The opened dataset as the chipper reads it; without a geotransform there is no grid to read
+        (rasterio reports the identity then: never taken for georeferencing)."""
+        if ds.transform.is_identity:
+            ds.close()
+            raise ItemError(f"{href} has no geotransform: its pixels cannot be placed on a map")
+        return ds
 
     def _window(self, href: str, indexes: list[int], col: int, row: int, width: int, height: int) -> np.ndarray:
         return self._read(href, indexes, col, row, width, height, None)
@@ -200,9 +210,14 @@ class RasterioReader(GridReader):
 
 
 def reader_for(plan: Any, sign_href: Callable[[str], str]) -> GridReader:
-    """The reader for an item plan's assets: Zarr arrays (hrefs ``store#array``) or GeoTIFFs."""
+    """The reader for an item plan's assets: Zarr arrays (hrefs ``store#array``), SAR (geocoded and
+    converted by ``ingest.sar``) or GeoTIFFs."""
     if any("#" in ch.href for ch in plan.channels):
         from ingest.zarr_reader import ZarrReader
 
         return ZarrReader(plan, sign_href)
+    if getattr(plan, "sar", False):
+        from ingest.sar import SarReader
+
+        return SarReader(plan, sign_href)
     return RasterioReader(sign_href)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ingest.items import ChannelPlan, ItemError, clean_href
-from ingest.sensors import BandSpec, CloudMask
+from ingest.items import ChannelPlan, ItemError, _baseline_offset, clean_href
+from ingest.sensors import BandSpec, BaselineOffset, CloudMask
 
 #: asset media types of Zarr stores (the EOPF STAC items use the first)
 ZARR_TYPES = ("application/vnd+zarr", "application/vnd.zarr", "application/x-zarr")
@@ -142,24 +142,26 @@ def _band_entry(band: BandSpec, zassets: list[ZarrAsset]) -> dict:
     return {}
 
 
-def zarr_channel(band: BandSpec, zassets: list[ZarrAsset]) -> ChannelPlan:
+def zarr_channel(band: BandSpec, props: dict, rule: BaselineOffset | None, zassets: list[ZarrAsset]) -> ChannelPlan:
     """Where ``band`` is read from in a Zarr item. Scale, offset and nodata are the item's or the
-    registry's here; the reader replaces them with the array's CF encoding where it has one."""
+    registry's here (the offset by the baseline rule, as for COGs); the reader replaces them with the
+    array's CF encoding where it has one."""
     picks = _picks(band, zassets, band.gsd)
     if not picks:
         raise ItemError(f"no Zarr array for band {band.name} (assets: {', '.join(za.key for za in zassets)})")
     own = picks[0].path == picks[0].asset.path and bool(picks[0].path)   # an asset at this band's array
     asset = picks[0].asset.meta if own else {}
     entry = _band_entry(band, zassets)
-    raster = (asset.get("raster:bands") or [{}])[0]
-    scale = raster.get("scale", asset.get("raster:scale", band.scale))
-    offset = raster.get("offset", asset.get("raster:offset", band.offset))
+    raster = dict((asset.get("raster:bands") or [{}])[0])
+    raster.setdefault("scale", asset.get("raster:scale", band.scale))   # STAC 1.1 asset-level fields
+    if asset.get("raster:offset") is not None:
+        raster.setdefault("offset", asset["raster:offset"])
+    scale = float(1.0 if raster["scale"] is None else raster["scale"])
     nodata = raster.get("nodata", asset.get("nodata", band.nodata))
     return ChannelPlan(
         name=band.name, asset=picks[0].asset.key, href=zarr_href(picks), index=picks[0].index,
         wavelength=float(entry.get("eo:center_wavelength") or entry.get("center_wavelength") or band.wavelength),
-        gsd=float(asset.get("gsd") or band.gsd),
-        scale=float(1.0 if scale is None else scale), offset=float(0.0 if offset is None else offset),
+        gsd=float(asset.get("gsd") or band.gsd), scale=scale, offset=_baseline_offset(rule, props, raster, scale, band.offset),
         nodata=None if nodata is None else float(nodata),
     )
 

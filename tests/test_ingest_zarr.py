@@ -17,16 +17,17 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ingest_fixtures import collections_for, localized_items  # noqa: E402
-from zarr_fixtures import eopf_item, write_datacube, write_eopf_product  # noqa: E402
+from ingest_fixtures import collections_for, dataset_snapshot, localized_items
+from zarr_fixtures import eopf_item, write_datacube, write_eopf_product
 
-from infra.localstack import s3_server, stac_server  # noqa: E402
-from ingest.chips import ChipOptions, process_item  # noqa: E402
-from ingest.items import plan_item  # noqa: E402
-from ingest.job import IngestConfig, run_ingest  # noqa: E402
-from ingest.sensors import SENSORS  # noqa: E402
-from pipeline.cli import main  # noqa: E402
+from infra.localstack import s3_server, stac_server
+from ingest.chips import ChipOptions, process_item
+from ingest.items import plan_item
+from ingest.job import IngestConfig, run_ingest
+from ingest.sensors import SENSORS
+from pipeline.cli import main
+
+KILL = str(Path(__file__).parent / "ingest_kill.py")
 
 S2_EOPF_V2 = "S2A_13TDE_20231008_0_L2A"                                # Earth Search item: offset -0.1
 S2_EOPF_V3 = "S2A_MSIL2A_20190101T000001_R116_T58VFH_20201007T214652"   # Planetary Computer item: registry scale
@@ -65,6 +66,9 @@ def scenes(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("zarr")
     cogs = {it["id"]: it for it in localized_items(root / "cogs")}
+    # as an Earth Search item whose DNs still hold the baseline-04.00 offset (raster:bands says -0.1):
+    # the EOPF product carries it as add_offset, the way the products do
+    cogs[S2_EOPF_V2]["properties"].pop("earthsearch:boa_offset_applied")
     stores = root / "stores"
     write_eopf_product(cogs[S2_EOPF_V2], str(stores / "eopf-v2" / f"{S2_EOPF_V2}.zarr"), 2)
     write_eopf_product(cogs[S2_EOPF_V3], str(stores / "eopf-v3" / f"{S2_EOPF_V3}.zarr"), 3)
@@ -194,36 +198,29 @@ def test_reads_are_chunk_aligned_and_each_chunk_is_read_once(scenes, tmp_path, m
                    "measurements/reflectance/r10m/b02/c/1/0", "measurements/reflectance/r10m/b02/c/1/1"}, b02
 
 
-def _cmd(url: str, out: str) -> list[str]:
-    cmd = [sys.executable, "-m", "pipeline.cli", "ingest", "--catalog", url, "--out", out, "--chip-size", "80",
+def _cmd(url: str, out: str, kill_at: str | None = None) -> list[str]:
+    run = [sys.executable, KILL, kill_at] if kill_at else [sys.executable, "-m", "pipeline.cli"]
+    cmd = [*run, "ingest", "--catalog", url, "--out", out, "--chip-size", "80",
            "--workers", "2", "--shard-max-samples", "5", "--no-progress"]
     for c in COLLECTIONS:
         cmd += ["--collection", c]
     return cmd
 
 
-def _snapshot(root: Path) -> tuple[dict[str, bytes], dict]:
-    files = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-    manifest = json.loads(files.pop("manifest.json"))
-    manifest.pop("created")
-    return files, manifest
-
-
 def test_zarr_ingest_reruns_and_resumes_byte_identical(scenes, tmp_path):
     """``ofa ingest`` on the Zarr catalog: a run SIGKILLed inside an item, rerun on Dask worker
     processes (plans and readers travel to other processes), ends as the uninterrupted threaded run."""
-    env = {**{k: v for k, v in os.environ.items() if k != "OFA_INGEST_KILL_AT"}, **scenes["s3"].env, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **scenes["s3"].env, "OMP_NUM_THREADS": "1"}
     url = scenes["zarr"]
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     done = subprocess.run(_cmd(url, str(ref)), env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    expected = _snapshot(ref)
+    expected = dataset_snapshot(ref)
     assert len(expected[1]["skipped"]) == 3 and expected[1]["counts"]["kept"] > 20, expected[1]["skipped"]
     assert "Task was destroyed" not in done.stderr    # a bad product costs its one line, no asyncio noise
-    run = subprocess.run(_cmd(url, str(killed)), env={**env, "OFA_INGEST_KILL_AT": "item:3"}, capture_output=True,
-                         text=True, timeout=300)
+    run = subprocess.run(_cmd(url, str(killed), "item:3"), env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == -signal.SIGKILL, run.stderr[-2000:]
     assert (killed / "_staging").exists() and not (killed / "manifest.json").exists()
     again = subprocess.run(_cmd(url, str(killed)) + ["--processes"], env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert _snapshot(killed) == expected
+    assert dataset_snapshot(killed) == expected

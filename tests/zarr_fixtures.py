@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import rasterio
 
+from ingest.items import plan_item
 from ingest.sensors import SENSORS
 
 ZARR = "application/vnd+zarr"
@@ -72,10 +73,10 @@ def _write(group, name: str, data: np.ndarray, attrs: dict, fmt: int) -> None:
     arr[:] = data
 
 
-def _cf(item: dict, key: str, band) -> dict:
-    raster = (item["assets"][key].get("raster:bands") or [{}])[0]
-    return {"scale_factor": raster.get("scale", band.scale), "add_offset": raster.get("offset", band.offset),
-            "_FillValue": raster.get("nodata", band.nodata), "units": "digital_counts"}
+def _cf(channel) -> dict:
+    """CF encoding attributes that describe the DNs as the COG item's plan does."""
+    return {"scale_factor": channel.scale, "add_offset": channel.offset, "_FillValue": channel.nodata,
+            "units": "digital_counts"}
 
 
 def write_eopf_product(item: dict, path: str, zarr_format: int = 2) -> None:
@@ -90,16 +91,17 @@ def write_eopf_product(item: dict, path: str, zarr_format: int = 2) -> None:
         meta["other_metadata"]["horizontal_CRS_code"] = f"EPSG:{epsg}"
         meta["stac_discovery"]["properties"]["proj:code"] = f"EPSG:{epsg}"
     root = zarr.open_group(_store(path), mode="w", zarr_format=zarr_format, attributes=meta)
+    channels = {c.name: c for c in plan_item(item).channels}
     for band in s2.bands:
         key = next(k for k in band.keys if k in item["assets"])
         data, t, _ = _cog(item["assets"][key]["href"])
         per_array = {"proj:epsg": epsg, "proj:shape": list(data.shape), "proj:transform": list(t)[:6]} if zarr_format == 2 else {}
         group = _group(root, band.zarr[0].rsplit("/", 1)[0], t, data.shape, zarr_format)
-        _write(group, band.name.lower(), data, {**_cf(item, key, band), **per_array}, zarr_format)
+        _write(group, band.name.lower(), data, {**_cf(channels[band.name]), **per_array}, zarr_format)
         if band.gsd == 10:   # products also carry the 10 m bands at 20 m
             t20 = t @ t.scale(2)
             down = _group(root, "measurements/reflectance/r20m", t20, (data.shape[0] // 2, data.shape[1] // 2), zarr_format)
-            _write(down, band.name.lower(), data[::2, ::2], _cf(item, key, band), zarr_format)
+            _write(down, band.name.lower(), data[::2, ::2], _cf(channels[band.name]), zarr_format)
     key = next(k for k in s2.cloud_mask.keys if k in item["assets"])
     scl, t, _ = _cog(item["assets"][key]["href"])
     group = _group(root, s2.cloud_mask.zarr[0].rsplit("/", 1)[0], t, scl.shape, zarr_format)
