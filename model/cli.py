@@ -6,13 +6,17 @@ import argparse
 import json
 
 
-def _json_dict(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object")
+def _storage(args: argparse.Namespace) -> dict | None:
+    """``--storage-options`` as a dict (a bad value is a usage error naming the option)."""
+    text = args.storage_options
+    value = None
+    if text:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--storage-options {text!r}: not valid JSON ({exc})") from None
+    if value is not None and not isinstance(value, dict):
+        raise ValueError(f"--storage-options {text!r}: expected a JSON object")
     return value
 
 
@@ -34,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="per-modality (ofa) or wavelength-conditioned patch embedding (default: ofa)")
     info.add_argument("--img-size", type=int, default=224, help="input size in pixels (default: 224)")
     info.add_argument("--patch-size", type=int, default=16, help="patch size in pixels (default: 16)")
-    info.add_argument("--storage-options", type=_json_dict, metavar="JSON", help="fsspec options for s3:// URLs")
+    info.add_argument("--storage-options", metavar="JSON", help="fsspec options for s3:// URLs")
     info.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     info.set_defaults(func=run_info)
     _register_export(sub)
@@ -55,7 +59,7 @@ def _register_export(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--sensor", help="timm: the sensor whose patch embedding to export (default: the only one)")
     ex.add_argument("--geobench", metavar="FILE.md", help="hf: a geobench_results.md from ofa eval geobench for the card")
     ex.add_argument("--license", default="apache-2.0", help="hf: licence id for the card (default: apache-2.0)")
-    ex.add_argument("--storage-options", type=_json_dict, metavar="JSON", help="fsspec options for s3:// URLs")
+    ex.add_argument("--storage-options", metavar="JSON", help="fsspec options for s3:// URLs")
     ex.set_defaults(func=run_export)
 
 
@@ -125,8 +129,9 @@ def run_info(args: argparse.Namespace) -> int:
         else:
             _print_counts(info)
         return 0
-    url = model_url(args.checkpoint, args.storage_options)
-    doc = read_info(url, args.storage_options)
+    storage = _storage(args)
+    url = model_url(args.checkpoint, storage)
+    doc = read_info(url, storage)
     info = config_info(ModelConfig.from_dict(doc["config"]))
     if args.json:
         print(json.dumps({**doc, "checkpoint": url, "parameters": {k: info[k] for k in ("backbone", "embeddings",
@@ -145,11 +150,12 @@ def run_export(args: argparse.Namespace) -> int:
     from .export import export_hf, export_timm
     from .io import model_url
 
-    url = model_url(args.checkpoint, args.storage_options)
+    storage = _storage(args)
+    url = model_url(args.checkpoint, storage)
     if args.format == "timm":
         if args.geobench:
             raise ValueError("--geobench goes with --format hf")
-        written = export_timm(url, args.out, args.sensor, args.storage_options)
+        written = export_timm(url, args.out, args.sensor, storage)
     else:
         if args.sensor:
             raise ValueError("--sensor goes with --format timm (hf exports every sensor)")
@@ -157,7 +163,7 @@ def run_export(args: argparse.Namespace) -> int:
             table = Path(args.geobench).read_text() if args.geobench else None
         except OSError as exc:
             raise ValueError(f"--geobench {args.geobench}: {exc.strerror or exc}") from None
-        written = export_hf(url, args.out, table, args.license, args.storage_options)
+        written = export_hf(url, args.out, table, args.license, storage)
     for kind, path in written.items():
         print(f"{kind}: {path}")
     return 0

@@ -127,7 +127,7 @@ def dataset_records(data: list[str], storage_options: dict[str, Any] | None = No
 def checkpoint_metadata(streams: list[Any], data: list[str], options: dict[str, Any],
                         storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``sensors`` and ``training`` sections of a training checkpoint's config.json."""
-    from pipeline.cli import package_version
+    from ingest.version import package_version
 
     return {"sensors": sensor_facts(streams, storage_options),
             "training": {"data": dataset_records(data, storage_options), "options": options,

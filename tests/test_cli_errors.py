@@ -11,9 +11,8 @@ import pytest
 
 from pipeline.errors import EXIT_STORAGE
 
-sys.path.insert(0, str(Path(__file__).parent))
-from geobench_fixtures import write_toy_geobench  # noqa: E402
-from pipeline_fixtures import write_dataset  # noqa: E402
+from geobench_fixtures import write_toy_geobench
+from pipeline_fixtures import write_dataset
 
 
 @pytest.fixture(scope="module")

@@ -74,3 +74,13 @@ def test_bad_arguments(geobench_root: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["eval", "geobench", "--help"])
     assert exc.value.code == 0 and "--partition" in capsys.readouterr().out
+
+
+def test_a_bad_checkpoint_stops_before_any_task(root: Path, tmp_path: Path, capsys) -> None:
+    """The checkpoint is checked once, up front: one line and the bad-input code, no task skipped one by one."""
+    rc = main(["eval", "geobench", "--root", str(root), "--compare", "random=random", f"gone={tmp_path / 'gone'}",
+               "--out", str(tmp_path / "out"), *FAST])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 3 and len(err) == 1, err
+    assert err[0].startswith("ofa eval geobench: error: ") and "gone" in err[0] and "no config.json" in err[0]
+    assert not (tmp_path / "out").exists()

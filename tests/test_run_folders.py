@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import sys
 import tarfile
 from pathlib import Path
 
@@ -18,8 +17,7 @@ from model import normalise, read_info
 from pipeline.cli import main
 from pipeline.train import TrainConfig, load_yaml, train
 
-sys.path.insert(0, str(Path(__file__).parent))
-from pipeline_fixtures import write_dataset  # noqa: E402
+from pipeline_fixtures import write_dataset
 
 ARGS = ["--size", "tiny", "--steps", "2", "--batch-size", "2", "--img-size", "32", "--save-every", "2", "--cpu",
         "--no-tensorboard", "--seed", "0"]
