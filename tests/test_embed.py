@@ -247,6 +247,11 @@ def test_geoparquet_opens_in_geopandas_and_duckdb(demo, tmp_path):
                       "GROUP BY sensor ORDER BY sensor").fetchall()
     assert sum(r[1] for r in rows) == 63 and {r[2] for r in rows} == {192}
     assert [r[0] for r in rows] == ["landsat", "naip", "sentinel-1", "sentinel-2"]
+    types = dict(duckdb.sql(f"DESCRIBE SELECT geometry, embedding FROM read_parquet('{local}')").fetchall()[i][:2]
+                 for i in range(2))
+    assert types == {"geometry": "GEOMETRY('OGC:CRS84')", "embedding": "FLOAT[]"}  # DuckDB reads the geo metadata
+    east = duckdb.sql(f"SELECT count(*) FROM read_parquet('{local}') WHERE bbox.xmin > 0").fetchone()[0]
+    assert east == 63 - 32  # the covering column filters: all but the 32 NAIP chips (Vermont) lie east of 0
 
 
 def test_two_processes_under_accelerate_write_the_same_store(demo):
