@@ -45,7 +45,7 @@ def baseline(items: list[dict], chip_size: int, reopen: bool = False) -> int:
     import rasterio
     from rasterio.enums import Resampling
 
-    from ingest.chips import bounds_window, chip_windows, grid_bounds
+    from ingest.grid import bounds_window, chip_windows, grid_bounds
     from ingest.items import plan_item, read_href
 
     def read(ds, index: int, bounds) -> None:

@@ -6,7 +6,7 @@ One synthetic 12-band uint16 scene (smooth fields + noise, Sentinel-2-like level
   read by ``pipeline.data`` (one DataLoader worker process; decode, scale/offset, normalise,
   random resized crop to 224, flips), from a local folder and from the local S3 server; each
   chip's meta records ``pixels_crc32`` as ``ofa ingest`` writes it, and the loader verifies every
-  sample (``--no-checksum`` leaves it out, as in the older rows of ``bench/RESULTS.md``);
+  sample (``--no-checksum`` leaves it out, as in older rows of ``bench/RESULTS.md``, now in its git history);
 - as Cloud-Optimized GeoTIFFs, one per band (as Sentinel-2 is published: DEFLATE, predictor 2,
   512 px tiles, overviews), read by the baseline in one process: a random 256 px window per
   sample, one ``read`` per band (datasets opened once), then the same normalisation and crop.

@@ -49,13 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(REPO / "tests"))
-    import pipeline.data as data
+    import pipeline.data.sampling as sampling
     from pipeline_fixtures import write_dataset
 
     work = Path(tempfile.mkdtemp(prefix="ofa-bench-resume-"))
     opened: list[str] = []
-    read = data.iter_shard
-    data.iter_shard = lambda url, so, counter: (opened.append(url), read(url, so, counter))[1]
+    read = sampling.iter_shard
+    sampling.iter_shard = lambda url, so, counter: (opened.append(url), read(url, so, counter))[1]
     rows = []
     try:
         root = str(work / "dataset")
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skip {skip} batches: positions replayed {fast_s:.2f} s ({fast_opened} shard opens), "
                   f"reading through {slow_s:.2f} s ({len(opened)}): {slow_s / fast_s:.1f}x", flush=True)
     finally:
-        data.iter_shard = read
+        sampling.iter_shard = read
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps({"shards": args.shards, "per_shard": args.per_shard, "batch_size": args.batch_size,
                       "shuffle_buffer": args.shuffle_buffer, "rows": rows}, indent=1))

@@ -32,7 +32,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-KILL_POINTS = ("item", "tasks", "shards-landsat", "shards-naip", "shards-sentinel-1", "shards-sentinel-2", "manifest")
+KILL = REPO / "tests" / "ingest_kill.py"   # runs ``ofa`` with ingest SIGKILLing itself at a named point
+sys.path.insert(0, str(KILL.parent))
+from ingest_kill import KILL_POINTS  # noqa: E402
 
 
 @dataclass
@@ -46,13 +48,15 @@ class Row:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "OFA_INGEST_KILL_AT"}
+    env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), **extra)
     return env
 
 
-def _ofa(args: list[str], env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env or _env(), capture_output=True,
+def _ofa(args: list[str], env: dict | None = None, timeout: float = 300, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    """``ofa ARGS``; with ``kill_at``, SIGKILLed at that point of ingest (``tests/ingest_kill.py``)."""
+    run = [str(KILL), kill_at] if kill_at else ["-m", "pipeline.cli"]
+    return subprocess.run([sys.executable, *run, *args], env=env or _env(), capture_output=True,
                           text=True, timeout=timeout, cwd=REPO)
 
 
@@ -108,7 +112,7 @@ def ingest_sigkill(cat: Catalog, work: Path, n: int, rng: random.Random, referen
         out = work / f"ingest-kill-{i}"
         if i % 2 == 0:
             point = KILL_POINTS[(i // 2) % len(KILL_POINTS)]
-            killed = _ofa(cat.cmd(str(out)), _env(OFA_INGEST_KILL_AT=point))
+            killed = _ofa(cat.cmd(str(out)), kill_at=point)
             how = f"at {point}"
             ok_kill = killed.returncode == -signal.SIGKILL
         else:

@@ -1,6 +1,8 @@
-"""Read one item into chips: plan a grid on the finest band's grid, read the cloud mask and then
-each asset once per row of surviving chips (coarser bands sampled onto the chip grid by index),
-filter, and encode and describe each kept chip."""
+"""Read one item into chips, in named stages: open the item's grid (the finest band's), plan each
+chip row from the cloud mask (a chip it condemns costs no band read), read each run of surviving
+chips in one read per asset (coarser bands sampled onto the chip grid by index), filter the chips
+on their bands, and encode and describe each kept chip. Reads go through a ``GridReader``
+(``ingest/readers.py``), so every storage format gives the same chips."""
 from __future__ import annotations
 
 import io
@@ -12,7 +14,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ingest.contract import pixels_checksum, sample_key
-from ingest.items import ChannelPlan, ItemError, ItemPlan, identity_href, read_href, redact
+from ingest.grid import apply, bounds_window, chip_offsets, grid_bounds
+from ingest.items import ChannelPlan, ItemError, ItemPlan, identity_href
+from ingest.readers import GridReader, reader_for, short_error
 
 #: drop reasons. Order of the checks: the cloud mask's fill and cloud fractions (before the bands
 #: are read), then SAR border zeros (all polarisations 0) over their own threshold, then no data
@@ -135,138 +139,17 @@ def encode_json(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
-def chip_offsets(length: int, size: int) -> range:
-    """Offsets of the full chips along one axis of a grid."""
-    return range(0, length - size + 1, size)
-
-
-def chip_windows(height: int, width: int, size: int) -> Iterator[tuple[int, int]]:
-    """Row/col offsets of the full chips of a grid, row-major."""
-    for row in chip_offsets(height, size):
-        for col in chip_offsets(width, size):
-            yield row, col
-
-
-def _apply(t, col: float, row: float) -> tuple[float, float]:
-    return t.a * col + t.b * row + t.c, t.d * col + t.e * row + t.f
-
-
-def grid_bounds(t, col: float, row: float, width: float, height: float) -> tuple[float, float, float, float]:
-    """(left, bottom, right, top) of a pixel window under affine ``t``."""
-    corners = [_apply(t, c, r) for c in (col, col + width) for r in (row, row + height)]
-    xs, ys = [c[0] for c in corners], [c[1] for c in corners]
-    return min(xs), min(ys), max(xs), max(ys)
-
-
-def bounds_window(t, bounds: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
-    """(col_off, row_off, width, height) covering ``bounds`` on the grid of affine ``t``."""
-    inv = ~t
-    left, bottom, right, top = bounds
-    corners = [_apply(inv, x, y) for x in (left, right) for y in (bottom, top)]
-    cols, rows = [c[0] for c in corners], [c[1] for c in corners]
-    return min(cols), min(rows), max(cols) - min(cols), max(rows) - min(rows)
-
-
 def _round(values, ndigits: int = 9) -> list[float]:
     return [round(float(v), ndigits) for v in values]
 
 
-class _Reader:
-    """Open datasets of one item and read rectangles of the reference grid from them.
-
-    Assets on the reference grid are read directly. Coarser north-up assets are read once at their
-    native resolution over the rectangle and sampled onto the reference grid by index (the coarse
-    pixel containing each reference pixel centre: nearest neighbour), which is what GDAL's nearest
-    does but without resampling inside every read. Other grids (rotated) go through GDAL.
-    """
-
-    def __init__(self, plan: ItemPlan, sign_href: Callable[[str], str]):
-        import rasterio
-
-        self.rasterio = rasterio
-        self.sign = sign_href
-        self.datasets: dict[str, Any] = {}
-        self.names: dict[str, str] = {}
-
-    def open(self, href: str, asset: str):
-        if href not in self.datasets:
-            try:
-                self.datasets[href] = self.rasterio.open(read_href(self.sign(href)))
-            except Exception as exc:  # noqa: BLE001 - any open failure makes the item unusable
-                raise ItemError(f"asset {asset!r} ({href}) cannot be opened: {_short(exc)}") from None
-            self.names[href] = asset
-        return self.datasets[href]
-
-    def close(self) -> None:
-        for ds in self.datasets.values():
-            ds.close()
-
-    def read(self, href: str, indexes: list[int], ref_transform, row: int, col: int, height: int, width: int) -> np.ndarray:
-        """Bands ``indexes`` of ``href`` over rows/cols of the reference grid, as (n, height, width)."""
-        ds = self.datasets[href]
-        try:
-            if ds.transform == ref_transform:
-                data = self._window(ds, indexes, col, row, width, height, None)
-            elif _north_up(ds.transform) and _north_up(ref_transform):
-                data = self._sampled(ds, indexes, ref_transform, row, col, height, width)
-            else:
-                bounds = grid_bounds(ref_transform, col, row, width, height)
-                c, r, w, h = bounds_window(ds.transform, bounds)
-                # keep the fractional window: rounding it misplaces coarse pixels
-                data = self._window(ds, indexes, round(c, 6), round(r, 6), max(1e-6, round(w, 6)),
-                                    max(1e-6, round(h, 6)), (len(indexes), height, width))
-        except ItemError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a truncated/corrupt COG fails here
-            raise ItemError(f"asset {self.names[href]!r} ({href}) cannot be read: {_short(exc)}") from None
-        if data.shape[1:] != (height, width):
-            raise ItemError(f"asset {self.names[href]!r} gave a {data.shape} window for a {height}x{width} px read")
-        return data
-
-    def _window(self, ds, indexes: list[int], col: float, row: float, width: float, height: float,
-                out_shape: tuple[int, int, int] | None) -> np.ndarray:
-        from rasterio.enums import Resampling
-        from rasterio.windows import Window
-
-        inside = col >= 0 and row >= 0 and col + width <= ds.width and row + height <= ds.height
-        kwargs: dict[str, Any] = {"indexes": indexes, "window": Window(col, row, width, height)}
-        if out_shape is not None:
-            kwargs.update(out_shape=out_shape, resampling=Resampling.nearest)
-        if not inside:
-            kwargs.update(boundless=True, fill_value=ds.nodata if ds.nodata is not None else 0)
-        return ds.read(**kwargs)
-
-    def _sampled(self, ds, indexes: list[int], ref, row: int, col: int, height: int, width: int) -> np.ndarray:
-        t = ds.transform
-        cols = np.floor((ref.c + (np.arange(col, col + width) + 0.5) * ref.a - t.c) / t.a).astype(np.int64)
-        rows = np.floor((ref.f + (np.arange(row, row + height) + 0.5) * ref.e - t.f) / t.e).astype(np.int64)
-        fill = ds.nodata if ds.nodata is not None else 0
-        col_ok = (cols >= 0) & (cols < ds.width)
-        row_ok = (rows >= 0) & (rows < ds.height)
-        if not col_ok.any() or not row_ok.any():
-            return np.full((len(indexes), height, width), fill, dtype=ds.dtypes[indexes[0] - 1])
-        c0, c1 = int(cols[col_ok].min()), int(cols[col_ok].max()) + 1
-        r0, r1 = int(rows[row_ok].min()), int(rows[row_ok].max()) + 1
-        native = self._window(ds, indexes, c0, r0, c1 - c0, r1 - r0, None)
-        sampled = native.take(rows[row_ok] - r0, axis=1).take(cols[col_ok] - c0, axis=2)  # take: faster than fancy indexing
-        if col_ok.all() and row_ok.all():
-            return sampled
-        out = np.full((len(indexes), height, width), fill, dtype=native.dtype)
-        out[np.ix_(np.arange(len(indexes)), np.flatnonzero(row_ok), np.flatnonzero(col_ok))] = sampled
-        return out
-
-
-def _north_up(t) -> bool:
-    return t.b == 0 and t.d == 0 and t.a != 0 and t.e != 0
-
-
-def _warn_nodata_mismatch(plan: ItemPlan, reader: "_Reader") -> None:
+def _warn_nodata_mismatch(plan: ItemPlan, reader: GridReader) -> None:
     """One warning per asset whose file nodata disagrees with the item's (the item's value is used)."""
     import logging
 
     seen = set()
-    for ch in plan.channels:
-        file_nodata = reader.datasets[ch.href].nodatavals[ch.index - 1]
+    for ch in present(plan.channels):
+        file_nodata = reader.grids[ch.href].nodatavals[ch.index - 1]
         if ch.asset in seen or file_nodata is None or ch.nodata is None:
             continue
         same = (math.isnan(file_nodata) and math.isnan(ch.nodata)) or file_nodata == ch.nodata
@@ -275,15 +158,6 @@ def _warn_nodata_mismatch(plan: ItemPlan, reader: "_Reader") -> None:
             logging.getLogger("ofa.ingest").warning(
                 "item %s asset %r: the file's nodata %s differs from the item's nodata %s; using the item's",
                 plan.item_id, ch.asset, file_nodata, ch.nodata)
-
-
-def _short(exc: BaseException) -> str:
-    """One line: the exception and the GDAL error under it (rasterio chains it as the cause)."""
-    text = " ".join(str(exc).split())
-    cause = exc.__cause__ or exc.__context__
-    if cause is not None and str(cause) and str(cause) not in text:
-        text = f"{text} ({' '.join(str(cause).split())})"
-    return f"{type(exc).__name__}: {redact(text)[:400]}"   # GDAL quotes the opened name: signed tokens and all
 
 
 def _geometry_range(geometry: dict | None, crs, transform, height: int, width: int) -> tuple[int, int, int, int]:
@@ -331,13 +205,21 @@ def mask_flags(mask: np.ndarray, plan: ItemPlan) -> tuple[np.ndarray, np.ndarray
     raise ItemError(f"unknown cloud-mask rule {plan.mask_rule!r}")
 
 
+def present(channels: tuple[ChannelPlan, ...]) -> list[ChannelPlan]:
+    """The channels read from the item (not the zero-filled invalid ones)."""
+    return [c for c in channels if c.valid]
+
+
 def band_flags(pixels: np.ndarray, channels: tuple[ChannelPlan, ...], sar: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(nodata, sar_border) boolean maps from the bands of a chip."""
+    """(nodata, sar_border) boolean maps from the valid bands of a chip (SAR border: all of them 0 in an
+    integer product; in calibrated dB products the border is no data)."""
     nodata = np.zeros(pixels.shape[1:], dtype=bool)
-    for band, ch in zip(pixels, channels):
+    valid = [i for i, ch in enumerate(channels) if ch.valid]
+    for i in valid:
+        band, ch = pixels[i], channels[i]
         if ch.nodata is not None:
             nodata |= np.isnan(band) if math.isnan(ch.nodata) else band == ch.nodata
-    border = np.all(pixels == 0, axis=0) if sar else np.zeros_like(nodata)
+    border = np.all(pixels[valid] == 0, axis=0) if sar and pixels.dtype.kind in "ui" else np.zeros_like(nodata)
     return nodata, border
 
 
@@ -426,125 +308,211 @@ class _ChipBoxes:
         return boxes
 
 
-def _drop(result: "ItemResult", reason: str, on_chip: Callable[[int], None] | None) -> None:
-    result.dropped[reason] += 1
-    if on_chip:
-        on_chip(1)
+
+
+# ------------------------------------------------------------------ the stages of one item
+@dataclass(frozen=True)
+class ItemGrid:
+    """The reference grid of an item (its finest band's) and how its channels are read."""
+
+    crs: Any                          # rasterio CRS
+    crs_text: str                     # as samples record it, e.g. "EPSG:32633"
+    transform: Any                    # affine of the reference grid
+    height: int
+    width: int
+    gsd: float
+    reads: dict[str, list[int]]       # href -> band indexes: one read per asset per run of chips
+    layers: list[tuple[str, int] | None]   # per channel: (href, position in that href's read); None: zero-filled
+
+
+def _grid_crs(plan: ItemPlan, reader: GridReader, ref) -> Any:
+    """The reference asset's CRS (the item's proj:code/proj:epsg when the asset has none); all assets must share it."""
+    from rasterio.crs import CRS
+
+    crs = ref.crs
+    if crs is None and plan.crs:
+        try:
+            crs = CRS.from_user_input(plan.crs)
+        except Exception as exc:  # noqa: BLE001
+            raise ItemError(f"unknown CRS {plan.crs!r}: {short_error(exc)}") from None
+    if crs is None:
+        raise ItemError("unknown CRS: neither the asset nor the item (proj:code/proj:epsg) gives one")
+    for href, g in reader.grids.items():
+        if g.crs is not None and g.crs != crs:
+            raise ItemError(f"asset {reader.names[href]!r} is in {g.crs.to_string()}, "
+                            f"the item's finest band in {crs.to_string()}; mixed CRSs are not supported")
+    return crs
+
+
+def open_grid(plan: ItemPlan, reader: GridReader) -> ItemGrid:
+    """Open every asset of ``plan``, check CRSs and band counts, and describe the reference grid."""
+    for ch in present(plan.channels):
+        reader.open(ch.href, ch.asset)
+    if plan.mask_href:
+        reader.open(plan.mask_href, plan.mask_asset or "mask")
+    ref = min((reader.grids[ch.href] for ch in present(plan.channels)), key=lambda g: abs(g.transform.a))
+    crs = _grid_crs(plan, reader, ref)
+    for ch in present(plan.channels):
+        if ch.index > reader.grids[ch.href].count:
+            raise ItemError(f"asset {ch.asset!r} has {reader.grids[ch.href].count} bands, band {ch.name} needs index {ch.index}")
+    _warn_nodata_mismatch(plan, reader)
+    epsg = crs.to_epsg()
+    if crs.is_projected:
+        gsd = abs(ref.transform.a) * crs.linear_units_factor[1]
+    else:
+        gsd = min(ch.gsd for ch in plan.channels)
+    reads: dict[str, list[int]] = {}
+    layers: list[tuple[str, int] | None] = []
+    for ch in plan.channels:
+        layers.append((ch.href, len(reads.setdefault(ch.href, []))) if ch.valid else None)
+        if ch.valid:
+            reads[ch.href].append(ch.index)
+    return ItemGrid(crs, f"EPSG:{epsg}" if epsg else crs.to_string(), ref.transform, ref.height, ref.width,
+                    gsd, reads, layers)
+
+
+def chip_grid(plan: ItemPlan, grid: ItemGrid, size: int) -> tuple[list[int], list[int]]:
+    """Offsets of the chip rows and columns that touch the item's geometry and the search area."""
+    r0, r1, c0, c1 = _valid_window_range(plan, grid.crs, grid.transform, grid.height, grid.width)
+    cols = [c for c in chip_offsets(grid.width, size) if c + size > c0 and c < c1]
+    rows = [r for r in chip_offsets(grid.height, size) if r + size > r0 and r < r1]
+    if not rows or not cols:   # an item that gives nothing says why (a skipped entry), never a silent 0
+        raise ItemError(_no_chip_reason(plan, grid.width, grid.height, size))
+    return rows, cols
+
+
+def _no_chip_reason(plan: ItemPlan, width: int, height: int, size: int) -> str:
+    """Why an item has no chip window: smaller than one chip, or none inside its footprint/search area."""
+    if width < size or height < size:
+        return f"smaller than one chip: {width}x{height} px on its finest band, chip size {size}"
+    where = "the item's footprint" + (" and the search area" if plan.aoi else "")
+    return f"no {size}x{size} px chip window lies inside {where}"
+
+
+def chip_verdict(nodata_fraction: float, border_fraction: float, options: ChipOptions) -> str | None:
+    """Why a chip is dropped once its bands are read (None: it is kept)."""
+    if border_fraction > options.max_sar_border:
+        return "sar_border"
+    if nodata_fraction > options.max_nodata:
+        # SAR swath borders are all-zero in every polarisation: name them when they dominate
+        return "sar_border" if border_fraction * 2 > nodata_fraction else "nodata"
+    return None
+
+
+class _Chipper:
+    """The chips of one item, one chip row at a time, into an ``ItemResult``."""
+
+    def __init__(self, plan: ItemPlan, options: ChipOptions, reader: GridReader, grid: ItemGrid, cols: list[int],
+                 on_chip: Callable[[int], None] | None):
+        self.plan, self.options, self.reader, self.grid, self.cols = plan, options, reader, grid, cols
+        self.on_chip = on_chip
+        self.size = options.chip_size
+        self.n = float(self.size * self.size)
+        self.result = ItemResult(dropped={r: 0 for r in DROP_REASONS})
+        self.raw = [RawStats() for _ in plan.channels]
+        self.boxes = _ChipBoxes(grid.crs, grid.transform, self.size, cols)
+        self.common = {
+            "sensor": plan.sensor, "bands": [ch.name for ch in plan.channels],
+            "wavelengths": [ch.wavelength for ch in plan.channels], "gsd": round(float(grid.gsd), 6),
+            "nodata": [ch.nodata for ch in plan.channels], "scale": [ch.scale for ch in plan.channels],
+            "offset": [ch.offset for ch in plan.channels], "crs": grid.crs_text, "datetime": plan.datetime,
+            "item_id": plan.item_id, "collection": plan.collection, "quantity": plan.quantity,
+            "band_valid": [ch.valid for ch in plan.channels],
+        }
+
+    def row(self, row: int) -> None:
+        """Plan, read, filter and encode one chip row."""
+        keep, fill, cloud_fraction = self.plan_row(row)
+        size = self.size
+        for a, b in _runs(keep):
+            x0, width = self.cols[a], (b - a) * size
+            pixels = self.read(row, x0, width)
+            invalid, invalid_n, border_n = self.flags(pixels, fill, x0, width)
+            for j in range(b - a):
+                nodata_fraction, border_fraction = float(invalid_n[j]) / self.n, float(border_n[j]) / self.n
+                reason = chip_verdict(nodata_fraction, border_fraction, self.options)
+                if reason:
+                    self.drop(reason)
+                    continue
+                self.counted()
+                valid = None if invalid_n[j] == 0 else ~invalid[:, j * size:(j + 1) * size]
+                frac = None if cloud_fraction is None else round(float(cloud_fraction[a + j]), 6)
+                self.encode(pixels[:, :, j * size:(j + 1) * size], valid, row, x0 + j * size, frac, nodata_fraction)
+
+    def plan_row(self, row: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(chips kept, mask fill map, cloud fraction per chip) of a row, from the cloud mask alone."""
+        keep = np.ones(len(self.cols), dtype=bool)
+        if not self.plan.mask_href:
+            return keep, None, None
+        size, n = self.size, self.n
+        mask = self.reader.read(self.plan.mask_href, [1], self.grid.transform, row, self.cols[0], size,
+                                len(self.cols) * size)[0]
+        fill, cloud = mask_flags(mask, self.plan)
+        fill_n = _per_chip(fill, size)
+        cloud_fraction = _per_chip(cloud & ~fill, size) / np.maximum(n - fill_n, 1.0)
+        for j in range(len(self.cols)):
+            if fill_n[j] / n > self.options.max_nodata:
+                keep[j] = False
+                self.drop("nodata")
+            elif cloud_fraction[j] > self.options.max_cloud:
+                keep[j] = False
+                self.drop("cloud")
+        return keep, fill, cloud_fraction
+
+    def read(self, row: int, x0: int, width: int) -> np.ndarray:
+        """Every channel over a run of chips, (C, size, width): one read per asset."""
+        g = self.grid
+        parts = {h: self.reader.read(h, idx, g.transform, row, x0, self.size, width) for h, idx in g.reads.items()}
+        zero = np.zeros_like(next(iter(parts.values()))[0])   # invalid channels, in the read bands' dtype
+        return np.stack([zero if layer is None else parts[layer[0]][layer[1]] for layer in g.layers])
+
+    def flags(self, pixels: np.ndarray, fill: np.ndarray | None, x0: int, width: int):
+        """(invalid map, invalid pixels per chip, SAR border pixels per chip) of a run of chips."""
+        nodata, border = band_flags(pixels, self.plan.channels, self.plan.sar)
+        if fill is not None:
+            nodata |= fill[:, (x0 - self.cols[0]):(x0 - self.cols[0]) + width]
+        invalid = nodata | border
+        return invalid, _per_chip(invalid, self.size), _per_chip(border, self.size)
+
+    def encode(self, view: np.ndarray, valid: np.ndarray | None, row: int, col: int, cloud_fraction: float | None,
+               nodata_fraction: float) -> None:
+        """Encode one kept chip (pixels.npy, meta.json) and add it to the statistics."""
+        npy = encode_npy(view)   # the one copy of the chip: its contiguous pixels live in there
+        chip = np.frombuffer(npy, view.dtype, offset=len(npy) - view.nbytes).reshape(view.shape)
+        add_chip_stats(self.raw, chip, valid)
+        t = self.grid.transform
+        x, y = apply(t, col, row)
+        meta = {
+            **self.common, "dtype": chip.dtype.name, "transform": _round([t.a, t.b, x, t.d, t.e, y], 12),
+            "bbox": _round(self.boxes.bbox(col, row), 9),
+            "window": {"col_off": col, "row_off": row, "width": self.size, "height": self.size},
+            "cloud_fraction": cloud_fraction, "nodata_fraction": round(nodata_fraction, 6),
+            "pixels_crc32": pixels_checksum(npy),
+        }
+        self.result.samples.append((sample_key(self.plan.item_id, row, col), npy, encode_json(meta)))
+        self.result.kept += 1
+
+    def drop(self, reason: str) -> None:
+        self.result.dropped[reason] += 1
+        self.counted()
+
+    def counted(self) -> None:
+        if self.on_chip:
+            self.on_chip(1)
+
+    def finish(self) -> ItemResult:
+        self.result.stats = [r.physical(ch.scale, ch.offset) if ch.valid else BandStats()
+                             for r, ch in zip(self.raw, self.plan.channels)]
+        return self.result
 
 
 def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str], str] = identity_href,
                  on_chip: Callable[[int], None] | None = None) -> ItemResult:
     """Read, filter and encode every chip of one item. Raises ``ItemError`` for an unusable item."""
-    import rasterio
-    from rasterio.crs import CRS
-
-    size = options.chip_size
-    result = ItemResult(dropped={r: 0 for r in DROP_REASONS})
-    raw = [RawStats() for _ in plan.channels]
-    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_HTTP_MAX_RETRY="3", GDAL_HTTP_RETRY_DELAY="1",
-                      VSI_CACHE="TRUE", GDAL_HTTP_MERGE_CONSECUTIVE_RANGES="YES", GDAL_INGESTED_BYTES_AT_OPEN="65536"):
-        reader = _Reader(plan, sign_href)
-        try:
-            for ch in plan.channels:
-                reader.open(ch.href, ch.asset)
-            if plan.mask_href:
-                reader.open(plan.mask_href, plan.mask_asset or "mask")
-            ref_href = min((ch.href for ch in plan.channels), key=lambda h: abs(reader.datasets[h].transform.a))
-            ref = reader.datasets[ref_href]
-            crs = ref.crs
-            if crs is None and plan.crs:
-                try:
-                    crs = CRS.from_user_input(plan.crs)
-                except Exception as exc:  # noqa: BLE001
-                    raise ItemError(f"unknown CRS {plan.crs!r}: {_short(exc)}") from None
-            if crs is None:
-                raise ItemError("unknown CRS: neither the asset nor the item (proj:code/proj:epsg) gives one")
-            for href, ds in reader.datasets.items():
-                if ds.crs is not None and crs is not None and ds.crs != crs:
-                    raise ItemError(f"asset {reader.names[href]!r} is in {ds.crs.to_string()}, "
-                                    f"the item's finest band in {crs.to_string()}; mixed CRSs are not supported")
-            for ch in plan.channels:
-                if ch.index > reader.datasets[ch.href].count:
-                    raise ItemError(f"asset {ch.asset!r} has {reader.datasets[ch.href].count} bands, band {ch.name} needs index {ch.index}")
-            _warn_nodata_mismatch(plan, reader)
-            epsg = crs.to_epsg()
-            crs_text = f"EPSG:{epsg}" if epsg else crs.to_string()
-            ref_transform = ref.transform
-            gsd = abs(ref_transform.a) * (crs.linear_units_factor[1] if crs.is_projected else 0.0)
-            if not crs.is_projected:
-                gsd = min(ch.gsd for ch in plan.channels)
-            by_href: dict[str, list[int]] = {}
-            layers: list[tuple[str, int]] = []   # (href, position in that href's read) per channel
-            for ch in plan.channels:
-                layers.append((ch.href, len(by_href.setdefault(ch.href, []))))
-                by_href[ch.href].append(ch.index)
-            r0, r1, c0, c1 = _valid_window_range(plan, crs, ref_transform, ref.height, ref.width)
-            cols = [c for c in chip_offsets(ref.width, size) if c + size > c0 and c < c1]
-            rows = [r for r in chip_offsets(ref.height, size) if r + size > r0 and r < r1]
-            boxes = _ChipBoxes(crs, ref_transform, size, cols)
-            common = {
-                "sensor": plan.sensor, "bands": [ch.name for ch in plan.channels],
-                "wavelengths": [ch.wavelength for ch in plan.channels], "gsd": round(float(gsd), 6),
-                "nodata": [ch.nodata for ch in plan.channels], "scale": [ch.scale for ch in plan.channels],
-                "offset": [ch.offset for ch in plan.channels], "crs": crs_text, "datetime": plan.datetime,
-                "item_id": plan.item_id, "collection": plan.collection,
-            }
-            n = float(size * size)
-            for row in rows if cols else ():
-                # one chip row at a time: the mask first (a chip it condemns costs no band read), then
-                # each run of surviving chips in one read per asset
-                keep = np.ones(len(cols), dtype=bool)
-                fill = cloud_fraction = None
-                if plan.mask_href:
-                    mask = reader.read(plan.mask_href, [1], ref_transform, row, cols[0], size, len(cols) * size)[0]
-                    fill, cloud = mask_flags(mask, plan)
-                    fill_n = _per_chip(fill, size)
-                    cloud_fraction = _per_chip(cloud & ~fill, size) / np.maximum(n - fill_n, 1.0)
-                    for j in range(len(cols)):
-                        if fill_n[j] / n > options.max_nodata:
-                            keep[j] = False
-                            _drop(result, "nodata", on_chip)
-                        elif cloud_fraction[j] > options.max_cloud:
-                            keep[j] = False
-                            _drop(result, "cloud", on_chip)
-                for a, b in _runs(keep):
-                    x0, width = cols[a], (b - a) * size
-                    parts = {h: reader.read(h, idx, ref_transform, row, x0, size, width) for h, idx in by_href.items()}
-                    pixels = np.stack([parts[h][k] for h, k in layers])
-                    nodata, border = band_flags(pixels, plan.channels, plan.sar)
-                    if fill is not None:
-                        nodata |= fill[:, (x0 - cols[0]):(x0 - cols[0]) + width]
-                    invalid = nodata | border
-                    invalid_n, border_n = _per_chip(invalid, size), _per_chip(border, size)
-                    for j in range(b - a):
-                        nodata_fraction, border_fraction = float(invalid_n[j]) / n, float(border_n[j]) / n
-                        if border_fraction > options.max_sar_border:
-                            _drop(result, "sar_border", on_chip)
-                            continue
-                        if nodata_fraction > options.max_nodata:
-                            # SAR swath borders are all-zero in every polarisation: name them when they dominate
-                            _drop(result, "sar_border" if border_fraction * 2 > nodata_fraction else "nodata", on_chip)
-                            continue
-                        if on_chip:
-                            on_chip(1)
-                        view = pixels[:, :, j * size:(j + 1) * size]
-                        npy = encode_npy(view)   # the one copy of the chip: its contiguous pixels live in there
-                        chip = np.frombuffer(npy, view.dtype, offset=len(npy) - view.nbytes).reshape(view.shape)
-                        add_chip_stats(raw, chip, None if invalid_n[j] == 0 else ~invalid[:, j * size:(j + 1) * size])
-                        col = x0 + j * size
-                        x, y = _apply(ref_transform, col, row)
-                        t = ref_transform
-                        frac = None if cloud_fraction is None else round(float(cloud_fraction[a + j]), 6)
-                        meta = {
-                            **common, "dtype": chip.dtype.name, "transform": _round([t.a, t.b, x, t.d, t.e, y], 12),
-                            "bbox": _round(boxes.bbox(col, row), 9),
-                            "window": {"col_off": col, "row_off": row, "width": size, "height": size},
-                            "cloud_fraction": frac, "nodata_fraction": round(nodata_fraction, 6),
-                        }
-                        meta["pixels_crc32"] = pixels_checksum(npy)
-                        result.samples.append((sample_key(plan.item_id, row, col), npy, encode_json(meta)))
-                        result.kept += 1
-        finally:
-            reader.close()
-    result.stats = [r.physical(ch.scale, ch.offset) for r, ch in zip(raw, plan.channels)]
-    return result
+    with reader_for(plan, sign_href) as reader:
+        grid = open_grid(plan, reader)
+        rows, cols = chip_grid(plan, grid, options.chip_size)
+        chipper = _Chipper(plan, options, reader, grid, cols, on_chip)
+        for row in rows:
+            chipper.row(row)
+    return chipper.finish()

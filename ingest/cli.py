@@ -76,10 +76,8 @@ def _setup_logging() -> None:
 
 def _ingest(args: argparse.Namespace) -> int:
     _setup_logging()
-    from ingest.contract import ManifestError
-    from ingest.job import IngestConfig, IngestError, config_from_manifest, run_ingest
+    from ingest.job import IngestConfig, config_from_manifest, run_ingest
     from ingest.manifest import read_manifest
-    from ingest.search import SearchError
 
     cli = {k: v for k, v in vars(args).items() if v is not None and k in CONFIG_KEYS}
     options: dict[str, Any] = _load_config(args.config) if args.config else {}
@@ -101,12 +99,15 @@ def _ingest(args: argparse.Namespace) -> int:
     if options.get("intersects", {}).get("type") == "Feature" if isinstance(options.get("intersects"), dict) else False:
         options["intersects"] = options["intersects"]["geometry"]
     options["progress"] = not args.no_progress
+    from ingest.storage import StorageError, is_storage_error, storage_access
+
     try:
         if args.from_manifest:
             if "out" not in options:
                 print("ofa ingest: error: --from-manifest needs --out", file=sys.stderr)
                 return 2
-            manifest = read_manifest(args.from_manifest, options.get("storage_options"))
+            with storage_access(args.from_manifest, "--from-manifest"):
+                manifest = read_manifest(args.from_manifest, options.get("storage_options"))
             overrides = {k: options[k] for k in ("storage_options", "workers", "scheduler", "strict", "progress", "processes",
                                                   "sign_href") if k in options}
             cfg = config_from_manifest(manifest, options["out"], **overrides)
@@ -119,48 +120,35 @@ def _ingest(args: argparse.Namespace) -> int:
                 return 2
             cfg = IngestConfig(**options)
         run_ingest(cfg)
-    except (IngestError, ManifestError, SearchError) as exc:
-        print(f"ofa ingest: error: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # noqa: BLE001 - storage gave up after its retries: one line, not a traceback
-        if not _is_storage_error(exc):
-            raise
-        print(f"ofa ingest: error: writing {options.get('out')} failed after retries "
-              f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); rerun the same command to resume", file=sys.stderr)
-        return 1
+    except Exception as exc:  # noqa: BLE001 - storage gave up after its retries: one line naming --out
+        if isinstance(exc, StorageError) or not is_storage_error(exc):
+            raise  # the ofa command maps ingest, manifest and search errors to one line and an exit code
+        raise StorageError(str(options.get("out")), exc, "--out", "rerun the same command to resume") from exc
     return 0
 
 
-def _is_storage_error(exc: BaseException) -> bool:
-    """An I/O or object-store client failure (OSError, botocore/aiohttp errors)."""
-    module = type(exc).__module__ or ""
-    return isinstance(exc, OSError) or module.startswith(("botocore", "aiobotocore", "aiohttp", "s3fs"))
-
-
 def _verify(args: argparse.Namespace) -> int:
-    from ingest.manifest import verify_dataset
+    from ingest.manifest import read_manifest, verify_dataset
+    from ingest.storage import storage_access
 
-    ok, problems = verify_dataset(args.url, args.storage_options)
-    for problem in problems:
-        print(f"FAIL {problem}")
-    if ok:
-        from ingest.manifest import read_manifest
-
+    with storage_access(args.url):
+        ok, problems = verify_dataset(args.url, args.storage_options)
+        for problem in problems:
+            print(f"FAIL {problem}")
+        if not ok:
+            return 1
         manifest = read_manifest(args.url, args.storage_options)
         n = sum(s["count"] for s in manifest["shards"])
-        print(f"OK {len(manifest['shards'])} shards, {n} samples: every shard present with its sha256 and sample count")
-    return 0 if ok else 1
+    print(f"OK {len(manifest['shards'])} shards, {n} samples: every shard present with its sha256 and sample count")
+    return 0
 
 
 def _show(args: argparse.Namespace) -> int:
-    from ingest.contract import ManifestError
     from ingest.manifest import read_manifest, summary
+    from ingest.storage import storage_access
 
-    try:
+    with storage_access(args.url):  # a bad manifest (ManifestError) or storage: one line from the ofa command
         manifest = read_manifest(args.url, args.storage_options)
-    except ManifestError as exc:
-        print(f"ofa manifest show: error: {exc}", file=sys.stderr)
-        return 1
     print(json.dumps(manifest, indent=1) if args.json else summary(manifest))
     return 0
 
@@ -180,7 +168,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-cloud", type=float, metavar="PCT", help="keep items with eo:cloud_cover <= PCT (applied client-side)")
     p.add_argument("--max-items", type=int, metavar="N", help="at most N items")
     p.add_argument("--chip-size", type=int, metavar="PX", help="chip size in pixels of the finest band (default 256)")
-    p.add_argument("--bands", metavar="NAMES", help="comma-separated band names to keep (default: all of each sensor)")
+    p.add_argument("--bands", metavar="NAMES", help="comma-separated band names to read (default: all of each sensor); "
+                   "the others stay in every sample, zero-filled and false in band_valid")
     p.add_argument("--out", metavar="URL", help="dataset URL: a folder, file:// or s3://")
     run = p.add_mutually_exclusive_group()
     run.add_argument("--workers", type=int, metavar="N", help="workers of the local Dask cluster (default: one per core)")

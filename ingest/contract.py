@@ -16,16 +16,23 @@ sample order) so the same inputs give byte-identical shards. A sample is a key p
 
 - ``{key}.pixels.npy``: C x H x W array in the asset's native dtype, values untouched
   (no scaling, no resampling of values: lower-resolution bands are nearest-resampled onto the
-  chip grid).
+  chip grid). C is always the sensor's channel count: a band the item lacks (single-polarisation
+  Sentinel-1) or that ``--bands`` leaves out is zero-filled and false in ``band_valid``.
+  Exception, Sentinel-1: GCP-only GRD files are geocoded (nearest neighbour through their GCPs onto
+  a UTM grid) and, where the item links calibration annotations, calibrated; calibrated SAR pixels
+  are float32 dB with nodata ``-9999`` (``ingest/sar.py``).
 - ``{key}.meta.json``: see ``META_KEYS``.
 
 Keys hold no dots (WebDataset splits key and extension at the first dot).
-Statistics in the manifest are per sensor and per band, over valid (non-nodata) pixels after
-applying each band's scale and offset, so readers normalise ``(x * scale + offset - mean) / std``.
+Statistics in the manifest are per sensor, quantity and band, over valid (non-nodata) pixels of
+valid bands after applying each band's scale and offset, so readers normalise
+``(x * scale + offset - mean) / std`` with the entry ``statistics_for`` picks for the sample's
+``quantity``: samples of different quantities are never normalised with one entry. Invalid bands
+(``band_valid`` false) are 0 after normalisation. Datasets written before ``quantity`` and
+``band_valid`` existed have neither: one quantity per sensor, every band valid.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -59,9 +66,11 @@ META_KEYS = (
     "item_id",
     "collection",
     "window",           # {"col_off", "row_off", "width", "height"} in the reference asset grid
-    "cloud_fraction",   # 0..1, from the sensor's cloud mask (null if it has none)
+    "cloud_fraction",   # 0..1, from the sensor's cloud mask; null = not measured (no mask, e.g. Sentinel-2 L1C)
     "nodata_fraction",  # 0..1
     "pixels_crc32",     # CRC-32 (8 hex digits) of this sample's pixels.npy member: readers catch bit flips per sample
+    "quantity",         # what the pixels measure after scale/offset, e.g. "surface_reflectance", "sigma0_db" (null: unrecorded)
+    "band_valid",       # per band: false where the channel is zero-filled (absent in the item or left out by --bands)
 )
 
 #: top-level keys of manifest.json
@@ -75,7 +84,7 @@ MANIFEST_KEYS = (
     "items",            # [{"id", "collection", "updated", "etag"}] selected items, in order
     "chips",            # chip parameters: chip_size, bands, thresholds, ...
     "shards",           # [{"path" (relative), "sensor", "count", "bytes", "sha256"}]
-    "statistics",       # {sensor: {"bands", "count", "mean", "std", "min", "max"}} (lists per band)
+    "statistics",       # {statistics_key: {"bands", "quantity", "count", "mean", "std", "min", "max"}} (lists per band)
     "skipped",          # [{"item_id", "collection", "reason"}]
     "counts",           # {"kept": n, "dropped": {reason: n}}
 )
@@ -116,6 +125,23 @@ def parse_manifest(text: str | bytes, source: str = "manifest") -> dict:
     return check_manifest(data, source)
 
 
+def statistics_key(sensor: str, quantity: str | None, canonical: str | None) -> str:
+    """Where the manifest keeps the statistics of ``sensor`` samples holding ``quantity``: under the sensor id
+    for the sensor's canonical quantity (the registry's) or an unrecorded one, else under ``{sensor}/{quantity}``."""
+    return sensor if quantity is None or quantity == canonical else f"{sensor}/{quantity}"
+
+
+def statistics_for(statistics: dict, sensor: str, quantity: str | None) -> dict | None:
+    """The manifest's statistics entry for ``sensor`` samples holding ``quantity`` (None if there is none):
+    ``{sensor}/{quantity}`` if present, else the sensor's entry when it holds that quantity or does not say."""
+    if quantity is not None and f"{sensor}/{quantity}" in statistics:
+        return statistics[f"{sensor}/{quantity}"]
+    entry = statistics.get(sensor)
+    if entry is None or quantity is None or entry.get("quantity") in (None, quantity):
+        return entry
+    return None
+
+
 def pixels_checksum(pixels: bytes) -> str:
     """The per-sample checksum ``meta.json`` records as ``pixels_crc32``.
 
@@ -126,16 +152,12 @@ def pixels_checksum(pixels: bytes) -> str:
 
 
 def check_pixels(pixels: bytes, meta: dict, key: str = "sample") -> None:
-    """Raise ``ValueError`` if ``pixels`` (the pixels.npy bytes) do not match the checksum in ``meta``
-    (``pixels_crc32``, or ``pixels_sha256`` in datasets written before it)."""
-    if "pixels_crc32" in meta:
-        name, expected, actual = "CRC-32", meta["pixels_crc32"], pixels_checksum(pixels)
-    elif "pixels_sha256" in meta:
-        name, expected, actual = "sha256", meta["pixels_sha256"], hashlib.sha256(pixels).hexdigest()
-    else:
+    """Raise ``ValueError`` if ``pixels`` (the pixels.npy bytes) do not match ``meta``'s ``pixels_crc32``."""
+    if "pixels_crc32" not in meta:
         raise ValueError(f"{key}: meta.json has no pixels_crc32")
+    expected, actual = meta["pixels_crc32"], pixels_checksum(pixels)
     if actual != expected:
-        raise ValueError(f"{key}: pixels.npy {name} {actual[:12]} does not match meta.json's {str(expected)[:12]} (damaged)")
+        raise ValueError(f"{key}: pixels.npy CRC-32 {actual} does not match meta.json's {str(expected)[:12]} (damaged)")
 
 
 def sample_key(item_id: str, row_off: int, col_off: int) -> str:

@@ -2,6 +2,7 @@
 its scale, offset, nodata and wavelength (item metadata first, registry fallback)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
-from ingest.sensors import BandSpec, SensorSpec, sensor_for_collection
+from ingest.sensors import BandSpec, BaselineOffset, SensorSpec, sensor_for_collection
 
 #: a hook that turns a clean href into a readable one (e.g. Planetary Computer SAS signing);
 #: its result is only used to open the file and never written anywhere.
@@ -33,6 +34,10 @@ class ChannelPlan:
     scale: float
     offset: float
     nodata: float | None
+    valid: bool = True                 # False: not in the item (or left out by --bands): zero-filled, never read
+    calibration: str | None = None     # SAR: clean href of the calibration annotation the conversion needs
+    convert: str | None = None         # SAR: "sigma0_db" (DN + calibration LUT), "db" (linear power), None
+    source_nodata: float | None = None  # SAR: the file's no-data value when ``convert`` changes it
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class ItemPlan:
     geometry: dict | None
     shape: tuple[int, int] | None = None   # proj:shape of the finest band, when the item says
     aoi: dict | None = None                # search area (WGS84 geometry): chips must touch it
+    quantity: str | None = None            # what the samples' pixels hold (registry/sar.py names)
 
 
 def clean_href(href: str) -> str:
@@ -98,8 +104,39 @@ def _band_meta(asset: dict, key: str, index: int) -> dict:
     return entries[index - 1] if isinstance(entries, list) and len(entries) >= index and isinstance(entries[index - 1], dict) else {}
 
 
-def _channel(item_id: str, assets: dict, band: BandSpec) -> ChannelPlan:
+def processing_baseline(value: Any) -> tuple[int, int] | None:
+    """``"04.00"``, ``"05.09"``, ``"N0400"`` or ``4.0`` as (major, minor); None if it is none of these."""
+    text = str(value).strip().upper().lstrip("N") if value is not None else ""
+    if re.fullmatch(r"\d{4}", text):
+        text = f"{text[:2]}.{text[2:]}"
+    match = re.fullmatch(r"(\d{1,2})(?:\.(\d{1,2}))?", text)
+    return (int(match.group(1)), int(match.group(2) or 0)) if match else None
+
+
+def _baseline_offset(rule: BaselineOffset | None, props: dict, raster: dict, scale: float, default: float) -> float:
+    """A band's offset: 0 where the catalog says it took the DN offset out already, else the item's
+    ``raster:bands`` offset, else ``rule.dn * scale`` from the item's processing baseline on, else ``default``."""
+    if rule and any(props.get(k) is True for k in rule.removed):
+        return 0.0
+    if raster.get("offset") is not None:
+        return float(raster["offset"])
+    if rule:
+        baseline = next((b for b in map(processing_baseline, (props.get(k) for k in rule.baseline_keys)) if b), None)
+        if baseline is not None:
+            return rule.dn * scale if baseline >= rule.since else 0.0
+    return default
+
+
+def _absent(band: BandSpec) -> ChannelPlan:
+    """A channel the sample carries zero-filled and marked invalid (``band_valid``)."""
+    return ChannelPlan(name=band.name, asset="", href="", index=band.index, wavelength=band.wavelength, gsd=band.gsd,
+                       scale=band.scale, offset=band.offset, nodata=band.nodata, valid=False)
+
+
+def _channel(assets: dict, band: BandSpec, props: dict, rule: BaselineOffset | None) -> ChannelPlan:
     key = next((k for k in band.keys if k in assets), None)
+    if key is None and band.optional:
+        return _absent(band)
     if key is None:
         data_keys = sorted(k for k, a in assets.items() if "data" in (a.get("roles") or ["data"]))
         shown = ", ".join(data_keys[:12]) + (f", ... ({len(data_keys)} in all)" if len(data_keys) > 12 else "")
@@ -109,8 +146,7 @@ def _channel(item_id: str, assets: dict, band: BandSpec) -> ChannelPlan:
         raise ItemError(f"asset {key!r} has no href")
     eo = _band_meta(asset, "eo:bands", band.index)
     raster = _band_meta(asset, "raster:bands", band.index)
-    scale = raster.get("scale", band.scale)
-    offset = raster.get("offset", band.offset)
+    scale = float(1.0 if raster.get("scale", band.scale) is None else raster.get("scale", band.scale))
     nodata = raster["nodata"] if "nodata" in raster else band.nodata
     if isinstance(nodata, str):  # "nan", "inf"
         nodata = float(nodata)
@@ -118,7 +154,7 @@ def _channel(item_id: str, assets: dict, band: BandSpec) -> ChannelPlan:
         name=band.name, asset=key, href=clean_href(str(asset["href"])), index=band.index,
         wavelength=float(eo.get("center_wavelength") or band.wavelength),
         gsd=float(raster.get("spatial_resolution") or eo.get("gsd") or asset.get("gsd") or band.gsd),
-        scale=float(1.0 if scale is None else scale), offset=float(0.0 if offset is None else offset),
+        scale=scale, offset=_baseline_offset(rule, props, raster, scale, band.offset),
         nodata=None if nodata is None else float(nodata),
     )
 
@@ -153,7 +189,13 @@ def _plan_item(item: dict, bands: list[str] | None, sensor: SensorSpec | None) -
         wanted = tuple(b for b in sensor.bands if b.name in bands or (b.common_name and b.common_name in bands))
         if not wanted:
             raise ItemError(f"none of the requested bands {bands} belong to sensor {sensor.id} ({', '.join(sensor.band_names)})")
-    channels = tuple(_channel(item["id"], assets, b) for b in wanted)
+    # every sample keeps the sensor's channels: bands left out by --bands are carried invalid, like absent ones
+    channels = tuple(_channel(assets, b, props, sensor.baseline_offset) if b in wanted else _absent(b) for b in sensor.bands)
+    if not any(c.valid for c in channels):
+        raise ItemError(f"no band of sensor {sensor.id} in the item (tried {', '.join(k for b in wanted for k in b.keys)})")
+    quantity = sensor.quantity
+    if sensor.sar:
+        quantity, channels = sar_channels(sensor, collection, assets, props, channels)
     mask = sensor.cloud_mask
     mask_key = next((k for k in mask.keys if k in assets), None) if mask else None
     return ItemPlan(
@@ -166,11 +208,38 @@ def _plan_item(item: dict, bands: list[str] | None, sensor: SensorSpec | None) -
         mask_cloud=tuple(mask.cloud) if mask_key else (),
         mask_fill=tuple(mask.fill) if mask_key else (),
         sar=sensor.sar, crs=item_crs(item), geometry=item.get("geometry"), shape=_finest_shape(item, channels),
+        quantity=quantity,
     )
 
 
+def sar_channels(sensor: SensorSpec, collection: str, assets: dict, props: dict,
+                 channels: tuple[ChannelPlan, ...]) -> tuple[str | None, tuple[ChannelPlan, ...]]:
+    """The quantity a SAR item's samples will hold and its channels set up for the conversion there.
+
+    GRD (``amplitude_dn``) becomes ``sigma0_db`` when every present channel's calibration annotation
+    (``schema-calibration-{asset key}``) is linked, else stays ``amplitude_dn``; linear ``gamma0``
+    (RTC) becomes ``gamma0_db``. The registry's ``products`` maps collection -> (source, target).
+    The item's ``sar:pixel_spacing_*`` is the grid spacing a GCP-only raster is geocoded at."""
+    from ingest.sar import DB_NODATA
+
+    spacing = [props.get(k) for k in ("sar:pixel_spacing_range", "sar:pixel_spacing_azimuth")]
+    if all(isinstance(v, (int, float)) and v > 0 for v in spacing):
+        channels = tuple(dataclasses.replace(c, gsd=float(max(spacing))) for c in channels)
+
+    source, target = sensor.products.get(collection, (None, None))
+    present = [c for c in channels if c.valid]
+    links = {c.asset: (assets.get(f"schema-calibration-{c.asset.lower()}") or {}).get("href") for c in present}
+    if source == target or (target == "sigma0_db" and not all(links.values())):
+        return source, channels
+    convert = "sigma0_db" if target == "sigma0_db" else "db"
+    out = tuple(dataclasses.replace(
+        c, convert=convert, calibration=clean_href(str(links[c.asset])) if convert == "sigma0_db" else None,
+        source_nodata=c.nodata, nodata=DB_NODATA, scale=1.0, offset=0.0) if c.valid else c for c in channels)
+    return target, out
+
+
 def _finest_shape(item: dict, channels: tuple[ChannelPlan, ...]) -> tuple[int, int] | None:
-    finest = min(channels, key=lambda c: c.gsd)
+    finest = min((c for c in channels if c.valid), key=lambda c: c.gsd)
     shape = item["assets"][finest.asset].get("proj:shape") or item["properties"].get("proj:shape")
     try:
         return (int(shape[0]), int(shape[1])) if shape else None
@@ -190,7 +259,3 @@ def read_href(href: str) -> str:
     if href.startswith("file://"):
         return href[len("file://"):]
     return href
-
-
-def plan_summary(plan: ItemPlan) -> dict[str, Any]:
-    return {"item_id": plan.item_id, "sensor": plan.sensor, "bands": [c.name for c in plan.channels]}

@@ -16,7 +16,6 @@ import functools
 import json
 import logging
 import os
-import signal
 import time
 import zlib
 from contextlib import contextmanager
@@ -25,14 +24,16 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
 from ingest.chips import DROP_REASONS, BandStats, ChipOptions
-from ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, ManifestError, item_shard_path
+from ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, ManifestError, item_shard_path, statistics_key
 from ingest.items import ItemError, ItemPlan, clean_href, identity_href, item_etag, plan_item, redact
 from ingest.search import SearchParams
+from ingest.sensors import SENSORS
 from ingest.shards import (
     SHARD_MAX_BYTES, SHARD_MAX_SAMPLES, STAGING_DIR, ShardWriter, is_local_fs, remove_temporaries, sample_block,
     write_atomic, write_full_shards,
 )
 from ingest.storage import get_fs, join
+from ingest.version import package_version
 
 log = logging.getLogger("ofa.ingest")
 SEARCH_RECORD = f"{STAGING_DIR}/_search.json"
@@ -95,18 +96,6 @@ def item_key(collection: str, item_id: str) -> str:
     return safe if safe == raw else f"{safe}-{zlib.crc32(raw.encode()):08x}"
 
 
-_KILL_COUNTS: dict[str, int] = {}
-
-
-def _kill_point(name: str) -> None:
-    """Test hook: ``OFA_INGEST_KILL_AT=name`` (or ``name:n``, the n-th time) makes the run SIGKILL itself here."""
-    point, _, nth = os.environ.get("OFA_INGEST_KILL_AT", "").partition(":")
-    if point == name:
-        _KILL_COUNTS[name] = _KILL_COUNTS.get(name, 0) + 1
-        if _KILL_COUNTS[name] >= int(nth or 1):
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
 def resolve_hook(hook: Callable[[str], str] | str | None) -> Callable[[str], str]:
     """A signing hook from a callable or a ``"module:function"`` string (identity when None)."""
     if hook is None:
@@ -128,8 +117,6 @@ def resolve_hook(hook: Callable[[str], str] | str | None) -> Callable[[str], str
 def software_versions() -> dict[str, str]:
     import numpy
     import rasterio
-
-    from pipeline.cli import package_version
 
     return {"ofa": package_version(), "format_version": str(FORMAT_VERSION), "numpy": numpy.__version__,
             "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__}
@@ -331,99 +318,147 @@ def _stop_workers_now(cluster: Any) -> None:
                 log.debug("could not stop worker %s at once: %s", worker, exc)
 
 
-def _write_items(fs, root: str, cfg: IngestConfig, by_sensor: dict[str, list[ItemPlan]]) -> tuple[dict[str, list[dict]], dict[str, dict]]:
-    """Run the item tasks on Dask and stream their samples into each sensor's shards, in item order.
+#: one item task waiting to run: (sensor, position in the sensor's items, plan, samples already in shards)
+Entry = tuple[str, int, ItemPlan, int]
 
-    Results arriving out of order wait (at most a window of items is in flight, so memory stays
-    bounded); after every finished shard the progress record is saved, so a rerun starts from the
-    shard that was open. Returns the shards per sensor and the record of every item.
-    """
-    from dask.distributed import as_completed
-    from tqdm.auto import tqdm
 
-    progress = _Progress.load(fs, root)
-    writers = {s: ShardWriter(fs, root, s, cfg.shard_max_samples, cfg.shard_max_bytes, shards=list(progress.shards.get(s, [])))
-               for s in sorted(by_sensor)}
-    queue: list[tuple[str, int, ItemPlan, int]] = []   # (sensor, position, plan, samples already in shards)
+def _queue(by_sensor: dict[str, list[ItemPlan]], progress: _Progress) -> list[Entry]:
+    """The items still to write, sensor by sensor, from each sensor's saved cursor on."""
+    queue: list[Entry] = []
     for sensor in sorted(by_sensor):
         start, skip = progress.cursor.get(sensor, (0, 0))
         queue += [(sensor, pos, plan, skip if pos == start else 0) for pos, plan in enumerate(by_sensor[sensor]) if pos >= start]
-    pending = {item_key(plan.collection, plan.item_id) for _, _, plan, _ in queue}
-    records = {k: v for k, v in progress.records.items() if k not in pending}
+    return queue
+
+
+class _InOrderWriter:
+    """Streams item results, handed over in queue order, into each sensor's shards.
+
+    After every finished shard, and when a sensor's last item is in, the sensor's progress is saved
+    (its shards, where the open shard starts, the records since the last save), so a rerun starts from
+    the shard that was open. ``client_target``: the client also writes the shards items fill on their
+    own (when the workers cannot reach the output); the dataset is the same."""
+
+    def __init__(self, fs, root: str, cfg: IngestConfig, by_sensor: dict[str, list[ItemPlan]], progress: _Progress,
+                 queue: list[Entry], client_target: ShardTarget | None = None) -> None:
+        self.fs, self.root, self.by_sensor, self.progress = fs, root, by_sensor, progress
+        self.client_target = client_target
+        self.writers = {s: ShardWriter(fs, root, s, cfg.shard_max_samples, cfg.shard_max_bytes,
+                                       shards=list(progress.shards.get(s, []))) for s in sorted(by_sensor)}
+        pending = {item_key(plan.collection, plan.item_id) for _, _, plan, _ in queue}
+        #: the record of every item written (this run or before the cursor)
+        self.records = {k: v for k, v in progress.records.items() if k not in pending}
+        #: records taken since each sensor's last save
+        self.unsaved: dict[str, dict[str, dict]] = {s: {} for s in self.writers}
+        # an item redone after a kill writes its own shards again (the same bytes); the ones saved already stay listed once
+        self.recorded = {s: {shard["path"] for shard in progress.shards.get(s, [])} for s in self.writers}
+
+    def shards(self) -> dict[str, list[dict]]:
+        """The shards written so far, per sensor."""
+        return {s: w.shards for s, w in self.writers.items()}
+
+    def consume(self, entry: Entry, result: dict) -> dict:
+        """Write one item's result (the next in queue order); return its record."""
+        record = self.add_item(entry, result)
+        sensor, pos = entry[0], entry[1]
+        if pos == len(self.by_sensor[sensor]) - 1:
+            self.finish_sensor(sensor, pos)
+        return record
+
+    def add_item(self, entry: Entry, result: dict) -> dict:
+        """List the shards the item filled, append its other samples to the sensor's open shard and
+        keep its record."""
+        sensor, pos, plan, skip = entry
+        record, writer, blocks = result["record"], self.writers[sensor], result["blocks"]
+        if self.client_target is not None and blocks:
+            result["shards"], blocks = write_item_shards(self.client_target, plan, blocks)
+        writer.shards.extend(s for s in result["shards"] if s["path"] not in self.recorded[sensor])
+        for i, block in enumerate(blocks[skip:], start=skip):
+            if writer.add_block(block):
+                self._save(sensor, (pos, i))   # a shard was finished: the open one starts with this sample
+        key = item_key(plan.collection, plan.item_id)
+        self.records[key] = self.unsaved[sensor][key] = record
+        if record.get("skipped"):
+            log.warning("skipped item %s (%s): %s", record["item_id"], record["collection"], record["skipped"])
+        return record
+
+    def finish_sensor(self, sensor: str, pos: int) -> None:
+        """After the sensor's last item (at ``pos``): close its open shard and save its progress."""
+        self.writers[sensor].flush()
+        self._save(sensor, (pos + 1, 0))
+
+    def _save(self, sensor: str, cursor: tuple[int, int]) -> None:
+        self.progress.save(self.fs, self.root, sensor, self.writers[sensor].shards, cursor, self.unsaved[sensor])
+        self.unsaved[sensor] = {}
+
+
+def _results_in_order(client: Any, tasks: int, window: int, submit: Callable[[int], Any]) -> Iterator[tuple[int, Any]]:
+    """``(i, result of task i)`` for ``i`` in ``range(tasks)``, in order, from futures ``submit(i)`` gives.
+
+    At most ``window`` tasks are in flight or finished but not yet handed over: results arriving out
+    of order wait on the workers (memory stays bounded) and each is released once handed over."""
+    from dask.distributed import as_completed
+
+    futures = as_completed()
+    index_of: dict[str, int] = {}
+    arrived: dict[int, Any] = {}
+    submitted = done = 0
+    while done < tasks:
+        while submitted < tasks and submitted - done < window:
+            future = submit(submitted)
+            index_of[future.key] = submitted
+            futures.add(future)
+            submitted += 1
+        future = next(futures)
+        arrived[index_of.pop(future.key)] = future
+        while done in arrived:
+            head = arrived.pop(done)
+            yield done, head.result()
+            head.release()
+            done += 1
+
+
+def _write_items(fs, root: str, cfg: IngestConfig, by_sensor: dict[str, list[ItemPlan]]) -> tuple[dict[str, list[dict]], dict[str, dict]]:
+    """Run the item tasks on Dask and stream their samples into each sensor's shards, in item order
+    (``_InOrderWriter``), resuming from the saved progress. Returns the shards per sensor and the
+    record of every item."""
+    from tqdm.auto import tqdm
+
+    progress = _Progress.load(fs, root)
+    queue = _queue(by_sensor, progress)
     total = sum(map(len, by_sensor.values()))
     if len(queue) < total:
         log.info("resuming: %d of %d items already in shards", total - len(queue), total)
-    if not queue:
-        return {s: w.shards for s, w in writers.items()}, records
-
-    unsaved: dict[str, dict[str, dict]] = {s: {} for s in writers}   # records consumed since the sensor's last save
-    # an item redone after a kill writes its own shards again (the same bytes); the ones saved already stay listed once
-    recorded = {s: {shard["path"] for shard in progress.shards.get(s, [])} for s in writers}
-
-    def save(sensor: str, cursor: tuple[int, int]) -> None:
-        progress.save(fs, root, sensor, writers[sensor].shards, cursor, unsaved[sensor])
-        unsaved[sensor] = {}
-
-    def consume(entry: tuple[str, int, ItemPlan, int], result: dict) -> None:
-        sensor, pos, plan, skip = entry
-        record, writer, blocks = result["record"], writers[sensor], result["blocks"]
-        if on_client and blocks:  # what the workers write elsewhere, written here: the dataset is the same
-            result["shards"], blocks = write_item_shards(target, plan, blocks)
-        writer.shards.extend(s for s in result["shards"] if s["path"] not in recorded[sensor])
-        for i, block in enumerate(blocks[skip:], start=skip):
-            if writer.add_block(block):
-                save(sensor, (pos, i))   # a shard was finished: the open one starts with this sample
-        key = item_key(plan.collection, plan.item_id)
-        records[key] = unsaved[sensor][key] = record
-        if record.get("skipped"):
-            log.warning("skipped item %s (%s): %s", record["item_id"], record["collection"], record["skipped"])
-        bar.update(record.get("kept", 0) + sum((record.get("dropped") or {}).values()))
-        bar.set_postfix(items=f"{done + 1}/{len(queue)}", kept=record.get("kept", 0))
-        _kill_point("item")
-        if pos == len(by_sensor[sensor]) - 1:
-            writer.flush()
-            save(sensor, (pos + 1, 0))
-            _kill_point(f"shards-{sensor}")
-
-    options = cfg.chip_options()
     target = ShardTarget(cfg.out, cfg.storage_options, cfg.shard_max_samples, cfg.shard_max_bytes)
     on_client = bool(cfg.scheduler) and is_local_fs(fs)   # workers elsewhere would write to their own disks
+    writer = _InOrderWriter(fs, root, cfg, by_sensor, progress, queue, target if on_client else None)
+    if not queue:
+        return writer.shards(), writer.records
     if on_client:
         log.info("%s is a local path: the client writes every shard (an s3:// output lets the workers of %s "
                  "write the shards items fill)", cfg.out, cfg.scheduler)
+    options = cfg.chip_options()
+    kept = sum(r.get("kept", 0) for r in writer.records.values())   # the run's total so far, resumed items included
     bar = tqdm(total=sum(_chip_estimate(p, cfg.chip_size) for _, _, p, _ in queue) or None, unit="chip", desc="ingest",
                disable=not cfg.progress, dynamic_ncols=True)
-    done, submitted, arrived = 0, 0, {}
     try:
         with _dask_client(cfg, len(queue)) as client:
+            def submit(i: int) -> Any:
+                plan = queue[i][2]
+                return client.submit(ingest_item_task, plan, options, cfg.sign_href, None if on_client else target,
+                                     key=f"ingest-{i}-{plan.item_id}", pure=False)
+
             # items in flight or finished but not yet written: two per worker thread keeps every thread
-            # busy while the head of the queue finishes; finished results stay on the workers until written
+            # busy while the head of the queue finishes
             window = 2 * max(1, sum(client.nthreads().values())) + 2
-            futures = as_completed()
-            index_of: dict[str, int] = {}
-
-            def fill() -> None:
-                nonlocal submitted
-                while submitted < len(queue) and submitted - done < window:
-                    _, _, plan, _ = queue[submitted]
-                    future = client.submit(ingest_item_task, plan, options, cfg.sign_href, None if on_client else target,
-                                           key=f"ingest-{submitted}-{plan.item_id}", pure=False)
-                    index_of[future.key] = submitted
-                    futures.add(future)
-                    submitted += 1
-
-            fill()
-            for future in futures:
-                arrived[index_of.pop(future.key)] = future
-                while done in arrived:
-                    head = arrived.pop(done)
-                    consume(queue[done], head.result())
-                    head.release()
-                    done += 1
-                fill()
+            for i, result in _results_in_order(client, len(queue), window, submit):
+                record = writer.consume(queue[i], result)
+                bar.update(record.get("kept", 0) + sum((record.get("dropped") or {}).values()))
+                kept += record.get("kept", 0)
+                bar.set_postfix(items=f"{i + 1}/{len(queue)}", kept=kept)
     finally:
         bar.close()
-    return {s: w.shards for s, w in writers.items()}, records
+    return writer.shards(), writer.records
 
 
 def run_ingest(cfg: IngestConfig) -> dict:
@@ -469,7 +504,6 @@ def run_ingest(cfg: IngestConfig) -> dict:
     for plan in plans:
         by_sensor.setdefault(plan.sensor, []).append(plan)
     shards, records = _write_items(fs, root, cfg, by_sensor)
-    _kill_point("tasks")
     sizes = shard_sizes(fs, root)
     lost = _lost_shards([s for ss in shards.values() for s in ss], sizes)
     if lost:  # a store that lost objects (or someone deleting them) must not end in a manifest naming them
@@ -481,8 +515,7 @@ def run_ingest(cfg: IngestConfig) -> dict:
     if cfg.strict and manifest["skipped"]:
         reasons = "; ".join(f"{s['item_id']}: {s['reason']}" for s in manifest["skipped"])
         raise IngestError(f"--strict: {len(manifest['skipped'])} item(s) skipped: {reasons}")
-    write_atomic(fs, f"{root}/{MANIFEST_NAME}", json.dumps(manifest, indent=1, sort_keys=True).encode())
-    _kill_point("manifest")
+    _write_manifest(fs, root, manifest)
     _remove_staging(fs, root)
     _print_summary(manifest, cfg, time.monotonic() - started)
     return manifest
@@ -493,7 +526,7 @@ def _manifest(cfg: IngestConfig, items: list[dict], by_sensor: dict[str, list[It
     """The manifest dict: counts and statistics merged in item order, so they never depend on timing."""
     from ingest.manifest import finalize_stats
 
-    stats: dict[str, tuple[list[str], list[BandStats]]] = {}
+    stats: dict[str, tuple[list[str], list[BandStats], str | None]] = {}   # statistics key -> (bands, sums, quantity)
     kept, dropped = 0, {r: 0 for r in DROP_REASONS}
     for sensor in sorted(by_sensor):
         for plan in by_sensor[sensor]:
@@ -504,7 +537,9 @@ def _manifest(cfg: IngestConfig, items: list[dict], by_sensor: dict[str, list[It
             kept += record["kept"]
             for reason, n in record["dropped"].items():
                 dropped[reason] = dropped.get(reason, 0) + n
-            names, acc = stats.setdefault(sensor, (record["bands"], [BandStats() for _ in record["bands"]]))
+            # one entry per quantity: samples of different quantities are never normalised together
+            key = statistics_key(sensor, plan.quantity, SENSORS[sensor].quantity if sensor in SENSORS else None)
+            names, acc, _ = stats.setdefault(key, (record["bands"], [BandStats() for _ in record["bands"]], plan.quantity))
             for total, part in zip(acc, record["stats"]):
                 total.merge(BandStats.from_list(part))
     all_shards = [s for sensor in sorted(shards) for s in shards[sensor]]
@@ -520,10 +555,15 @@ def _manifest(cfg: IngestConfig, items: list[dict], by_sensor: dict[str, list[It
                    "updated": (it.get("properties") or {}).get("updated"), "etag": item_etag(it)} for it in items],
         "chips": cfg.chips_record(),
         "shards": all_shards,
-        "statistics": {s: finalize_stats(names, acc) for s, (names, acc) in sorted(stats.items())},
+        "statistics": {s: {**finalize_stats(names, acc), "quantity": q} for s, (names, acc, q) in sorted(stats.items())},
         "skipped": skipped,
         "counts": {"kept": kept, "dropped": dropped},
     }
+
+
+def _write_manifest(fs, root: str, manifest: dict) -> None:
+    """Publish the manifest: from here on the dataset is complete."""
+    write_atomic(fs, f"{root}/{MANIFEST_NAME}", json.dumps(manifest, indent=1, sort_keys=True).encode())
 
 
 def _remove_stale_shards(fs, root: str, stale: set[str]) -> None:

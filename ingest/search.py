@@ -32,6 +32,28 @@ class SearchError(RuntimeError):
     """The catalog could not be searched."""
 
 
+class UnknownCollectionError(SearchError):
+    """The search names a collection the catalog does not have."""
+
+
+def check_collections(client: Any, catalog: str, wanted: tuple[str, ...]) -> None:
+    """Raise ``UnknownCollectionError`` naming the catalog's ``/collections`` if ``wanted`` has one it lacks.
+
+    Only for APIs that list their collections; a static catalog is not walked (the search then finds nothing)."""
+    from pystac_client.conformance import ConformanceClasses
+
+    if not client.conforms_to(ConformanceClasses.COLLECTIONS):
+        return
+    try:
+        have = sorted(c.id for c in client.get_collections())
+    except Exception:  # noqa: BLE001 - an unlisted catalog: leave it to the search
+        return
+    missing = [c for c in wanted if c not in have]
+    if missing and have:
+        raise UnknownCollectionError(f"--collection {', '.join(missing)}: not in the catalog {catalog} "
+                                     f"(its /collections: {', '.join(have)})")
+
+
 def passes_cloud(item: dict, max_cloud: float | None) -> bool:
     """Client-side ``eo:cloud_cover <= max_cloud`` (items that do not say pass)."""
     if max_cloud is None:
@@ -47,6 +69,7 @@ def _iter_items(catalog: str, params: SearchParams, ids: list[str] | None) -> It
         client = Client.open(catalog)
     except Exception as exc:  # noqa: BLE001
         raise SearchError(f"cannot open STAC catalog {catalog}: {exc}") from None
+    check_collections(client, catalog, params.collections)
     kwargs: dict[str, Any] = {"collections": list(params.collections), "limit": 100}
     if params.bbox is not None:
         kwargs["bbox"] = list(params.bbox)

@@ -16,26 +16,37 @@ Public API (the contract other packages code against)::
     feats = mae.encode_features(x, modality="sentinel-2")        # list of [N, D, H/p, W/p]
     save_pretrained(mae, "s3://bucket/ckpt", storage_options=...) # safetensors + config.json
     mae = from_pretrained("s3://bucket/ckpt")                     # never unpickles
+    facts = read_info("s3://bucket/ckpt")["sensors"]["sentinel-2"] # bands, wavelengths, GSD, scale/offset, mean/std
+    x = normalise(raw_pixels, facts)                              # native dtype -> model input
     sd = export_timm_state_dict(mae)            # backbone under timm ViT key names
     flops_per_image(cfg)                        # training FLOPs of one image (MFU)
 """
-from .config import DEFAULT_MODALITIES, DEFAULT_WAVELENGTHS, SIZES, ModelConfig
-from .flops import flops_per_image
-from .io import CheckpointError, from_pretrained, load_config, save_pretrained
-from .mae import MAEOutput, MaskedAutoencoder
-from .timm_export import export_timm_state_dict
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_MODALITIES",
-    "DEFAULT_WAVELENGTHS",
-    "SIZES",
-    "ModelConfig",
-    "MaskedAutoencoder",
-    "MAEOutput",
-    "save_pretrained",
-    "from_pretrained",
-    "load_config",
-    "CheckpointError",
-    "flops_per_image",
-    "export_timm_state_dict",
-]
+import importlib
+from typing import Any
+
+#: public name -> submodule defining it; loaded on first use, so ``import model.cli`` (the ``ofa`` command's
+#: start-up) does not import torch
+_EXPORTS = {
+    "DEFAULT_MODALITIES": "config", "DEFAULT_WAVELENGTHS": "config", "SIZES": "config", "ModelConfig": "config",
+    "flops_per_image": "flops",
+    "CheckpointError": "io", "from_pretrained": "io", "load_config": "io", "save_pretrained": "io",
+    "read_info": "io", "model_url": "io", "normalise": "io",
+    "MAEOutput": "mae", "MaskedAutoencoder": "mae",
+    "export_timm_state_dict": "timm_export",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'model' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

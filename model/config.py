@@ -10,6 +10,7 @@ from typing import Any
 DEFAULT_MODALITIES: dict[str, int] = {
     "sentinel-1": 2,
     "sentinel-2": 12,
+    "sentinel-2-l1c": 13,
     "landsat": 7,
     "naip": 4,
     "gaofen-2": 4,
@@ -28,6 +29,8 @@ DEFAULT_WAVELENGTHS: dict[str, list[float]] = {
     "sentinel-1": [5.405, 5.405],  # VV, VH
     # B01 B02 B03 B04 B05 B06 B07 B08 B8A B09 B11 B12
     "sentinel-2": [0.443, 0.49, 0.56, 0.665, 0.705, 0.74, 0.783, 0.842, 0.865, 0.945, 1.61, 2.19],
+    # the same bands at the top of the atmosphere, with B10 (cirrus) between B09 and B11
+    "sentinel-2-l1c": [0.443, 0.49, 0.56, 0.665, 0.705, 0.74, 0.783, 0.842, 0.865, 0.945, 1.375, 1.61, 2.19],
     # SR_B1 .. SR_B7 (Landsat 8/9 OLI)
     "landsat": [0.443, 0.482, 0.562, 0.655, 0.865, 1.609, 2.201],
     "naip": [0.635, 0.555, 0.465, 0.845],  # R G B NIR

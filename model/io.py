@@ -1,10 +1,16 @@
-"""Checkpoints: ``model.safetensors`` + ``config.json`` in a folder, through fsspec (local, file://, s3://)."""
+"""Checkpoints: ``model.safetensors`` + ``config.json`` in a folder, through fsspec (local, file://, s3://).
+
+``config.json`` holds the ``ModelConfig`` and, for checkpoints written by training, what a user needs
+to feed the model a new scene: per sensor the band names in channel order, wavelengths, GSD, the
+scale/offset and per-band mean/std the training data was normalised with (``sensors``), and where
+that data came from (``training``: dataset URLs and manifest sha256s)."""
 from __future__ import annotations
 
 import json
 from typing import Any
 
 import fsspec
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
@@ -27,21 +33,39 @@ def _fs(url: str, storage_options: dict[str, Any] | None) -> tuple[fsspec.Abstra
     return fs, root.rstrip("/")
 
 
-def save_pretrained(mae: MaskedAutoencoder, url: str, storage_options: dict[str, Any] | None = None) -> None:
-    """Write ``url/model.safetensors`` (weights) and ``url/config.json`` (ModelConfig)."""
+#: keys of config.json that ``save_pretrained`` owns; ``metadata`` may add others (``sensors``, ``training``)
+RESERVED_KEYS = ("format", "format_version", "config")
+
+
+def save_pretrained(mae: MaskedAutoencoder, url: str, storage_options: dict[str, Any] | None = None,
+                    metadata: dict[str, Any] | None = None) -> None:
+    """Write ``url/model.safetensors`` (weights) and ``url/config.json`` (ModelConfig plus ``metadata``,
+    e.g. ``{"sensors": {...}, "training": {...}}``: JSON-safe values under keys other than ``RESERVED_KEYS``)."""
+    clash = sorted(set(metadata or {}) & set(RESERVED_KEYS))
+    if clash:
+        raise ValueError(f"save_pretrained: metadata may not set {clash}")
     fs, root = _fs(url, storage_options)
     fs.makedirs(root, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in mae.state_dict().items()}
-    metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
+    header = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
     with fs.open(f"{root}/{WEIGHTS_NAME}", "wb") as f:
-        f.write(st_save(tensors, metadata=metadata))
-    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": mae.config.to_dict()}
+        f.write(st_save(tensors, metadata=header))
+    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": mae.config.to_dict(), **(metadata or {})}
     with fs.open(f"{root}/{CONFIG_NAME}", "wb") as f:
         f.write(json.dumps(doc, indent=2, sort_keys=True).encode())
 
 
 def load_config(url: str, storage_options: dict[str, Any] | None = None) -> ModelConfig:
     """Read ``url/config.json`` into a ModelConfig."""
+    doc = read_info(url, storage_options)
+    try:
+        return ModelConfig.from_dict(doc["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{url}/{CONFIG_NAME}: bad config ({exc})") from None
+
+
+def read_info(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The whole ``url/config.json`` (``config``, and ``sensors``/``training`` when training wrote them)."""
     fs, root = _fs(url, storage_options)
     path = f"{root}/{CONFIG_NAME}"
     try:
@@ -59,10 +83,33 @@ def load_config(url: str, storage_options: dict[str, Any] | None = None) -> Mode
         raise CheckpointError(
             f"{url}/{CONFIG_NAME}: format_version {doc.get('format_version')!r} unknown (supported: {FORMAT_VERSION})"
         )
-    try:
-        return ModelConfig.from_dict(doc["config"])
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{url}/{CONFIG_NAME}: bad config ({exc})") from None
+    return doc
+
+
+def model_url(url: str, storage_options: dict[str, Any] | None = None) -> str:
+    """``url`` if it holds a ``config.json``, else ``url/model`` if that does (a training checkpoint folder)."""
+    fs, root = _fs(url, storage_options)
+    if not fs.exists(f"{root}/{CONFIG_NAME}") and fs.exists(f"{root}/model/{CONFIG_NAME}"):
+        return f"{url.rstrip('/')}/model"
+    return url
+
+
+def normalise(pixels: torch.Tensor, sensor: dict[str, Any]) -> torch.Tensor:
+    """Raw pixels [..., C, H, W] (native dtype) -> model input, with one sensor entry of a checkpoint's
+    ``sensors``: ``(raw * scale + offset - mean) / std`` per band; no-data and non-finite pixels become 0."""
+    c = pixels.shape[-3]
+    if len(sensor["bands"]) != c:
+        raise ValueError(f"pixels have {c} channels, the sensor has {len(sensor['bands'])} bands {sensor['bands']}")
+
+    def per_band(key: str, default: float) -> torch.Tensor:
+        values = [default if v is None else float(v) for v in (sensor.get(key) or [default] * c)]
+        return torch.tensor(values, dtype=torch.float64).reshape(c, 1, 1)
+
+    raw = pixels.to(torch.float64)
+    x = (raw * per_band("scale", 1.0) + per_band("offset", 0.0) - per_band("mean", 0.0)) / per_band("std", 1.0)
+    nodata = per_band("nodata", float("nan"))
+    invalid = ~torch.isfinite(x) | (raw == nodata)
+    return x.masked_fill(invalid, 0.0).to(torch.float32)
 
 
 def from_pretrained(url: str, storage_options: dict[str, Any] | None = None) -> MaskedAutoencoder:

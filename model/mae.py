@@ -171,17 +171,36 @@ class MaskedAutoencoder(nn.Module):
         y = y + self._pos(dd, grid[0], grid[1], n, gsd, y)
         return self.head(self.decoder(y), bands)
 
-    def forward_loss(self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """MSE per patch (on per-patch normalised pixels if ``norm_pix_loss``), mean over masked patches."""
-        target = self.patchify(x.float())
-        if self.config.norm_pix_loss:
-            mean = target.mean(dim=-1, keepdim=True)
-            var = target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1e-6) ** 0.5
-        per_patch = ((pred.float() - target) ** 2).mean(dim=-1)  # [N, L]
+    def forward_loss(self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor,
+                     band_valid: torch.Tensor | None = None) -> torch.Tensor:
+        """MSE per patch (on per-patch normalised pixels if ``norm_pix_loss``), mean over masked patches.
+
+        ``band_valid`` [N, C] (bool): channels a sample does not have (zero-filled) are left out of the
+        patch statistics and the error."""
+        target = self.patchify(x.float())  # [N, L, p*p*C], channel fastest
+        if band_valid is None:
+            if self.config.norm_pix_loss:
+                mean = target.mean(dim=-1, keepdim=True)
+                var = target.var(dim=-1, keepdim=True)
+                target = (target - mean) / (var + 1e-6) ** 0.5
+            per_patch = ((pred.float() - target) ** 2).mean(dim=-1)  # [N, L]
+        else:
+            per_patch = self._valid_patch_error(pred.float(), target, band_valid)
         masked = mask.sum()
         # mask_ratio 0 (nothing masked): plain autoencoding over all patches; no host sync either way
         return torch.where(masked > 0, (per_patch * mask).sum() / masked.clamp_min(1.0), per_patch.mean())
+
+    def _valid_patch_error(self, pred: torch.Tensor, target: torch.Tensor, band_valid: torch.Tensor) -> torch.Tensor:
+        """Mean squared error per patch [N, L] over the values of valid channels only."""
+        n, _, d = target.shape
+        w = band_valid.to(device=target.device, dtype=target.dtype)  # [N, C]
+        w = w[:, None, None, :].expand(n, 1, d // w.shape[1], w.shape[1]).reshape(n, 1, d)  # [N, 1, p*p*C]
+        count = w.sum(dim=-1, keepdim=True).clamp_min(1.0)
+        if self.config.norm_pix_loss:
+            mean = (target * w).sum(dim=-1, keepdim=True) / count
+            var = (((target - mean) * w) ** 2).sum(dim=-1, keepdim=True) / (count - 1.0).clamp_min(1.0)
+            target = (target - mean) / (var + 1e-6) ** 0.5
+        return (((pred - target) ** 2) * w).sum(dim=-1) / count[..., 0]
 
     def forward(
         self,
@@ -190,8 +209,10 @@ class MaskedAutoencoder(nn.Module):
         wavelengths: Sequence[float] | torch.Tensor | None = None,
         mask_ratio: float | None = None,
         gsd: GSD = None,
+        band_valid: torch.Tensor | None = None,
     ) -> MAEOutput:
-        """One MAE step on a single-modality batch [N, C, H, W]."""
+        """One MAE step on a single-modality batch [N, C, H, W]; ``band_valid`` [N, C] marks the channels each
+        sample has (None: all), the others are zero-filled inputs and not reconstructed."""
         bands = self._resolve(x, modality, wavelengths)
         ratio = self.config.mask_ratio if mask_ratio is None else float(mask_ratio)
         if not 0.0 <= ratio < 1.0:
@@ -200,7 +221,7 @@ class MaskedAutoencoder(nn.Module):
         grid = (x.shape[-2] // p, x.shape[-1] // p)
         latent, mask, ids_restore = self.forward_encoder(x, bands, ratio, gsd)
         pred = self.forward_decoder(latent, ids_restore, bands, grid, gsd)
-        return MAEOutput(loss=self.forward_loss(x, pred, mask), pred=pred, mask=mask)
+        return MAEOutput(loss=self.forward_loss(x, pred, mask, band_valid), pred=pred, mask=mask)
 
     # -------------------------------------------------------------- encoders
     def encode(

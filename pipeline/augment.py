@@ -54,7 +54,8 @@ def normalise(
     """[N, C, H, W] raw (any dtype) -> float32 normalised; nodata pixels become 0 (the band mean).
 
     ``scale``, ``offset``, ``nodata``, ``has_nodata`` are per sample and band [N, C]; ``mean`` and
-    ``std`` per band [C] (statistics of the scaled values, from the manifest).
+    ``std`` per band [C] or per sample and band [N, C] (statistics of the scaled values, from the
+    manifest entry of each sample's quantity).
     """
     def col(t: torch.Tensor) -> torch.Tensor:
         return t.to(device=raw.device).view(*t.shape, 1, 1)
@@ -63,7 +64,9 @@ def normalise(
     invalid = (col(has_nodata.bool()) & (x == col(nodata.float()))) | ~torch.isfinite(x)
     x = x * col(scale.float()) + col(offset.float())
     std_safe = torch.where(std > 0, std, torch.ones_like(std)).float()
-    x = (x - col(mean.float()).unsqueeze(0)) / col(std_safe).unsqueeze(0)
+    if mean.dim() == 1:
+        mean, std_safe = mean[None], std_safe[None]
+    x = (x - col(mean.float())) / col(std_safe)
     return x.masked_fill(invalid, 0.0)
 
 

@@ -6,6 +6,9 @@ Layout under ``OUT/checkpoints/step-NNNNNNNN/``::
     train_state.pt                               # optimiser, scheduler, RNG states, data position, step
     COMPLETE                                     # marker, written last
 
+Under FSDP each rank's optimiser shard goes beside the folder, before the marker:
+``OUT/checkpoints/step-NNNNNNNN-optimizer/rank-RRRRR.pt``.
+
 Local folders are written under a temporary name and renamed; on object stores (no atomic rename)
 the marker is written last, and only checkpoints with the marker count.
 """
@@ -57,8 +60,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(out: str, step: int, model: torch.nn.Module, state: dict[str, Any],
-                    storage_options: dict[str, Any] | None = None) -> str:
-    """Write checkpoint ``step`` under ``out/checkpoints``; return its URL. Call on the main process only."""
+                    storage_options: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None) -> str:
+    """Write checkpoint ``step`` under ``out/checkpoints``; return its URL. Call on the main process only.
+
+    ``metadata`` goes into the model's config.json (``sensors``, ``training``: see ``pipeline.provenance``)."""
     from model import save_pretrained
 
     fs, root = get_fs(out, storage_options)
@@ -69,7 +74,8 @@ def save_checkpoint(out: str, step: int, model: torch.nn.Module, state: dict[str
         fs.rm(tmp, recursive=True)
     fs.makedirs(tmp, exist_ok=True)
     prefix = out.split("://", 1)[0] + "://" if "://" in out and not local else ""
-    save_pretrained(model, prefix + join(tmp, MODEL_DIR), storage_options=storage_options if prefix else None)
+    save_pretrained(model, prefix + join(tmp, MODEL_DIR), storage_options=storage_options if prefix else None,
+                    metadata=metadata)
     buf = io.BytesIO()
     torch.save(state, buf)
     with fs.open(join(tmp, STATE_NAME), "wb") as f:
@@ -106,6 +112,32 @@ def load_state(url: str, storage_options: dict[str, Any] | None = None) -> dict[
     """The ``train_state.pt`` of a checkpoint (tensors and plain values only)."""
     fs, root = get_fs(url, storage_options)
     with fs.open(join(root, STATE_NAME), "rb") as f:
+        return torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
+
+
+def optimizer_shard_url(checkpoint_url: str, rank: int) -> str:
+    """Where rank ``rank`` keeps its FSDP optimiser shard for the checkpoint at ``checkpoint_url``."""
+    base, name = checkpoint_url.rstrip("/").rsplit("/", 1)
+    return f"{base}/{name}-optimizer/rank-{rank:05d}.pt"
+
+
+def save_optimizer_shard(out: str, step: int, rank: int, state: dict[str, Any],
+                         storage_options: dict[str, Any] | None = None) -> None:
+    """FSDP: write this rank's optimiser state next to (not inside) checkpoint ``step``; every rank calls it
+    before the main process writes the checkpoint's marker."""
+    fs, root = get_fs(out, storage_options)
+    path = optimizer_shard_url(join(root, "checkpoints", checkpoint_name(step)), rank)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    with fs.open(path, "wb") as f:
+        f.write(buf.getvalue())
+
+
+def load_optimizer_shard(checkpoint_url: str, rank: int, storage_options: dict[str, Any] | None = None) -> dict:
+    """The optimiser state rank ``rank`` saved with ``save_optimizer_shard``."""
+    fs, path = get_fs(optimizer_shard_url(checkpoint_url, rank), storage_options)
+    with fs.open(path, "rb") as f:
         return torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
 
 

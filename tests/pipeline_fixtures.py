@@ -10,14 +10,21 @@ from typing import Any
 import numpy as np
 
 from ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, pixels_checksum, shard_path
+from ingest.sensors import SENSORS as REGISTRY
 from ingest.storage import get_fs, join
 
-#: sensor -> (bands, wavelengths, dtype, scale, offset, nodata)
+
+def _sensor(sensor: str, dtype: str, scale: float, offset: float, nodata: float | None) -> tuple:
+    spec = REGISTRY[sensor]
+    return spec.band_names, spec.wavelengths, dtype, scale, offset, nodata
+
+
+#: sensor -> (bands, wavelengths, dtype, scale, offset, nodata): the registry's bands, and pixel
+#: encodings of the tests' own (an offset, float SAR without nodata, 8-bit aerial)
 SENSORS: dict[str, tuple[list[str], list[float], str, float, float, float | None]] = {
-    "sentinel-2": (["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"],
-                   [0.443, 0.49, 0.56, 0.665, 0.705, 0.74, 0.783, 0.842, 0.865, 0.945, 1.61, 2.19], "uint16", 1e-4, -0.1, 0),
-    "sentinel-1": (["VV", "VH"], [5.405, 5.405], "float32", 1.0, 0.0, None),
-    "naip": (["R", "G", "B", "NIR"], [0.635, 0.555, 0.465, 0.845], "uint8", 1.0, 0.0, None),
+    "sentinel-2": _sensor("sentinel-2", "uint16", 1e-4, -0.1, 0),
+    "sentinel-1": _sensor("sentinel-1", "float32", 1.0, 0.0, None),
+    "naip": _sensor("naip", "uint8", 1.0, 0.0, None),
 }
 
 

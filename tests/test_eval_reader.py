@@ -2,31 +2,24 @@
 from __future__ import annotations
 
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from geobench_fixtures import geobench_classes, write_malicious_sample, write_toy_geobench  # noqa: E402
+from geobench_fixtures import geobench_classes, write_malicious_sample
 
-from pipeline.evaluate.bands import TASK_BAND_FIXES, plan_inputs, sample_tensors  # noqa: E402
-from pipeline.evaluate.geobench import (  # noqa: E402
+from pipeline.evaluate.bands import TASK_BAND_FIXES, plan_inputs, sample_tensors
+from pipeline.evaluate.geobench import (
     BandSpec, GeoBenchError, Task, discover_tasks, load_task, read_sample,
 )
-from pipeline.evaluate.safe_pickle import UnsafePickleError, safe_load_file, safe_loads  # noqa: E402
+from pipeline.evaluate.safe_pickle import UnsafePickleError, safe_load_file, safe_loads
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    return write_toy_geobench(tmp_path_factory.mktemp("geobench"))
-
-
-def test_discover_and_task_specs(root: Path, tmp_path: Path) -> None:
-    tasks = discover_tasks(root)
+def test_discover_and_task_specs(geobench_root: Path, tmp_path: Path) -> None:
+    tasks = discover_tasks(geobench_root)
     assert set(tasks) == {"m-toy-s2", "m-toy-multilabel", "m-toy-seg"}
-    assert discover_tasks(root / "segmentation_v1.0") == {"m-toy-seg": tasks["m-toy-seg"]}
+    assert discover_tasks(geobench_root / "segmentation_v1.0") == {"m-toy-seg": tasks["m-toy-seg"]}
     assert discover_tasks(tasks["m-toy-s2"]) == {"m-toy-s2": tasks["m-toy-s2"]}
     kinds = {n: load_task(p).kind for n, p in tasks.items()}
     assert kinds == {"m-toy-s2": "classification", "m-toy-multilabel": "multilabel", "m-toy-seg": "segmentation"}
@@ -42,15 +35,15 @@ def test_discover_and_task_specs(root: Path, tmp_path: Path) -> None:
         discover_tasks(tmp_path)
 
 
-def test_read_samples(root: Path) -> None:
-    cls = load_task(root / "classification_v1.0" / "m-toy-s2")
+def test_read_samples(geobench_root: Path) -> None:
+    cls = load_task(geobench_root / "classification_v1.0" / "m-toy-s2")
     s = read_sample(cls.sample_path("train_0001"))
     # dated datasets ("02 - Blue_2018-06-01") are keyed by the band name from the pickled band_info
     assert list(s.bands)[:2] == ["01 - Coastal aerosol", "02 - Blue"] and len(s.bands) == 13
     assert s.label == 1 and s.bands["05 - Vegetation Red Edge"].mean() > s.bands["02 - Blue"].mean() + 300
-    ml = read_sample(root / "classification_v1.0" / "m-toy-multilabel" / "train_0000.hdf5")
+    ml = read_sample(geobench_root / "classification_v1.0" / "m-toy-multilabel" / "train_0000.hdf5")
     assert ml.label.shape == (5,) and set(np.unique(ml.label)) <= {0, 1}
-    seg = read_sample(root / "segmentation_v1.0" / "m-toy-seg" / "test_0003.hdf5")
+    seg = read_sample(geobench_root / "segmentation_v1.0" / "m-toy-seg" / "test_0003.hdf5")
     assert seg.label.shape == (64, 64) and "label" not in seg.bands and set(seg.bands) == {"Red", "Green", "Blue"}
     with pytest.raises(GeoBenchError, match="does not exist"):
         read_sample(cls.sample_path("nope"))
@@ -82,8 +75,8 @@ def test_malicious_task_specs_is_refused(tmp_path: Path) -> None:
         safe_loads(pickle.dumps(np.array([None, 1], dtype=object)), source="y")
 
 
-def test_stand_ins_keep_attributes(root: Path) -> None:
-    specs = safe_load_file(root / "segmentation_v1.0" / "m-toy-seg" / "task_specs.pkl")
+def test_stand_ins_keep_attributes(geobench_root: Path) -> None:
+    specs = safe_load_file(geobench_root / "segmentation_v1.0" / "m-toy-seg" / "task_specs.pkl")
     assert type(specs).__name__ == "TaskSpecifications"
     assert specs.label_type.n_classes == 2 and specs.bands_info[0].wavelength == 0.665
     with geobench_classes() as gb:  # protocol 0 pickles go through copyreg._reconstructor
@@ -96,8 +89,8 @@ def _task(name: str, bands: list[BandSpec]) -> Task:
                 n_classes=2, class_names=None, bands=bands)
 
 
-def test_band_mapping(root: Path) -> None:
-    s2 = load_task(root / "classification_v1.0" / "m-toy-s2")
+def test_band_mapping(geobench_root: Path) -> None:
+    s2 = load_task(geobench_root / "classification_v1.0" / "m-toy-s2")
     (g,) = plan_inputs(s2, "ofa")
     assert g.modality == "sentinel-2" and g.channels == 12 and g.missing == [] and "10 - SWIR - Cirrus" not in g.sources
     (w,) = plan_inputs(s2, "wavelength")
@@ -124,8 +117,8 @@ def test_band_mapping(root: Path) -> None:
         plan_inputs(_task("m-x", [BandSpec("Height", "ElevationBand", None)]))
 
 
-def test_normalised_tensors(root: Path) -> None:
-    seg = load_task(root / "segmentation_v1.0" / "m-toy-seg")
+def test_normalised_tensors(geobench_root: Path) -> None:
+    seg = load_task(geobench_root / "segmentation_v1.0" / "m-toy-seg")
     (g,) = plan_inputs(seg)
     assert g.modality == "naip" and g.missing == ["NIR"]
     stats = seg.band_stats()

@@ -5,28 +5,20 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ingest_fixtures import COLLECTIONS, collections_for, localized_items  # noqa: E402
+from ingest_fixtures import COLLECTIONS
 
-from infra.localstack import s3_server, stac_server  # noqa: E402
-from ingest.contract import META_KEYS, MANIFEST_KEYS  # noqa: E402
-from pipeline.cli import main  # noqa: E402
+from infra.localstack import s3_server
+from ingest.contract import META_KEYS, MANIFEST_KEYS
+from ingest.sensors import SENSORS
+from pipeline.cli import main
 
 CHIP = "80"
-
-
-@pytest.fixture(scope="module")
-def catalog(tmp_path_factory):
-    items = localized_items(tmp_path_factory.mktemp("catalog"))
-    with stac_server(collections_for(items), items) as url:
-        yield url, items
 
 
 def _ingest(url: str, out, *extra: str) -> int:
@@ -56,10 +48,12 @@ def test_cli_folder_end_to_end(catalog, tmp_path, capsys):
     assert set(MANIFEST_KEYS) <= set(manifest)
     assert {i["id"] for i in manifest["items"]} == {i["id"] for i in items}
     assert all(i["etag"] and len(i["etag"]) == 64 for i in manifest["items"])
-    assert {s["sensor"] for s in manifest["shards"]} == {"sentinel-2", "landsat", "naip"}
-    # the HH-only Sentinel-1 item (no cross-polarisation) is skipped with a reason that names what is missing
-    (skip,) = manifest["skipped"]
-    assert skip["collection"] == "sentinel-1-grd" and "VH" in skip["reason"] and "hh" in skip["reason"]
+    assert {s["sensor"] for s in manifest["shards"]} == {"sentinel-2", "landsat", "naip", "sentinel-1"}
+    assert manifest["skipped"] == []
+    # the HH-only Sentinel-1 item (no calibration link here) carries VH invalid, its DN statistics kept apart
+    s1 = manifest["statistics"]["sentinel-1/amplitude_dn"]
+    assert "sentinel-1" not in manifest["statistics"] and s1["quantity"] == "amplitude_dn"
+    assert s1["count"][0] > 0 and s1["count"][1] == 0 and s1["mean"][1] is None
     text = (out / "manifest.json").read_text()
     assert "SECRET-TOKEN" not in text and "sig=" not in text
     assert not (out / "_staging").exists()
@@ -84,12 +78,16 @@ def test_cli_folder_end_to_end(catalog, tmp_path, capsys):
                 assert -180 <= west < east <= 180 and -90 <= south < north <= 90
                 seen_items.add(meta["item_id"])
                 dtypes[meta["sensor"]] = meta["dtype"]
+                assert meta["band_valid"] == [True] * (len(meta["bands"]) - 1) + [meta["sensor"] != "sentinel-1"]
+                if meta["sensor"] == "sentinel-1":   # the zero-filled channel
+                    assert meta["quantity"] == "amplitude_dn" and not pixels[1].any()
     # both Sentinel-2 asset conventions (Planetary Computer B04, Earth Search red) and the legacy one gave chips
     assert {"S2A_MSIL2A_20190101T000001_R116_T58VFH_20201007T214652", "S2A_13TDE_20231008_0_L2A",
             "S2B_20EPT_20250731_0_L2A"} <= seen_items
-    assert dtypes == {"sentinel-2": "uint16", "landsat": "uint16", "naip": "uint8"}
+    assert dtypes == {"sentinel-2": "uint16", "landsat": "uint16", "naip": "uint8", "sentinel-1": "uint16"}
     s2 = manifest["statistics"]["sentinel-2"]
     assert s2["bands"][3] == "B04" and len(s2["mean"]) == 12 and all(c > 0 for c in s2["count"])
+    assert s2["quantity"] == "surface_reflectance"
     counts = manifest["counts"]
     assert counts["kept"] == sum(s["count"] for s in manifest["shards"])
     assert counts["dropped"]["nodata"] > 0 and counts["dropped"]["cloud"] > 0
@@ -168,16 +166,21 @@ def test_max_cloud_client_side_and_config_file(catalog, tmp_path):
     assert "S2A_MSIL2A_20190101T000001_R116_T58VFH_20201007T214652" not in chosen  # 93.6 % cloudy
     assert any(i["collection"] == "naip" for i in manifest["items"])  # no eo:cloud_cover: kept
     assert manifest["search"]["max_cloud"] == 30
-    assert manifest["statistics"]["sentinel-2"]["bands"] == ["B04", "B08"]
-    assert manifest["statistics"]["naip"]["bands"] == ["R", "NIR"]
+    # bands left out keep their channel (zero-filled, band_valid false) and get no statistics
+    for sensor, kept in (("sentinel-2", {"B04", "B08"}), ("naip", {"R", "NIR"})):
+        stats = manifest["statistics"][sensor]
+        assert {b for b, n in zip(stats["bands"], stats["count"]) if n > 0} == kept
+        assert len(stats["bands"]) == len(SENSORS[sensor].bands)
 
 
 def test_cli_errors_name_the_bad_input(catalog, tmp_path, capsys):
     url, _ = catalog
     assert main(["ingest", "--catalog", url, "--out", str(tmp_path / "x"), "--no-progress"]) == 2
     assert "--collection" in capsys.readouterr().err
-    assert main(["ingest", "--catalog", url, "--collection", "no-such-collection", "--out", str(tmp_path / "y"), "--no-progress"]) == 1
-    assert "no items" in capsys.readouterr().err
+    assert main(["ingest", "--catalog", url, "--collection", "no-such-collection", "--out", str(tmp_path / "y"), "--no-progress"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert "--collection no-such-collection: not in the catalog" in err and "sentinel-2-l2a" in err  # its /collections
+    assert len(err.splitlines()) == 1
     with pytest.raises(SystemExit):
         main(["ingest", "--bbox", "1,2,3", "--out", "z"])
     assert "--bbox" in capsys.readouterr().err

@@ -3,18 +3,15 @@ coarse pixel that contains its centre, also when a chip is not a whole number of
 (80 px at 10 m is 13.33 px at 60 m)."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ingest_fixtures import load_item, localize_item  # noqa: E402
+from ingest_fixtures import load_item, localize_item
 
-from ingest.chips import ChipOptions, process_item  # noqa: E402
-from ingest.items import plan_item  # noqa: E402
+from ingest.chips import ChipOptions, process_item
+from ingest.items import plan_item
 
 
 def _expected(href: str, transform: list[float], size: int) -> np.ndarray:

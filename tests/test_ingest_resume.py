@@ -12,24 +12,18 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ingest_fixtures import COLLECTIONS, collections_for, localized_items  # noqa: E402
+from ingest_fixtures import COLLECTIONS
 
-from infra.localstack import stac_server  # noqa: E402
 
-#: where ``ingest.job`` can be told to SIGKILL itself (OFA_INGEST_KILL_AT)
+#: where ``ingest_kill.py`` makes a run SIGKILL itself (those the fixture catalog reaches)
 KILL_POINTS = ("item", "tasks", "shards-landsat", "shards-naip", "manifest")
+KILL = str(Path(__file__).parent / "ingest_kill.py")
 
 
-@pytest.fixture(scope="module")
-def catalog(tmp_path_factory):
-    items = localized_items(tmp_path_factory.mktemp("catalog"))
-    with stac_server(collections_for(items), items) as url:
-        yield url
-
-
-def _cmd(url: str, out: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "pipeline.cli", "ingest", "--catalog", url, "--out", str(out), "--chip-size", "80",
+def _cmd(url: str, out: Path, kill_at: str | None = None) -> list[str]:
+    """``ofa ingest`` of the fixture catalog into ``out``; with ``kill_at``, SIGKILLed at that point."""
+    run = [sys.executable, KILL, kill_at] if kill_at else [sys.executable, "-m", "pipeline.cli"]
+    cmd = [*run, "ingest", "--catalog", url, "--out", str(out), "--chip-size", "80",
            "--workers", "2", "--shard-max-samples", "5", "--no-progress"]
     for c in COLLECTIONS:
         cmd += ["--collection", c]
@@ -37,7 +31,7 @@ def _cmd(url: str, out: Path) -> list[str]:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "OFA_INGEST_KILL_AT"}
+    env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", **extra)
     return env
 
@@ -51,7 +45,7 @@ def _snapshot(root: Path) -> tuple[dict[str, bytes], dict]:
 
 def test_resume_after_sigkill(catalog, tmp_path):
     reference = tmp_path / "reference"
-    done = subprocess.run(_cmd(catalog, reference), env=_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(_cmd(catalog.url, reference), env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     expected = _snapshot(reference)
 
@@ -59,10 +53,10 @@ def test_resume_after_sigkill(catalog, tmp_path):
     points = rng.sample(KILL_POINTS, 3)  # item, shards-naip, manifest
     for point in points:
         out = tmp_path / f"killed-{point}"
-        killed = subprocess.run(_cmd(catalog, out), env=_env(OFA_INGEST_KILL_AT=point), capture_output=True, text=True, timeout=300)
+        killed = subprocess.run(_cmd(catalog.url, out, point), env=_env(), capture_output=True, text=True, timeout=300)
         assert killed.returncode == -signal.SIGKILL, (point, killed.returncode, killed.stderr[-2000:])
         assert out.exists() and not (out / "manifest.json").exists() or point == "manifest"
-        again = subprocess.run(_cmd(catalog, out), env=_env(), capture_output=True, text=True, timeout=300)
+        again = subprocess.run(_cmd(catalog.url, out), env=_env(), capture_output=True, text=True, timeout=300)
         assert again.returncode == 0, again.stderr[-3000:]
         assert _snapshot(out) == expected, point
         verify = subprocess.run([sys.executable, "-m", "pipeline.cli", "manifest", "verify", str(out)], env=_env(),
@@ -72,7 +66,7 @@ def test_resume_after_sigkill(catalog, tmp_path):
     # killed inside an item that straddles two shards of a sensor that already has shards: the rerun
     # redoes only the items from the open shard on and skips the samples already in finished shards
     out = tmp_path / "killed-mid-item"
-    killed = subprocess.run(_cmd(catalog, out), env=_env(OFA_INGEST_KILL_AT="item:4"), capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(_cmd(catalog.url, out, "item:4"), env=_env(), capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     parts = [json.loads(p.read_text()) for p in sorted((out / "_staging" / "progress").glob("*.json"))]
     cursor = {part["sensor"]: part["cursor"] for part in parts}   # each sensor's latest
@@ -80,18 +74,18 @@ def test_resume_after_sigkill(catalog, tmp_path):
     # and a finished shard the progress names has gone meanwhile: that sensor is redone from it
     gone = next(shard for part in parts for shard in part["shards"])
     (out / gone["path"]).unlink()
-    again = subprocess.run(_cmd(catalog, out), env=_env(), capture_output=True, text=True, timeout=300)
+    again = subprocess.run(_cmd(catalog.url, out), env=_env(), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming" in again.stderr and f"{gone['path']} is missing or changed" in again.stderr
     assert _snapshot(out) == expected
 
-    # and one kill from outside at a seeded moment, wherever the run happens to be
-    out = tmp_path / "killed-timed"
-    proc = subprocess.Popen(_cmd(catalog, out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(rng.uniform(1.0, 3.0))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-    again = subprocess.run(_cmd(catalog, out), env=_env(), capture_output=True, text=True, timeout=300)
+    # and killed inside a Dask worker, right after an item task wrote the shards its samples fill and
+    # before the client took its result: the rerun writes them again (the same bytes), listed once
+    out = tmp_path / "killed-in-a-worker"
+    killed = subprocess.run(_cmd(catalog.url, out, "item-shards"), env=_env(), capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert (out / "_staging").exists() and not (out / "manifest.json").exists()
+    again = subprocess.run(_cmd(catalog.url, out), env=_env(), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert _snapshot(out) == expected
 
@@ -102,13 +96,12 @@ def test_ctrl_c_stops_at_once_and_the_rerun_completes(catalog, tmp_path):
     out, flag = tmp_path / "interrupted", tmp_path / "stalling"
     tests = str(Path(__file__).parent)
     env = _env(OFA_TEST_STALL=str(flag), PYTHONPATH=os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen(_cmd(catalog, out) + ["--sign-href", "ingest_fixtures:stall_naip"], env=env,
+    proc = subprocess.Popen(_cmd(catalog.url, out) + ["--sign-href", "ingest_fixtures:stall_naip"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not flag.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)
     assert flag.exists(), "the stalling hook was never called"
-    time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     t0 = time.monotonic()
     try:
@@ -118,7 +111,7 @@ def test_ctrl_c_stops_at_once_and_the_rerun_completes(catalog, tmp_path):
         pytest.fail("Ctrl-C did not stop the run within 60 s")
     assert proc.returncode == 130 and err.strip().splitlines()[-1] == "interrupted", err[-2000:]
     assert time.monotonic() - t0 < 30 and not (out / "manifest.json").exists()
-    again = subprocess.run(_cmd(catalog, out), env=_env(), capture_output=True, text=True, timeout=300)
+    again = subprocess.run(_cmd(catalog.url, out), env=_env(), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     verify = subprocess.run([sys.executable, "-m", "pipeline.cli", "manifest", "verify", str(out)], env=_env(),
                             capture_output=True, text=True, timeout=120)
@@ -140,18 +133,18 @@ def test_resume_on_s3_after_sigkill(catalog, tmp_path):
             manifest.pop("created")
             return files, manifest
 
-        ref = subprocess.run(_cmd(catalog, f"{bucket}/reference"), env=_env(**s3.env), capture_output=True, text=True, timeout=300)
+        ref = subprocess.run(_cmd(catalog.url, f"{bucket}/reference"), env=_env(**s3.env), capture_output=True, text=True, timeout=300)
         assert ref.returncode == 0, ref.stderr[-3000:]
         for point in ("item", "shards-naip"):
             out = f"{bucket}/killed-{point}"
-            killed = subprocess.run(_cmd(catalog, out), env=_env(OFA_INGEST_KILL_AT=point, **s3.env), capture_output=True,
+            killed = subprocess.run(_cmd(catalog.url, out, point), env=_env(**s3.env), capture_output=True,
                                     text=True, timeout=300)
             assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
             fs.invalidate_cache()
             assert fs.exists(f"ofa-resume/killed-{point}/_staging") and not fs.exists(f"ofa-resume/killed-{point}/manifest.json")
             saved = fs.cat_file(f"ofa-resume/killed-{point}/_staging/_search.json")
             assert b"SECRET-TOKEN" not in saved and b"sig=" not in saved  # not even in unfinished work
-            again = subprocess.run(_cmd(catalog, out), env=_env(**s3.env), capture_output=True, text=True, timeout=300)
+            again = subprocess.run(_cmd(catalog.url, out), env=_env(**s3.env), capture_output=True, text=True, timeout=300)
             assert again.returncode == 0, again.stderr[-3000:]
             fs.invalidate_cache()
             assert snapshot(f"ofa-resume/killed-{point}") == snapshot("ofa-resume/reference"), point
@@ -160,21 +153,20 @@ def test_resume_on_s3_after_sigkill(catalog, tmp_path):
 def test_shards_lost_during_the_run_fail_it_and_the_rerun_redoes_them(catalog, tmp_path, monkeypatch):
     """A store that loses a finished shard mid-run (moto restarted, a lifecycle rule, a person) never
     ends in a manifest naming it: the run fails with one line and the same command redoes the shard."""
-    import ingest.job as job
     from ingest.job import IngestConfig, IngestError, run_ingest
+    from ingest_kill import install
 
     def cfg(out: Path) -> IngestConfig:
-        return IngestConfig(catalog=catalog, collections=list(COLLECTIONS), out=str(out), chip_size=80, workers=2,
+        return IngestConfig(catalog=catalog.url, collections=list(COLLECTIONS), out=str(out), chip_size=80, workers=2,
                             shard_max_samples=5, progress=False)
 
     reference = run_ingest(cfg(tmp_path / "reference"))
     out = tmp_path / "lossy"
 
-    def lose_a_shard(name: str) -> None:
-        if name == "tasks":
-            next((out / "shards").rglob("*.tar")).unlink()
+    def lose_a_shard() -> None:
+        next((out / "shards").rglob("*.tar")).unlink()
 
-    monkeypatch.setattr(job, "_kill_point", lose_a_shard)
+    install("tasks", action=lose_a_shard, patch=monkeypatch.setattr)
     with pytest.raises(IngestError, match="missing or changed.*rerun the same command"):
         run_ingest(cfg(out))
     assert not (out / "manifest.json").exists()

@@ -1,17 +1,15 @@
 """Sentinel-1 polarisations: VV/VH scenes and HH/HV scenes both fill the two sentinel-1 channels
-(co-polarisation, cross-polarisation); a single-polarisation scene is skipped with the reason."""
+(co-polarisation, cross-polarisation); a single-polarisation scene carries the cross-polarisation
+zero-filled and invalid (``band_valid``)."""
 from __future__ import annotations
 
 import copy
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ingest_fixtures import load_item  # noqa: E402
+from ingest_fixtures import load_item
 
-from ingest.items import ItemError, plan_item  # noqa: E402
+from ingest.items import ItemError, plan_item
 
 S1 = ("sentinel-1-grd", "S1A_IW_GRDH_1SSH_20250731T135637_20250731T135702_060328_077F7E")
 
@@ -38,8 +36,13 @@ def test_dual_pol_scenes_fill_both_channels(pols):
     assert all(c.nodata == 0 and c.wavelength == pytest.approx(5.405) for c in plan.channels)
 
 
-def test_vv_wins_over_hh_and_single_pol_is_skipped():
+def test_vv_wins_over_hh_and_single_pol_keeps_two_channels():
     plan = plan_item(_with_pols(load_item(*S1), ["hh", "hv", "vv", "vh"]))
     assert [c.asset for c in plan.channels] == ["vv", "vh"]
-    with pytest.raises(ItemError, match=r"VH .*item has hh"):
-        plan_item(load_item(*S1))
+    single = plan_item(load_item(*S1))
+    assert [(c.name, c.asset, c.valid) for c in single.channels] == [("VV", "hh", True), ("VH", "", False)]
+    assert plan_item(load_item(*S1), bands=["VV"]).channels == single.channels   # --bands uses the same rule
+    item = load_item(*S1)
+    del item["assets"]["hh"]
+    with pytest.raises(ItemError, match=r"VV .*tried vv, VV, hh, HH"):
+        plan_item(item)

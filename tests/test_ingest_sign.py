@@ -1,17 +1,14 @@
 """The href-signing hook: called with clean hrefs, used only to open files, never recorded."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import ingest_fixtures  # noqa: E402
-from ingest_fixtures import collections_for, localized_items, signed_items  # noqa: E402
+import ingest_fixtures
+from ingest_fixtures import collections_for, localized_items, signed_items
 
-from infra.localstack import stac_server  # noqa: E402
-from ingest.job import IngestConfig, IngestError, run_ingest  # noqa: E402
+from infra.localstack import stac_server
+from ingest.job import IngestConfig, IngestError, run_ingest
 
 
 def test_sign_href_hook(tmp_path, monkeypatch):

@@ -11,13 +11,7 @@ from model import DEFAULT_MODALITIES, MAEOutput, MaskedAutoencoder, ModelConfig
 IMG, PATCH = 16, 4  # 4 x 4 = 16 tokens: small enough for 2 CPU cores
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads; on a busy shared CPU they lose a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def tiny(embedding: str = "ofa", **kw) -> MaskedAutoencoder:
@@ -227,3 +221,33 @@ def test_random_masking_property() -> None:
             assert len(set(ids.tolist())) == keep and mask[row, ids].sum() == 0
 
     check()
+
+
+@pytest.mark.parametrize("norm_pix", [False, True])
+def test_invalid_bands_are_left_out_of_the_loss(norm_pix: bool) -> None:
+    """band_valid: all valid gives the plain loss; an invalid channel's values (input or prediction) do not
+    change the loss; the loss equals the error over the valid channel's values alone."""
+    model = tiny(norm_pix_loss=norm_pix)
+    x = torch.randn(3, 2, IMG, IMG)
+    torch.manual_seed(1)
+    out = model(x, modality="sentinel-1")
+    pred, mask = out.pred.detach(), out.mask
+    everything = torch.ones(3, 2, dtype=torch.bool)
+    assert torch.allclose(model.forward_loss(x, pred, mask, everything), model.forward_loss(x, pred, mask), atol=1e-5)
+    single = torch.tensor([[True, False]] * 3)
+    loss = model.forward_loss(x, pred, mask, single)
+    x2, pred2 = x.clone(), pred.clone()
+    x2[:, 1] = 0.0                      # what the loader makes of an invalid channel
+    pred2.view(3, -1, PATCH * PATCH, 2)[..., 1] += 5.0   # channel fastest in a patch
+    assert torch.allclose(model.forward_loss(x2, pred2, mask, single), loss, atol=1e-6)
+    assert not torch.allclose(model.forward_loss(x2, pred2, mask, everything), loss, atol=1e-3)
+    # the same as an MAE over the valid channel alone
+    target = model.patchify(x[:, :1].float())
+    if norm_pix:
+        target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6) ** 0.5
+    p1 = pred.view(3, -1, PATCH * PATCH, 2)[..., 0]
+    expected = (((p1 - target) ** 2).mean(-1) * mask).sum() / mask.sum()
+    assert torch.allclose(loss, expected, atol=1e-5)
+    # gradients flow through a batch with a partly invalid sample
+    mixed = torch.tensor([[True, True], [True, False], [True, True]])
+    model(x, modality="sentinel-1", band_valid=mixed).loss.backward()

@@ -20,12 +20,7 @@ from model import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def small_model(embedding: str = "ofa") -> MaskedAutoencoder:
@@ -145,7 +140,7 @@ def test_cli_model_info_json(capsys: pytest.CaptureFixture[str]) -> None:
         assert isinstance(info[key], int) and info[key] > 0
     assert info["backbone"] == 12 * 7_087_872 + 1536
     assert info["total"] == info["backbone"] + info["embeddings"] + info["decoder"]
-    assert info["modalities"] == ["sentinel-1", "sentinel-2", "landsat", "naip", "gaofen-2", "enmap"]
+    assert info["modalities"] == ["sentinel-1", "sentinel-2", "sentinel-2-l1c", "landsat", "naip", "gaofen-2", "enmap"]
     assert main(["model", "info", "--size", "tiny", "--embedding", "wavelength"]) == 0
     text = capsys.readouterr().out
     assert "backbone" in text and "5,338,752" in text  # ViT-Ti blocks: 12 x 444,864 + 384

@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from pipeline.data import LoaderConfig, ShardBatches, batches, decode, make_loader, modalities, read_streams
-sys.path.insert(0, str(Path(__file__).parent))
-from pipeline_fixtures import write_dataset  # noqa: E402
+from pipeline_fixtures import write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -62,15 +59,15 @@ def test_resume_skips_without_reading_and_gives_the_same_batches(dataset, monkey
     what is left in the buffer, and yields exactly the batches an uninterrupted one yields from k on: with
     shards split by slot or (3 slots, 2 NAIP shards) by sample, tiny and larger-than-the-data buffers,
     several epochs in, sampled with and without replacement."""
-    import pipeline.data as data
+    import pipeline.data.sampling as sampling
 
     base = dict(data=[dataset], batch_size=2, img_size=8, seed=7, shuffle_buffer=buffer, resampled=resampled,
                 world_size=world, rank=world - 1)
     it = iter(ShardBatches(LoaderConfig(**base)))
     reference = [next(it) for _ in range(36)]
     opened: list[str] = []
-    read = data.iter_shard
-    monkeypatch.setattr(data, "iter_shard", lambda url, so, counter: (opened.append(url), read(url, so, counter))[1])
+    read = sampling.iter_shard
+    monkeypatch.setattr(sampling, "iter_shard", lambda url, so, counter: (opened.append(url), read(url, so, counter))[1])
 
     def resume(skip: int, streams=None) -> tuple[list[dict], int]:
         opened.clear()
@@ -245,7 +242,7 @@ def test_worker_batches_equal_in_process_batches(dataset):
 def test_normalise_matches_a_plain_reference(dataset):
     """Scale/offset, per-band statistics and nodata/non-finite -> 0, against float64 arithmetic; the cached
     per-band constants follow each sample's meta (two metas alternate on one stream)."""
-    from pipeline.data import _normalise
+    from pipeline.data import normalise
 
     s2 = next(s for s in read_streams([dataset]) if s.sensor == "sentinel-2")
     rng = np.random.default_rng(0)
@@ -266,7 +263,7 @@ def test_normalise_matches_a_plain_reference(dataset):
             if v is not None:
                 want[b][view[b] == v] = 0
         want[~np.isfinite(want)] = 0
-        got = _normalise(view, meta, s2)
+        got = normalise(view, meta, s2)
         assert got.dtype == np.float32 and got.flags.c_contiguous
         np.testing.assert_allclose(got, want, atol=1e-5, err_msg=f"{dtype} {meta}")
 
@@ -274,7 +271,7 @@ def test_normalise_matches_a_plain_reference(dataset):
 def test_npy_bytes_decode_like_np_load():
     import io as _io
 
-    from pipeline.data import _npy
+    from pipeline.data import read_npy
 
     for arr in [np.arange(24, dtype="<u2").reshape(2, 3, 4), np.asfortranarray(np.ones((3, 5), ">f4") * 2.5),
                 np.arange(6, dtype=np.int8)[::2]]:
@@ -282,13 +279,43 @@ def test_npy_bytes_decode_like_np_load():
             buf = _io.BytesIO()
             np.lib.format.write_array(buf, arr, version=version)
             want = np.load(_io.BytesIO(buf.getvalue()), allow_pickle=False)
-            for got in (_npy(buf.getvalue()), _npy(bytearray(buf.getvalue()))):
+            for got in (read_npy(buf.getvalue()), read_npy(bytearray(buf.getvalue()))):
                 assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want)
                 assert not got.flags.writeable
             with pytest.raises(ValueError):
-                _npy(buf.getvalue()[:-1])  # truncated
+                read_npy(buf.getvalue()[:-1])  # truncated
     buf = _io.BytesIO()
     np.lib.format.write_array(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError):
-        _npy(buf.getvalue())
+        read_npy(buf.getvalue())
 
+
+
+@pytest.mark.parametrize("missing", ["none", "fd", "both"])
+def test_shared_batch_falls_back_to_public_torch_api(dataset, monkeypatch, missing):
+    """Where a torch version lacks the private shared-memory APIs (allocation, file descriptor), the
+    worker's batch goes through ``Tensor.share_memory_`` and plain writes: still shared, same values."""
+    import pipeline.data.shared as shared
+
+    def gone(*args, **kwargs):
+        raise AttributeError("'TypedStorage' object has no attribute '_new_shared'")
+
+    if missing in ("fd", "both"):
+        monkeypatch.setattr(shared, "_private_fd", gone)
+    if missing == "both":
+        monkeypatch.setattr(shared, "_private_shared", gone)
+    tensor, fd = shared.shared_tensor((2, 3, 4, 4))
+    assert tensor.is_shared() and tensor.shape == (2, 3, 4, 4) and tensor.dtype == torch.float32
+    assert (fd is None) == (missing != "none" or torch.multiprocessing.get_sharing_strategy() != "file_descriptor")
+    batch, plain = shared.SharedBatch((2, 3, 4, 4), shared=True), shared.SharedBatch((2, 3, 4, 4), shared=False)
+    for i in range(2):
+        x = torch.arange(48, dtype=torch.float32).reshape(3, 4, 4) * (i + 1) - 7.5
+        batch[i] = x.flip(-1)  # a non-contiguous sample
+        plain[i] = x.flip(-1)
+    assert torch.equal(batch.tensor, plain.tensor)
+    with pytest.raises(ValueError, match="shape"):
+        batch[0] = torch.zeros(3, 4, 5)
+    # through a real DataLoader worker (forked: the patch holds there), the batches equal in-process ones
+    cfg = LoaderConfig(data=[dataset], batch_size=2, img_size=16, seed=3, shuffle_buffer=4)
+    for x, y in zip(_take(cfg, 2), _take(cfg, 2, workers=1)):
+        assert x["keys"] == y["keys"] and torch.equal(x["pixels"], y["pixels"]) and y["pixels"].is_shared()

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from pipeline_fixtures import write_dataset  # noqa: E402
+from pipeline_fixtures import write_dataset
 
-from pipeline.cli import main  # noqa: E402
-from pipeline.data import Counter, decode, iter_shard, read_streams  # noqa: E402
+from pipeline.cli import main
+from pipeline.data import Counter, decode, iter_shard, read_streams
 
 
 @pytest.fixture(scope="module")

@@ -13,17 +13,15 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ingest_fixtures import COLLECTIONS, collections_for, localized_items  # noqa: E402
+from ingest_fixtures import COLLECTIONS
 
-from infra.faultproxy import FaultPlan, FaultProxy  # noqa: E402
-from infra.localstack import s3_server, stac_server  # noqa: E402
-from ingest.shards import ShardWriter, write_atomic  # noqa: E402
-from ingest.storage import get_fs  # noqa: E402
+from infra.faultproxy import FaultPlan, FaultProxy
+from infra.localstack import s3_server
+from ingest.shards import ShardWriter, write_atomic
+from ingest.storage import get_fs
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -65,7 +63,8 @@ def test_proxy_resets_and_stalls_are_bounded(s3):
                 data = sock.recv(10)
             except ConnectionResetError:
                 data = b""
-        assert data == b"" and 0.4 < time.monotonic() - started < 3
+        assert data == b"" and time.monotonic() - started >= 0.5   # held for the stall, then closed unanswered
+        assert [a for _, a in proxy.log] == ["stall"]
     with pytest.raises(ValueError, match="loopback"):
         FaultProxy(80, upstream_host="example.com")
 
@@ -144,13 +143,6 @@ def test_server_restart_during_multipart_shard_upload():
 
 
 # ------------------------------------------------------------------ a whole ingest run
-@pytest.fixture(scope="module")
-def catalog(tmp_path_factory):
-    items = localized_items(tmp_path_factory.mktemp("catalog"))
-    with stac_server(collections_for(items), items) as url:
-        yield url
-
-
 def _ingest(url: str, out: str, options: dict | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "pipeline.cli", "ingest", "--catalog", url, "--out", out, "--chip-size", "80",
            "--workers", "2", "--shard-max-samples", "6", "--no-progress"]
@@ -163,7 +155,7 @@ def _ingest(url: str, out: str, options: dict | None = None) -> subprocess.Compl
 
 
 def test_ingest_through_flaky_proxy_equals_clean_run(s3, catalog, tmp_path):
-    ref = _ingest(catalog, str(tmp_path / "ref"))
+    ref = _ingest(catalog.url, str(tmp_path / "ref"))
     assert ref.returncode == 0, ref.stderr[-2000:]
     expected = {s["path"]: s["sha256"] for s in json.loads((tmp_path / "ref" / "manifest.json").read_text())["shards"]}
 
@@ -171,7 +163,7 @@ def test_ingest_through_flaky_proxy_equals_clean_run(s3, catalog, tmp_path):
     with FaultProxy(s3.port, plan) as proxy:
         _, options = _fs(s3, proxy.url)
         options.pop("skip_instance_cache")
-        run = _ingest(catalog, "s3://rel/flaky", options)
+        run = _ingest(catalog.url, "s3://rel/flaky", options)
         assert run.returncode == 0, run.stderr[-3000:]
         assert proxy.faults >= 3, proxy.log
     direct, _ = _fs(s3, s3.endpoint_url)
@@ -185,7 +177,7 @@ def test_ingest_against_dead_store_fails_with_a_clear_message(s3, catalog):
     with FaultProxy(s3.port, FaultPlan(mode="reset", max_faults=10**6)) as proxy:
         _, options = _fs(s3, proxy.url)
         options.pop("skip_instance_cache")
-        run = _ingest(catalog, "s3://rel/dead", options)
+        run = _ingest(catalog.url, "s3://rel/dead", options)
     assert run.returncode != 0
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("ofa ingest: error:") and "s3://rel/dead" in last, run.stderr[-2000:]

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from pipeline_fixtures import write_dataset  # noqa: E402
+from pipeline_fixtures import write_dataset
 
-from pipeline.checkpoint import latest_checkpoint  # noqa: E402
+from pipeline.checkpoint import latest_checkpoint
 
 pytestmark = pytest.mark.timeout(300)
 STEPS = 6

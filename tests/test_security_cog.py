@@ -7,18 +7,16 @@ from __future__ import annotations
 import copy
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ingest_fixtures import _write_cog, localized_items  # noqa: E402
+from ingest_fixtures import _write_cog, localized_items
 
-from ingest.chips import ChipOptions, process_item  # noqa: E402
-from ingest.items import plan_item  # noqa: E402
+from ingest.chips import ChipOptions, process_item
+from ingest.items import plan_item
 
 
 @pytest.fixture(scope="module")

@@ -97,7 +97,7 @@ def test_eval_cli_refuses_a_malicious_geobench_task(tmp_path):
                            "--list"], capture_output=True, text=True, timeout=120)
     assert not marker.exists()
     text = done.stdout + done.stderr
-    assert done.returncode == 2 and "Traceback" not in text, text[-2000:]
+    assert done.returncode == 3 and "Traceback" not in text, text[-2000:]
     assert "task_specs.pkl: refusing to unpickle global" in done.stderr.strip().splitlines()[-1]
 
 

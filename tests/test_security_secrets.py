@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ingest_fixtures import collections_for, localized_items  # noqa: E402
+from ingest_fixtures import collections_for, localized_items
 
-from infra.faultproxy import FaultPlan, FaultProxy  # noqa: E402
-from infra.localstack import free_port, s3_server, stac_server  # noqa: E402
+from infra.faultproxy import FaultPlan, FaultProxy
+from infra.localstack import free_port, s3_server, stac_server
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -73,9 +72,10 @@ def _env(s3, port: int) -> dict[str, str]:
             "OFA_TEST_STAC_PORT": str(port), "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
 
 
-def _ofa(args: list[str], env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=180)
+def _ofa(args: list[str], env: dict, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    """``ofa ARGS``; with ``kill_at``, SIGKILLed at that point of ingest (``ingest_kill.py``)."""
+    run = [str(Path(__file__).parent / "ingest_kill.py"), kill_at] if kill_at else ["-m", "pipeline.cli"]
+    return subprocess.run([sys.executable, *run, *args], env=env, capture_output=True, text=True, timeout=180)
 
 
 def test_no_secret_in_ingest_outputs(setup, tmp_path):
@@ -145,9 +145,8 @@ def test_no_secret_in_what_a_killed_run_leaves(setup, tmp_path):
     """A run killed mid-way leaves its staging files (search record, per-item tars) in the dataset folder."""
     s3, catalog, port = setup
     out = tmp_path / "killed"
-    env = {**_env(s3, port), "OFA_INGEST_KILL_AT": "tasks"}
     run = _ofa(["ingest", "--catalog", catalog, "--collection", "naip", "--out", str(out), "--chip-size", "80",
-                "--workers", "1", "--sign-href", "test_security_secrets:sign_planted"], env)
+                "--workers", "1", "--sign-href", "test_security_secrets:sign_planted"], _env(s3, port), kill_at="tasks")
     assert run.returncode < 0, run.stderr[-2000:]                     # SIGKILLed
     files = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert any("_search" in name for name in files), sorted(files)

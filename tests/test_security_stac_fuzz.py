@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ingest_fixtures import REAL_ITEMS, load_item  # noqa: E402
+from ingest_fixtures import REAL_ITEMS, load_item
 
-from ingest.items import ItemError, plan_item  # noqa: E402
+from ingest.items import ItemError, plan_item
 
 BASES = [load_item(c, s) for c, s in REAL_ITEMS]
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,7 @@ from model import from_pretrained
 from pipeline.checkpoint import latest_checkpoint
 from pipeline.train import NonFiniteLossError, TrainConfig, train
 
-sys.path.insert(0, str(Path(__file__).parent))
-from pipeline_fixtures import write_dataset  # noqa: E402
+from pipeline_fixtures import write_dataset
 
 TINY = dict(size="tiny", embedding="ofa", batch_size=4, img_size=32, seed=0, cpu=True, tensorboard=False)
 
@@ -25,6 +23,26 @@ def dataset(tmp_path_factory):
     return str(root)
 
 
+def stop_after(last: int):
+    """An ``on_step`` callback that stops the run after step ``last``, as if it were killed there."""
+    return lambda step, record: step >= last
+
+
+def nan_losses(monkeypatch, steps: set[int], first: int = 1):
+    """Make the model's loss NaN at ``steps`` (training calls counted from step ``first``; one micro-step each)."""
+    from model import MaskedAutoencoder
+
+    forward, seen = MaskedAutoencoder.forward, iter(range(first, 10**6))
+
+    def poisoned(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        if self.training and next(seen) in steps:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(MaskedAutoencoder, "forward", poisoned)
+
+
 def _losses(out: Path) -> dict[int, float]:
     recs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     return {r["step"]: r["loss"] for r in recs if "loss" in r}
@@ -33,7 +51,7 @@ def _losses(out: Path) -> dict[int, float]:
 def test_exact_resume_matches_uninterrupted_run(dataset, tmp_path):
     cfg = dict(data=[dataset], steps=8, save_every=3, **TINY)
     full = train(TrainConfig(out=str(tmp_path / "full"), **cfg))
-    part = train(TrainConfig(out=str(tmp_path / "part"), stop_after=5, **cfg))  # "dies" at step 5, last ckpt at 3
+    part = train(TrainConfig(out=str(tmp_path / "part"), **cfg), on_step=stop_after(5))  # "dies" at step 5, last ckpt at 3
     assert part["step"] == 5 and latest_checkpoint(str(tmp_path / "part"))[0] == 3
     resumed = train(TrainConfig(out=str(tmp_path / "part"), **cfg))
     assert resumed["resumed"] and resumed["step"] == 8
@@ -50,18 +68,23 @@ def test_exact_resume_matches_uninterrupted_run(dataset, tmp_path):
     assert again["loss"] == full["loss"] and again["checkpoint"] == full["checkpoint"]
     assert len(_losses(tmp_path / "full")) == 8
     rec = json.loads((tmp_path / "full" / "log.jsonl").read_text().splitlines()[-1])
-    assert rec["world_size"] == 1 and rec["images_per_s"] > 0 and 0 <= rec["data_wait"] <= 1 and rec["lr"] > 0
+    # the last of 8 steps: warmup 1 (5 %), cosine at 6/7 of the way, base lr 1.5e-4 per 256 images at batch 4
+    assert rec["step"] == 8 and rec["lr"] == pytest.approx(1.5e-4 * 4 / 256 * 0.5 * (1 + math.cos(math.pi * 6 / 7)))
+    assert rec["world_size"] == 1 and rec["images_per_s"] == pytest.approx(4 / rec["step_s"], rel=0.01)
+    assert 0 <= rec["data_wait"] <= 1
 
 
-def test_non_finite_losses_skip_then_stop_with_checkpoint_intact(dataset, tmp_path):
+def test_non_finite_losses_skip_then_stop_with_checkpoint_intact(dataset, tmp_path, monkeypatch):
     out = tmp_path / "nan"
     cfg = dict(data=[dataset], steps=10, save_every=2, max_bad_steps=3, out=str(out), **TINY)
-    summary = train(TrainConfig(debug_nan_steps=[3], stop_after=4, **cfg))  # one bad step: skipped, run goes on
+    nan_losses(monkeypatch, {3})
+    summary = train(TrainConfig(**cfg), on_step=stop_after(4))  # one bad step: skipped, run goes on
     assert summary["step"] == 4 and math.isfinite(summary["loss"])
     recs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert recs[2].get("nonfinite_loss") and "loss" not in recs[2] and "loss" in recs[3]
     with pytest.raises(NonFiniteLossError, match="3 non-finite losses in a row"):
-        train(TrainConfig(debug_nan_steps=[5, 6, 7], **cfg))
+        nan_losses(monkeypatch, {5, 6, 7}, first=5)  # resumes from step 4
+        train(TrainConfig(**cfg))
     step, url = latest_checkpoint(str(out))
     assert step == 6  # saved at 6 (bad steps do not corrupt weights), none after the stop
     model = from_pretrained(f"{url}/model")
@@ -83,8 +106,9 @@ def test_cli_with_yaml_config_and_flag_override(dataset, tmp_path):
         "naip": 4, "sentinel-1": 2, "sentinel-2": 12}
     bad = tmp_path / "bad.yaml"
     bad.write_text("stepz: 3\n")
-    assert main(["train", "--config", str(bad)]) == 2
-    assert main(["train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"), "--cpu"]) == 2
+    assert main(["train", "--config", str(bad)]) == 2  # a bad option: usage
+    assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert main(["train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"), "--cpu"]) == 3  # bad input
 
 
 def test_shipped_configs_parse():

@@ -14,8 +14,7 @@ import torch
 from infra.localstack import s3_server
 from model import from_pretrained
 
-sys.path.insert(0, str(Path(__file__).parent))
-from pipeline_fixtures import write_dataset  # noqa: E402
+from pipeline_fixtures import write_dataset
 
 
 def _accelerate() -> str:
@@ -65,7 +64,7 @@ def test_checkpoints_to_s3_resume_in_process(tmp_path):
         out = f"{s3.make_bucket('ofa-ckpt')}/run"
         cfg = dict(data=[data], size="tiny", steps=4, batch_size=2, img_size=32, save_every=2, out=out, cpu=True,
                    tensorboard=False, storage_options=s3.storage_options, log_dir=str(tmp_path / "logs"))
-        first = train(TrainConfig(stop_after=3, **cfg))
+        first = train(TrainConfig(**cfg), on_step=lambda step, record: step >= 3)
         assert latest_checkpoint(out, s3.storage_options)[0] == 2
         done = train(TrainConfig(**cfg))
         assert done["resumed"] and done["checkpoint"].startswith("s3://ofa-ckpt/run/checkpoints/step-00000004")

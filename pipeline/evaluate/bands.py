@@ -1,7 +1,7 @@
 """Task bands -> model inputs: which GEO-Bench band feeds which channel of which embedding.
 
-A sensor is data here: ``MODEL_BANDS`` lists each modality's channels (ids of the data contract),
-``_canonical`` names the model band a GEO-Bench band is, and ``TASK_BAND_FIXES`` corrects the two
+A sensor is data here: ``MODEL_BANDS`` lists each modality's channels as the sensor registry
+(``ingest.sensors``) has them, ``_canonical`` names the model band a GEO-Bench band is, and ``TASK_BAND_FIXES`` corrects the two
 released tasks whose stored band names do not match their channels (geo-bench issues #28, #29).
 
 With the per-sensor (``ofa``) embedding every modality gets exactly its pretraining channels:
@@ -18,19 +18,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ingest.sensors import SENSORS
+
 from .geobench import BandSpec, GeoBenchError, GeoSample, Task
 
-#: modality -> (band id, centre wavelength in um) in channel order
+#: modality -> (band id, centre wavelength in um) in channel order, from the sensor registry
 MODEL_BANDS: dict[str, tuple[tuple[str, float], ...]] = {
-    "sentinel-2": (("B01", 0.443), ("B02", 0.49), ("B03", 0.56), ("B04", 0.665), ("B05", 0.705),
-                   ("B06", 0.74), ("B07", 0.783), ("B08", 0.842), ("B8A", 0.865), ("B09", 0.945),
-                   ("B11", 1.61), ("B12", 2.19)),
-    "sentinel-1": (("VV", 5.405), ("VH", 5.405)),
-    "landsat": (("SR_B1", 0.443), ("SR_B2", 0.482), ("SR_B3", 0.562), ("SR_B4", 0.655),
-                ("SR_B5", 0.865), ("SR_B6", 1.609), ("SR_B7", 2.201)),
-    "naip": (("R", 0.635), ("G", 0.555), ("B", 0.465), ("NIR", 0.845)),
+    spec.id: tuple((b.name, b.wavelength) for b in spec.bands) for spec in SENSORS.values()
 }
-#: bands a sensor has that no model modality takes (used by the wavelength embedding only)
+#: bands GEO-Bench tasks carry that no registry sensor reads (Sentinel-2 L1C's cirrus band is not in
+#: L2A products); the wavelength embedding can still take them
 EXTRA_WAVELENGTHS = {("sentinel-2", "B10"): 1.375}
 
 #: released tasks whose stored band names are wrong: actual Sentinel-2 band per stored position

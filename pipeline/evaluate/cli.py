@@ -58,13 +58,13 @@ def _checkpoints(args: argparse.Namespace) -> list[tuple[str, str]]:
     for item in args.compare or []:
         label, sep, ckpt = item.partition("=")
         if not sep or not label or not ckpt:
-            raise SystemExit(f"ofa eval geobench: --compare expects LABEL=CHECKPOINT, got {item!r}")
+            raise ValueError(f"--compare expects LABEL=CHECKPOINT, got {item!r}")
         pairs.append((label, ckpt))
     if not pairs:
-        raise SystemExit("ofa eval geobench: give --checkpoint PATH|random or --compare LABEL=CHECKPOINT ...")
+        raise ValueError("give --checkpoint PATH|random or --compare LABEL=CHECKPOINT ...")
     labels = [p[0] for p in pairs]
     if len(set(labels)) != len(labels):
-        raise SystemExit(f"ofa eval geobench: checkpoint labels must differ, got {labels}")
+        raise ValueError(f"--compare: checkpoint labels must differ, got {labels}")
     return pairs
 
 
@@ -84,51 +84,57 @@ def list_tasks(tasks: list, embedding: str) -> str:
     return "\n".join(lines)
 
 
-def run_geobench(args: argparse.Namespace) -> int:
-    import pickle
+def _select_tasks(args: argparse.Namespace) -> list:
+    """The tasks ``--tasks`` names under ``--root``, loaded (their pickles read through the safe unpickler)."""
+    from .geobench import discover_tasks, load_task
 
+    found = discover_tasks(args.root)
+    names = list(found) if args.tasks == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
+    unknown = [t for t in names if t not in found]
+    if unknown:
+        raise ValueError(f"--tasks: unknown task(s) {unknown}; found under {args.root}: {sorted(found)}")
+    return [load_task(found[n]) for n in names]
+
+
+def _sources(args: argparse.Namespace) -> list[tuple[str, object]]:
+    """``(label, MaeSource)`` per checkpoint, each checked once before any task runs."""
+    from .features import BackboneSpec
+    from .runner import MaeSource
+
+    storage = json.loads(args.storage_options) if args.storage_options else None
+    sources = []
+    for label, ckpt in _checkpoints(args):
+        source = MaeSource(BackboneSpec(ckpt, size=args.size, embedding=args.embedding, img_size=args.img_size,
+                                        patch_size=args.patch_size, storage_options=storage))
+        source.check()
+        sources.append((label, source))
+    return sources
+
+
+def run_geobench(args: argparse.Namespace) -> int:
+    """``ofa eval geobench``: bad options, folders and checkpoints stop it with one line before any task."""
     from tqdm import tqdm
 
-    from .features import BackboneSpec
-    from .geobench import GeoBenchError, discover_tasks, load_task
+    from .geobench import GeoBenchError
     from .report import markdown_table, summarise, write_reports
-    from .runner import EvalOptions, MaeSource, evaluate_task
+    from .runner import EvalOptions, evaluate_task
 
     if not args.list and not args.out:
-        raise SystemExit("ofa eval geobench: --out DIR is required")
-    pairs = _checkpoints(args) if not args.list else []
+        raise ValueError("--out DIR is required")
     if args.seeds < 1:
-        raise SystemExit("ofa eval geobench: --seeds must be >= 1")
-    storage = json.loads(args.storage_options) if args.storage_options else None
-    try:
-        found = discover_tasks(args.root)
-    except GeoBenchError as exc:
-        print(f"ofa eval geobench: {exc}", file=sys.stderr)
-        return 2
-    if args.tasks == "all":
-        names = list(found)
-    else:
-        names = [t.strip() for t in args.tasks.split(",") if t.strip()]
-        unknown = [t for t in names if t not in found]
-        if unknown:
-            print(f"ofa eval geobench: unknown task(s) {unknown}; found under {args.root}: {sorted(found)}", file=sys.stderr)
-            return 2
-    try:
-        tasks = [load_task(found[n]) for n in names]
-    except (GeoBenchError, pickle.UnpicklingError) as exc:  # incl. a refused pickle payload: one line, no traceback
-        print(f"ofa eval geobench: {exc}", file=sys.stderr)
-        return 2
+        raise ValueError("--seeds must be >= 1")
+    tasks = _select_tasks(args)
     if args.list:
         print(list_tasks(tasks, args.embedding or "ofa"))
         return 0
+    sources = _sources(args)
     opts = EvalOptions(protocol=args.protocol, partition=args.partition, seeds=args.seeds, batch_size=args.batch_size,
                        num_workers=args.num_workers, device=args.device, probe_epochs=args.probe_epochs,
-                       seg_epochs=args.seg_epochs, decoder_channels=args.decoder_channels, finetune_epochs=args.epochs, lr=args.lr, max_samples=args.max_samples)
+                       seg_epochs=args.seg_epochs, decoder_channels=args.decoder_channels, finetune_epochs=args.epochs,
+                       lr=args.lr, max_samples=args.max_samples)
     results, failures = [], []
-    bar = tqdm(total=len(pairs) * len(tasks), desc="geobench", dynamic_ncols=True)
-    for label, ckpt in pairs:
-        source = MaeSource(BackboneSpec(ckpt, size=args.size, embedding=args.embedding, img_size=args.img_size,
-                                        patch_size=args.patch_size, storage_options=storage))
+    bar = tqdm(total=len(sources) * len(tasks), desc="geobench", dynamic_ncols=True)
+    for label, source in sources:
         for task in tasks:
             bar.set_postfix_str(f"{label} {task.name}")
             try:
@@ -139,7 +145,7 @@ def run_geobench(args: argparse.Namespace) -> int:
             bar.update(1)
     bar.close()
     if not results:
-        print("ofa eval geobench: no task could be evaluated", file=sys.stderr)
+        print("ofa eval geobench: error: no task could be evaluated", file=sys.stderr)
         return 1
     paths = write_reports(results, args.out)
     if failures:

@@ -60,6 +60,18 @@ class MaeSource:
     def is_random(self) -> bool:
         return self.spec.checkpoint == "random"
 
+    def check(self) -> None:
+        """Load the checkpoint (or build the random configuration) once, so that a bad one stops the run
+        with one error before any task instead of failing every task."""
+        from ingest.storage import storage_access
+
+        if self.is_random:
+            with torch.random.fork_rng(devices=[]), torch.device("meta"):
+                load_mae(self.spec, 0)
+        elif self._loaded is None:
+            with storage_access(self.spec.checkpoint, "--checkpoint"):
+                self._loaded = load_mae(self.spec, 0)
+
     def get(self, seed: int) -> nn.Module:
         if self.is_random:
             return load_mae(self.spec, seed)

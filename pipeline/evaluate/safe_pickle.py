@@ -76,46 +76,27 @@ def _standin(name: str, *bases: type) -> type:
     return type(name, bases or (StandIn,), {"geobench_class": name, "__module__": __name__})
 
 
-# GEO-Bench's classes (geobench.dataset, geobench.label, geobench.task), with their hierarchy
-# kept so that ``isinstance(x, SpectralBand)`` works on stand-ins.
-BandInfo = _standin("BandInfo")
-SpectralBand = _standin("SpectralBand", BandInfo)
-Sentinel1 = _standin("Sentinel1", SpectralBand)
-Sentinel2 = _standin("Sentinel2", SpectralBand)
-Landsat8 = _standin("Landsat8", SpectralBand)
-Mask = _standin("Mask", BandInfo)
-CloudProbability = _standin("CloudProbability", Mask)
-ElevationBand = _standin("ElevationBand", BandInfo)
-MultiBand = _standin("MultiBand", BandInfo)
-HyperSpectralBands = _standin("HyperSpectralBands", MultiBand)
-LabelType = _standin("LabelType")
-Classification = _standin("Classification", LabelType)
-SemanticSegmentation = _standin("SemanticSegmentation", Classification)
-MultiLabelClassification = _standin("MultiLabelClassification", LabelType)
-Regression = _standin("Regression", LabelType)
-Detection = _standin("Detection", LabelType)
-SegmentationClasses = _standin("SegmentationClasses", BandInfo, LabelType)
-TaskSpecifications = _standin("TaskSpecifications")
-Band = _standin("Band")
-Sample = _standin("Sample")
-Stats = _standin("Stats")
-Partition = _standin("Partition")
-Accuracy = _standin("Accuracy")
-SegmentationAccuracy = _standin("SegmentationAccuracy")
-MultilabelAccuracy = _standin("MultilabelAccuracy")
+#: GEO-Bench's classes (geobench.dataset, geobench.label, geobench.task) -> their GEO-Bench bases, bases
+#: first: the stand-ins keep the hierarchy, so ``isinstance(x, GEOBENCH_STANDINS["SpectralBand"])`` works on them
+_GEOBENCH_BASES: dict[str, tuple[str, ...]] = {
+    "BandInfo": (), "SpectralBand": ("BandInfo",), "Sentinel1": ("SpectralBand",), "Sentinel2": ("SpectralBand",),
+    "Landsat8": ("SpectralBand",), "Mask": ("BandInfo",), "CloudProbability": ("Mask",),
+    "ElevationBand": ("BandInfo",), "MultiBand": ("BandInfo",), "HyperSpectralBands": ("MultiBand",),
+    "LabelType": (), "Classification": ("LabelType",), "SemanticSegmentation": ("Classification",),
+    "MultiLabelClassification": ("LabelType",), "Regression": ("LabelType",), "Detection": ("LabelType",),
+    "SegmentationClasses": ("BandInfo", "LabelType"), "TaskSpecifications": (), "Band": (), "Sample": (),
+    "Stats": (), "Partition": (), "Accuracy": (), "SegmentationAccuracy": (), "MultilabelAccuracy": (),
+}
+GEOBENCH_STANDINS: dict[str, type] = {}
+for _name, _bases in _GEOBENCH_BASES.items():
+    GEOBENCH_STANDINS[_name] = _standin(_name, *(GEOBENCH_STANDINS[b] for b in _bases))
+Classification = GEOBENCH_STANDINS["Classification"]
+SemanticSegmentation = GEOBENCH_STANDINS["SemanticSegmentation"]
+MultiLabelClassification = GEOBENCH_STANDINS["MultiLabelClassification"]
+SegmentationClasses = GEOBENCH_STANDINS["SegmentationClasses"]
 # third-party objects stored in per-band attributes
 Affine = _standin("Affine")
 CRS = _standin("CRS")
-
-GEOBENCH_STANDINS: dict[str, type] = {
-    c.geobench_class: c
-    for c in (
-        BandInfo, SpectralBand, Sentinel1, Sentinel2, Landsat8, Mask, CloudProbability, ElevationBand,
-        MultiBand, HyperSpectralBands, LabelType, Classification, SemanticSegmentation,
-        MultiLabelClassification, Regression, Detection, SegmentationClasses, TaskSpecifications,
-        Band, Sample, Stats, Partition, Accuracy, SegmentationAccuracy, MultilabelAccuracy,
-    )
-}
 
 # Module paths GEO-Bench classes have been pickled under (current and historical package names).
 GEOBENCH_MODULES = frozenset(
