@@ -37,10 +37,6 @@ from pipeline.data.shared import SharedBatch, shared_tensor
 from pipeline.data.streams import LoaderConfig, Stream, band_valid, modalities, read_streams, sample_stats
 from pipeline.data.tar import Counter, iter_shard, iter_tar
 
-# the names these had when the loader was one module (data.py), for code written against it
-_normalise = normalise
-_npy = read_npy
-
 __all__ = [
     "Counter", "LoaderConfig", "Position", "ShardBatches", "SharedBatch", "Shuffle", "Stream", "band_valid", "batches",
     "decode", "decode_crop", "decode_crop_valid", "decode_raw", "fast_forward", "iter_shard", "iter_tar", "make_loader", "modalities",
