@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ingest.config import ChipOptions
 from ingest.contract import pixels_checksum, sample_key
 from ingest.grid import apply, bounds_window, chip_offsets, grid_bounds
 from ingest.items import ChannelPlan, ItemError, ItemPlan, identity_href
@@ -25,20 +26,6 @@ from ingest.readers import GridReader, reader_for, short_error
 #: is most of it). ``nodata_fraction`` counts all of these; ``cloud_fraction`` is cloud pixels over
 #: the pixels the mask does not mark as fill.
 DROP_REASONS = ("nodata", "sar_border", "cloud")
-
-
-@dataclass(frozen=True)
-class ChipOptions:
-    """Chip grid and filter thresholds (fractions of the chip's pixels)."""
-
-    chip_size: int = 256
-    max_nodata: float = 0.1
-    max_cloud: float = 0.2
-    max_sar_border: float = 0.1
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"chip_size": self.chip_size, "max_nodata_fraction": self.max_nodata,
-                "max_cloud_fraction": self.max_cloud, "max_sar_border_fraction": self.max_sar_border}
 
 
 @dataclass

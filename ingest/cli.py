@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from ingest.config import IngestConfig
+from ingest.options import Flag, add_options
 
 INGEST_DESCRIPTION = """Search a STAC API, cut each item into chips on its finest band's grid, drop chips by no data,
 cloud (S2 SCL, Landsat QA_PIXEL) and SAR border zeros, and write WebDataset tar shards plus a
@@ -20,12 +24,8 @@ INGEST_EXAMPLES = """examples:
   ofa ingest --from-manifest s3://bucket/ds/manifest.json --out ./rebuilt
 """
 
-#: option keys a --config YAML may hold (dashes or underscores)
-CONFIG_KEYS = (
-    "catalog", "collection", "collections", "bbox", "intersects", "datetime", "max_cloud", "max_items", "chip_size",
-    "bands", "out", "workers", "scheduler", "storage_options", "strict", "max_nodata_fraction", "max_cloud_fraction",
-    "max_sar_border_fraction", "shard_max_samples", "shard_max_bytes", "processes", "sign_href",
-)
+#: option keys a --config YAML may hold (dashes or underscores): IngestConfig's fields, "collection" too
+CONFIG_KEYS = ("collection", *(f.name for f in dataclasses.fields(IngestConfig) if f.name not in ("progress", "ids")))
 
 
 def _bbox(text: str) -> list[float]:
@@ -153,37 +153,44 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the chip filters: IngestConfig field -> what a chip may hold at most, as a fraction of its pixels
+CHIP_FILTERS = {"max_nodata_fraction": "no-data pixels", "max_cloud_fraction": "cloud pixels",
+                "max_sar_border_fraction": "SAR border zeros"}
+
+#: the command-line face of ``IngestConfig`` (defaults live on its fields and ``ChipOptions``)
+INGEST_FLAGS = {
+    "catalog": Flag("STAC API URL", metavar="URL"),
+    "collections": Flag("STAC collection id (repeat for several)", flag="--collection", action="append", metavar="ID"),
+    "bbox": Flag("W,S,E,N in WGS84 degrees", type=_bbox, metavar="W,S,E,N"),
+    "intersects": Flag("GeoJSON file (geometry or Feature) to intersect", metavar="GEOJSON_FILE"),
+    "datetime": Flag("START/END (RFC 3339, open ends with ..)", metavar="START/END"),
+    "max_cloud": Flag("keep items with eo:cloud_cover <= PCT (applied client-side)", metavar="PCT"),
+    "max_items": Flag("at most N items", metavar="N"),
+    "chip_size": Flag("chip size in pixels of the finest band", metavar="PX"),
+    "bands": Flag("comma-separated band names to read (default: all of each sensor); the others stay in every "
+                  "sample, zero-filled and false in band_valid", type=_csv, metavar="NAMES"),
+    "out": Flag("dataset URL: a folder, file:// or s3://", metavar="URL"),
+    "workers": Flag("workers of the local Dask cluster", metavar="N", default_text="one per core"),
+    "scheduler": Flag("join an existing Dask cluster, e.g. tcp://HOST:8786", metavar="tcp://HOST:PORT"),
+    "processes": Flag("local cluster with worker processes instead of threads"),
+    "storage_options": Flag("fsspec options as JSON, e.g. '{\"client_kwargs\": {\"endpoint_url\": ...}}'",
+                            type=_json_arg, metavar="JSON"),
+    **{name: Flag(f"drop chips with a larger fraction of {what}", metavar="F") for name, what in CHIP_FILTERS.items()},
+    "shard_max_samples": Flag("samples per shard at most", metavar="N"),
+    "shard_max_bytes": Flag("bytes per shard at most", metavar="BYTES"),
+    "sign_href": Flag("module:function that signs an href before it is opened (e.g. planetary_computer:sign); "
+                      "signed URLs are never recorded", type=str, metavar="MODULE:FUNCTION"),
+    "strict": Flag("fail when any item is skipped"),
+}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``ofa ingest`` and ``ofa manifest verify|show``."""
     p = subparsers.add_parser(
         "ingest", help="STAC search -> cloud-filtered chips -> WebDataset shards + manifest",
         description=INGEST_DESCRIPTION, epilog=INGEST_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--catalog", metavar="URL", help="STAC API URL")
-    p.add_argument("--collection", action="append", metavar="ID", help="STAC collection id (repeat for several)")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--bbox", type=_bbox, metavar="W,S,E,N", help="W,S,E,N in WGS84 degrees")
-    where.add_argument("--intersects", metavar="GEOJSON_FILE", help="GeoJSON file (geometry or Feature) to intersect")
-    p.add_argument("--datetime", metavar="START/END", help="START/END (RFC 3339, open ends with ..)")
-    p.add_argument("--max-cloud", type=float, metavar="PCT", help="keep items with eo:cloud_cover <= PCT (applied client-side)")
-    p.add_argument("--max-items", type=int, metavar="N", help="at most N items")
-    p.add_argument("--chip-size", type=int, metavar="PX", help="chip size in pixels of the finest band (default 256)")
-    p.add_argument("--bands", metavar="NAMES", help="comma-separated band names to read (default: all of each sensor); "
-                   "the others stay in every sample, zero-filled and false in band_valid")
-    p.add_argument("--out", metavar="URL", help="dataset URL: a folder, file:// or s3://")
-    run = p.add_mutually_exclusive_group()
-    run.add_argument("--workers", type=int, metavar="N", help="workers of the local Dask cluster (default: one per core)")
-    run.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="join an existing Dask cluster, e.g. tcp://HOST:8786")
-    p.add_argument("--processes", action="store_true", default=None, help="local cluster with worker processes instead of threads")
-    p.add_argument("--storage-options", type=_json_arg, metavar="JSON", help="fsspec options as JSON, e.g. '{\"client_kwargs\": {\"endpoint_url\": ...}}'")
-    p.add_argument("--max-nodata-fraction", type=float, metavar="F", help="drop chips with more no-data pixels (default 0.1)")
-    p.add_argument("--max-cloud-fraction", type=float, metavar="F", help="drop chips with more cloud pixels (default 0.2)")
-    p.add_argument("--max-sar-border-fraction", type=float, metavar="F", help="drop SAR chips with more border zeros (default 0.1)")
-    p.add_argument("--shard-max-samples", type=int, metavar="N", help="samples per shard at most (default 1000)")
-    p.add_argument("--shard-max-bytes", type=int, metavar="BYTES", help="bytes per shard at most (default 256 MiB)")
-    p.add_argument("--sign-href", metavar="MODULE:FUNCTION", help="module:function that signs an href before it is opened (e.g. planetary_computer:sign); "
-                                       "signed URLs are never recorded")
-    p.add_argument("--strict", action="store_true", default=None, help="fail when any item is skipped")
+    add_options(p, IngestConfig, INGEST_FLAGS, suppress=True, exclusive=[("bbox", "intersects"), ("workers", "scheduler")])
     p.add_argument("--config", metavar="FILE.yaml", help="YAML file with the same keys as these options")
     p.add_argument("--from-manifest", metavar="URL/manifest.json", help="rebuild the dataset described by this manifest.json into --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or summary")

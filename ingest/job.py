@@ -24,12 +24,12 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
 from ingest.chips import DROP_REASONS, BandStats, ChipOptions
+from ingest.config import IngestConfig
 from ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, ManifestError, item_shard_path, statistics_key
 from ingest.items import ItemError, ItemPlan, clean_href, identity_href, item_etag, plan_item, redact
-from ingest.search import SearchParams
 from ingest.sensors import SENSORS
 from ingest.shards import (
-    SHARD_MAX_BYTES, SHARD_MAX_SAMPLES, STAGING_DIR, ShardWriter, is_local_fs, remove_temporaries, sample_block,
+    STAGING_DIR, ShardWriter, is_local_fs, remove_temporaries, sample_block,
     write_atomic, write_full_shards,
 )
 from ingest.storage import get_fs, join
@@ -42,50 +42,6 @@ PROGRESS_DIR = f"{STAGING_DIR}/progress"
 
 class IngestError(RuntimeError):
     """The run cannot go on (or ``--strict`` met a skipped item)."""
-
-
-@dataclass
-class IngestConfig:
-    """Everything an ingest run needs; the CLI and ``--config FILE.yaml`` fill the same fields."""
-
-    catalog: str
-    collections: list[str]
-    out: str
-    bbox: list[float] | None = None
-    intersects: dict | None = None
-    datetime: str | None = None
-    max_cloud: float | None = None          # percent, item-level eo:cloud_cover (client-side)
-    max_items: int | None = None
-    chip_size: int = 256
-    bands: list[str] | None = None
-    storage_options: dict | None = None
-    workers: int | None = None
-    scheduler: str | None = None
-    strict: bool = False
-    progress: bool = True
-    max_nodata_fraction: float = 0.1        # chip-level thresholds
-    max_cloud_fraction: float = 0.2
-    max_sar_border_fraction: float = 0.1
-    shard_max_samples: int = SHARD_MAX_SAMPLES
-    shard_max_bytes: int = SHARD_MAX_BYTES
-    processes: bool = False                 # local cluster: worker threads (False) or processes
-    ids: list[str] | None = None            # restrict the search to these items (--from-manifest)
-    #: href signing hook (e.g. Planetary Computer SAS tokens): a callable or "module:function";
-    #: it gets the clean href and its result is only used to open the file, never recorded
-    sign_href: Callable[[str], str] | str | None = field(default=None, repr=False)
-
-    def search_params(self) -> SearchParams:
-        return SearchParams(
-            collections=tuple(self.collections), bbox=tuple(self.bbox) if self.bbox else None,
-            intersects=self.intersects, datetime=self.datetime, max_cloud=self.max_cloud, max_items=self.max_items,
-        )
-
-    def chip_options(self) -> ChipOptions:
-        return ChipOptions(self.chip_size, self.max_nodata_fraction, self.max_cloud_fraction, self.max_sar_border_fraction)
-
-    def chips_record(self) -> dict[str, Any]:
-        return {**self.chip_options().to_dict(), "bands": self.bands,
-                "shard_max_samples": self.shard_max_samples, "shard_max_bytes": self.shard_max_bytes}
 
 
 def item_key(collection: str, item_id: str) -> str:
@@ -589,6 +545,11 @@ def _print_summary(manifest: dict, cfg: IngestConfig, seconds: float) -> None:
           f"in {seconds:.1f} s ({total / max(seconds, 1e-9):.1f} chips/s)", flush=True)
 
 
+#: the ``chips`` record keys that are ``IngestConfig`` fields of the same name
+CHIP_RECORD_KEYS = ("chip_size", "max_nodata_fraction", "max_cloud_fraction", "max_sar_border_fraction",
+                    "shard_max_samples", "shard_max_bytes")
+
+
 def config_from_manifest(manifest: dict, out: str, **overrides: Any) -> IngestConfig:
     """The config that rebuilds ``manifest``'s dataset at ``out`` (same items, same parameters)."""
     search, chips = manifest.get("search") or {}, manifest.get("chips") or {}
@@ -598,11 +559,7 @@ def config_from_manifest(manifest: dict, out: str, **overrides: Any) -> IngestCo
         catalog=manifest["catalog"], collections=list(search["collections"]), out=out,
         bbox=search.get("bbox"), intersects=search.get("intersects"), datetime=search.get("datetime"),
         max_cloud=search.get("max_cloud"), max_items=search.get("max_items"),
-        chip_size=chips.get("chip_size", 256), bands=chips.get("bands"),
-        max_nodata_fraction=chips.get("max_nodata_fraction", 0.1), max_cloud_fraction=chips.get("max_cloud_fraction", 0.2),
-        max_sar_border_fraction=chips.get("max_sar_border_fraction", 0.1),
-        shard_max_samples=chips.get("shard_max_samples", SHARD_MAX_SAMPLES),
-        shard_max_bytes=chips.get("shard_max_bytes", SHARD_MAX_BYTES),
+        bands=chips.get("bands"), **{k: chips[k] for k in CHIP_RECORD_KEYS if k in chips},
         ids=[it["id"] for it in manifest.get("items", [])],
     )
     for key, value in overrides.items():

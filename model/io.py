@@ -33,6 +33,16 @@ def _fs(url: str, storage_options: dict[str, Any] | None) -> tuple[fsspec.Abstra
     return fs, root.rstrip("/")
 
 
+def _read(url: str, storage_options: dict[str, Any] | None, name: str, hint: str = "") -> bytes:
+    """The bytes of ``url/name``; a missing file is a ``CheckpointError`` (``hint`` appended)."""
+    fs, root = _fs(url, storage_options)
+    try:
+        with fs.open(f"{root}/{name}", "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise CheckpointError(f"{url}: no {name}{hint}") from None
+
+
 #: keys of config.json that ``save_pretrained`` owns; ``metadata`` may add others (``sensors``, ``training``)
 RESERVED_KEYS = ("format", "format_version", "config")
 
@@ -66,13 +76,7 @@ def load_config(url: str, storage_options: dict[str, Any] | None = None) -> Mode
 
 def read_info(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """The whole ``url/config.json`` (``config``, and ``sensors``/``training`` when training wrote them)."""
-    fs, root = _fs(url, storage_options)
-    path = f"{root}/{CONFIG_NAME}"
-    try:
-        with fs.open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise CheckpointError(f"{url}: no {CONFIG_NAME} (is this a folder written by save_pretrained?)") from None
+    raw = _read(url, storage_options, CONFIG_NAME, " (is this a folder written by save_pretrained?)")
     try:
         doc = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -115,13 +119,7 @@ def normalise(pixels: torch.Tensor, sensor: dict[str, Any]) -> torch.Tensor:
 def from_pretrained(url: str, storage_options: dict[str, Any] | None = None) -> MaskedAutoencoder:
     """Rebuild a model saved by ``save_pretrained``; safetensors only, nothing is unpickled."""
     config = load_config(url, storage_options)
-    fs, root = _fs(url, storage_options)
-    path = f"{root}/{WEIGHTS_NAME}"
-    try:
-        with fs.open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise CheckpointError(f"{url}: no {WEIGHTS_NAME}") from None
+    raw = _read(url, storage_options, WEIGHTS_NAME)
     try:
         tensors = st_load(raw)
     except (SafetensorError, ValueError, OSError) as exc:

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.options import Flag, add_options
+
 
 @dataclass
 class DemoConfig:
@@ -106,35 +108,28 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
 
 
 def _main(args: argparse.Namespace) -> int:
+    from ingest.options import from_args
+
     if args.fresh and Path(args.out).exists():
         shutil.rmtree(args.out)
-    run_demo(DemoConfig(
-        out=args.out, steps=args.steps, batch_size=args.batch_size, img_size=args.img_size,
-        patch_size=args.patch_size, lr=args.lr,
-        chip_size=args.chip_size, size=args.size, embedding=args.embedding, seed=args.seed,
-        workers=args.workers, progress=not args.no_progress,
-    ))
+    run_demo(from_args(DemoConfig, args))
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``ofa demo``."""
-    d = DemoConfig()
     p = subparsers.add_parser(
         "demo", help="run the whole pipeline offline on an embedded catalog",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", default=d.out, help="folder for everything the demo makes (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=d.steps, help="pretraining steps (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step (default: %(default)s)")
-    p.add_argument("--img-size", type=int, default=d.img_size, help="model input size in pixels (default: %(default)s)")
-    p.add_argument("--patch-size", type=int, default=d.patch_size, help="ViT patch size (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=d.lr, help="learning rate per 256 images (default: %(default)s)")
-    p.add_argument("--chip-size", type=int, default=d.chip_size, help="chip size in pixels (default: %(default)s)")
-    p.add_argument("--size", default=d.size, choices=["tiny", "small", "base", "large"], help="backbone size")
-    p.add_argument("--embedding", default=d.embedding, choices=["ofa", "wavelength"], help="patch embedding")
-    p.add_argument("--seed", type=int, default=d.seed, help="random seed (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=d.workers, help="ingest workers (default: %(default)s)")
+    from pipeline.train import TRAIN_FLAGS  # the demo's training knobs are training's
+
+    add_options(p, DemoConfig, {
+        "out": Flag("folder for everything the demo makes"),
+        **{k: TRAIN_FLAGS[k] for k in ("steps", "batch_size", "img_size", "patch_size", "lr", "size", "embedding", "seed")},
+        "chip_size": Flag("chip size in pixels"),
+        "workers": Flag("ingest workers"),
+        "progress": Flag("no progress bars"),
+    })
     p.add_argument("--fresh", action="store_true", help="delete --out first instead of reusing it")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_main)

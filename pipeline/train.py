@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from ingest.options import Flag, add_options
+
 log = logging.getLogger("ofa.train")
 
 #: dense bf16 peak FLOP/s per device for MFU, by substring of the CUDA device name
@@ -553,41 +555,45 @@ def load_yaml(path: str) -> dict[str, Any]:
     return load_yaml_options(path, _FIELDS)
 
 
+#: the command-line face of ``TrainConfig`` (defaults live on its fields)
+TRAIN_FLAGS = {
+    "data": Flag("dataset URL (folder, file:// or s3://); repeatable", action="append"),
+    "out": Flag("run folder or s3:// URL for logs and checkpoints"),
+    "size": Flag("backbone size", choices=["tiny", "small", "base", "large"]),
+    "embedding": Flag("patch embedding", choices=["ofa", "wavelength"]),
+    "steps": Flag("optimiser steps"),
+    "batch_size": Flag("images per process and micro-step"),
+    "img_size": Flag("crop size in pixels"),
+    "patch_size": Flag("ViT patch size"),
+    "seed": Flag("random seed"),
+    "save_every": Flag("checkpoint every K steps"),
+    "resume": Flag("'auto' (last complete checkpoint in --out), 'none', or a checkpoint URL"),
+    "cpu": Flag("train on CPU even if a GPU is present"),
+    "lr": Flag("base learning rate per 256 images"),
+    "weight_decay": Flag("AdamW weight decay"),
+    "warmup_steps": Flag("linear warmup steps", default_text="5% of steps"),
+    "grad_accum": Flag("gradient accumulation micro-steps"),
+    "clip": Flag("gradient norm clip, 0 = off"),
+    "mixed_precision": Flag("autocast precision", choices=["no", "bf16", "fp16"],
+                            default_text="accelerate launch's setting, else no"),
+    "compile": Flag("torch.compile the model"),
+    "workers": Flag("loader worker processes per rank"),
+    "device_augment": Flag("loader workers only decode; normalise/crop/flip run on the GPU (for fast GPUs)"),
+    "shuffle_buffer": Flag("samples in each shuffle buffer"),
+    "resampled": Flag("draw shards with replacement (multi-node)"),
+    "max_bad_steps": Flag("stop after N non-finite losses in a row"),
+    "plot_every": Flag("reconstruction PNG every N steps", default_text="never"),
+    "peak_tflops": Flag("peak TFLOP/s per device for MFU", default_text="known GPUs"),
+    "tensorboard": Flag("no TensorBoard logs"),
+    "log_dir": Flag("local folder for log.jsonl and TensorBoard, copied to OUT at each checkpoint",
+                    default_text="OUT itself; for an s3:// OUT, ofa-logs/s3/BUCKET/PREFIX"),
+}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Training options; defaults are suppressed so the config file fills what flags do not."""
-    S = argparse.SUPPRESS
-    d = TrainConfig()
-    p.add_argument("--config", default=S, help="YAML file of options (keys = option names); flags override it")
-    p.add_argument("--data", action="append", default=S, help="dataset URL (folder, file:// or s3://); repeatable")
-    p.add_argument("--out", default=S, help=f"run folder or s3:// URL for logs and checkpoints (default: {d.out})")
-    p.add_argument("--size", choices=["tiny", "small", "base", "large"], default=S, help=f"backbone size (default: {d.size})")
-    p.add_argument("--embedding", choices=["ofa", "wavelength"], default=S, help=f"patch embedding (default: {d.embedding})")
-    p.add_argument("--steps", type=int, default=S, help=f"optimiser steps (default: {d.steps})")
-    p.add_argument("--batch-size", type=int, default=S, help=f"images per process and micro-step (default: {d.batch_size})")
-    p.add_argument("--img-size", type=int, default=S, help=f"crop size in pixels (default: {d.img_size})")
-    p.add_argument("--patch-size", type=int, default=S, help=f"ViT patch size (default: {d.patch_size})")
-    p.add_argument("--seed", type=int, default=S, help=f"random seed (default: {d.seed})")
-    p.add_argument("--save-every", type=int, default=S, help=f"checkpoint every K steps (default: {d.save_every})")
-    p.add_argument("--resume", default=S, help="'auto' (last complete checkpoint in --out), 'none', or a checkpoint URL")
-    p.add_argument("--cpu", action="store_true", default=S, help="train on CPU even if a GPU is present")
-    p.add_argument("--lr", type=float, default=S, help=f"base learning rate per 256 images (default: {d.lr})")
-    p.add_argument("--weight-decay", type=float, default=S, help=f"AdamW weight decay (default: {d.weight_decay})")
-    p.add_argument("--warmup-steps", type=int, default=S, help="linear warmup steps (default: 5%% of steps)")
-    p.add_argument("--grad-accum", type=int, default=S, help=f"gradient accumulation micro-steps (default: {d.grad_accum})")
-    p.add_argument("--clip", type=float, default=S, help=f"gradient norm clip, 0 = off (default: {d.clip})")
-    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default=S, help="autocast precision (default: accelerate launch's setting, else no)")
-    p.add_argument("--compile", action="store_true", default=S, help="torch.compile the model")
-    p.add_argument("--workers", type=int, default=S, help=f"loader worker processes per rank (default: {d.workers})")
-    p.add_argument("--device-augment", action="store_true", default=S,
-                   help="loader workers only decode; normalise/crop/flip run on the GPU (for fast GPUs)")
-    p.add_argument("--shuffle-buffer", type=int, default=S, help=f"samples in each shuffle buffer (default: {d.shuffle_buffer})")
-    p.add_argument("--resampled", action="store_true", default=S, help="draw shards with replacement (multi-node)")
-    p.add_argument("--max-bad-steps", type=int, default=S, help=f"stop after N non-finite losses in a row (default: {d.max_bad_steps})")
-    p.add_argument("--plot-every", type=int, default=S, help="reconstruction PNG every N steps (default: never)")
-    p.add_argument("--peak-tflops", type=float, default=S, help="peak TFLOP/s per device for MFU (default: known GPUs)")
-    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=S, help="no TensorBoard logs")
-    p.add_argument("--log-dir", default=S, help="local folder for log.jsonl and TensorBoard, copied to OUT at each "
-                   "checkpoint (default: OUT itself; for an s3:// OUT, ofa-logs/s3/BUCKET/PREFIX)")
+    p.add_argument("--config", default=argparse.SUPPRESS, help="YAML file of options (keys = option names); flags override it")
+    add_options(p, TrainConfig, TRAIN_FLAGS, suppress=True)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -76,9 +76,9 @@ def test_bad_arguments(geobench_root: Path, tmp_path: Path, capsys) -> None:
     assert exc.value.code == 0 and "--partition" in capsys.readouterr().out
 
 
-def test_a_bad_checkpoint_stops_before_any_task(root: Path, tmp_path: Path, capsys) -> None:
+def test_a_bad_checkpoint_stops_before_any_task(geobench_root: Path, tmp_path: Path, capsys) -> None:
     """The checkpoint is checked once, up front: one line and the bad-input code, no task skipped one by one."""
-    rc = main(["eval", "geobench", "--root", str(root), "--compare", "random=random", f"gone={tmp_path / 'gone'}",
+    rc = main(["eval", "geobench", "--root", str(geobench_root), "--compare", "random=random", f"gone={tmp_path / 'gone'}",
                "--out", str(tmp_path / "out"), *FAST])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 3 and len(err) == 1, err

@@ -6,6 +6,10 @@ import json
 import sys
 from pathlib import Path
 
+from ingest.options import Flag, add_options, from_args
+
+from .options import PROTOCOLS, BackboneSpec, EvalOptions
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``ofa eval`` with its ``geobench`` subcommand."""
@@ -25,27 +29,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--compare", nargs="+", metavar="LABEL=CHECKPOINT",
                    help="several checkpoints side by side, e.g. random=random s2=ckpt/s2 multi=s3://b/multi")
     p.add_argument("--tasks", default="all", help="'all' or comma-separated task names (default: all)")
-    p.add_argument("--protocol", choices=("linear", "finetune"), default="linear",
-                   help="linear: frozen backbone + linear head / UPerNet-style decoder; finetune: train everything")
-    p.add_argument("--partition", default="default", help="partition file prefix: default, 0.10x_train, ... (default: default)")
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1) (default: 3)")
+    add_options(p, EvalOptions, {
+        "protocol": Flag("linear: frozen backbone + linear head / UPerNet-style decoder; finetune: train everything",
+                         choices=PROTOCOLS),
+        "partition": Flag("partition file prefix: default, 0.10x_train, ..."),
+        "seeds": Flag("number of seeds (0..N-1)"),
+    })
     p.add_argument("--out", help="output folder (required unless --list)")
     p.add_argument("--list", action="store_true",
                    help="list the tasks found under --root and how their bands map to model inputs, then exit")
-    p.add_argument("--img-size", type=int, default=None, help="model input size (default: the checkpoint's; 224 for random)")
-    p.add_argument("--size", default="tiny", help="backbone size for --checkpoint random (default: tiny)")
-    p.add_argument("--patch-size", type=int, default=16, help="patch size for --checkpoint random (default: 16)")
-    p.add_argument("--embedding", choices=("ofa", "wavelength"), default=None,
-                   help="patch embedding: per-sensor (ofa) or wavelength-conditioned (default: the checkpoint's; ofa for random)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--num-workers", type=int, default=0, help="data loader worker processes (default: 0)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: auto)")
-    p.add_argument("--probe-epochs", type=int, default=100, help="linear-probe epochs over cached features (default: 100)")
-    p.add_argument("--seg-epochs", type=int, default=30, help="frozen-decoder epochs over cached features (default: 30)")
-    p.add_argument("--decoder-channels", type=int, default=128, help="width of the segmentation decoder (default: 128)")
-    p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default: 10)")
-    p.add_argument("--lr", type=float, default=1e-4, help="fine-tuning backbone learning rate (default: 1e-4)")
-    p.add_argument("--max-samples", type=int, default=None, help="use at most N samples per split (quick runs)")
+    add_options(p, BackboneSpec, {
+        "img_size": Flag("model input size", default_text="the checkpoint's; 224 for random"),
+        "size": Flag("backbone size for --checkpoint random"),
+        "patch_size": Flag("patch size for --checkpoint random"),
+        "embedding": Flag("patch embedding: per-sensor (ofa) or wavelength-conditioned", choices=("ofa", "wavelength"),
+                          default_text="the checkpoint's; ofa for random"),
+    })
+    add_options(p, EvalOptions, {
+        "batch_size": Flag("samples per batch"),
+        "num_workers": Flag("data loader worker processes"),
+        "device": Flag("auto, cpu, cuda, cuda:1 ..."),
+        "probe_epochs": Flag("linear-probe epochs over cached features"),
+        "seg_epochs": Flag("frozen-decoder epochs over cached features"),
+        "decoder_channels": Flag("width of the segmentation decoder"),
+        "finetune_epochs": Flag("fine-tuning epochs", flag="--epochs"),
+        "lr": Flag("fine-tuning backbone learning rate"),
+        "max_samples": Flag("use at most N samples per split (quick runs)"),
+    })
     p.add_argument("--storage-options", default=None, help="JSON dict of fsspec options for s3:// checkpoints")
     p.set_defaults(func=run_geobench)
 
@@ -98,7 +108,6 @@ def _select_tasks(args: argparse.Namespace) -> list:
 
 def _sources(args: argparse.Namespace) -> list[tuple[str, object]]:
     """``(label, MaeSource)`` per checkpoint, each checked once before any task runs."""
-    from .features import BackboneSpec
     from .runner import MaeSource
 
     storage = json.loads(args.storage_options) if args.storage_options else None
@@ -117,7 +126,7 @@ def run_geobench(args: argparse.Namespace) -> int:
 
     from .geobench import GeoBenchError
     from .report import markdown_table, summarise, write_reports
-    from .runner import EvalOptions, evaluate_task
+    from .runner import evaluate_task
 
     if not args.list and not args.out:
         raise ValueError("--out DIR is required")
@@ -128,10 +137,7 @@ def run_geobench(args: argparse.Namespace) -> int:
         print(list_tasks(tasks, args.embedding or "ofa"))
         return 0
     sources = _sources(args)
-    opts = EvalOptions(protocol=args.protocol, partition=args.partition, seeds=args.seeds, batch_size=args.batch_size,
-                       num_workers=args.num_workers, device=args.device, probe_epochs=args.probe_epochs,
-                       seg_epochs=args.seg_epochs, decoder_channels=args.decoder_channels, finetune_epochs=args.epochs,
-                       lr=args.lr, max_samples=args.max_samples)
+    opts = from_args(EvalOptions, args)
     results, failures = [], []
     bar = tqdm(total=len(sources) * len(tasks), desc="geobench", dynamic_ncols=True)
     for label, source in sources:

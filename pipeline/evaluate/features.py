@@ -3,25 +3,13 @@ and cache pooled or multi-level features once per split."""
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from .bands import InputGroup, resize
-
-
-@dataclass
-class BackboneSpec:
-    """How to get the backbone: ``checkpoint`` is a path/URL or "random" (then size/embedding/patch apply)."""
-
-    checkpoint: str
-    size: str = "tiny"
-    embedding: str | None = None      # None: the checkpoint's own (random: "ofa")
-    img_size: int | None = None       # None: the checkpoint's own (random: 224)
-    patch_size: int = 16
-    storage_options: dict | None = None
+from .options import BackboneSpec
 
 
 def load_mae(spec: BackboneSpec, seed: int = 0) -> nn.Module:

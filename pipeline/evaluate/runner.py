@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -14,30 +13,10 @@ from .features import Backbone, BackboneSpec, extract, load_mae, model_config
 from .finetune import finetune
 from .geobench import SPLITS, Task
 from .metrics import METRIC_NAMES
+from .options import PROTOCOLS, EvalOptions
 from .probe import linear_probe
 from .report import RunResult
 from .segmentation import train_frozen_decoder
-
-PROTOCOLS = ("linear", "finetune")
-
-
-@dataclass
-class EvalOptions:
-    """Protocol and budget knobs shared by all tasks."""
-
-    protocol: str = "linear"
-    partition: str = "default"
-    seeds: int = 3
-    batch_size: int = 32
-    num_workers: int = 0
-    device: str = "auto"
-    probe_epochs: int = 100
-    seg_epochs: int = 30
-    decoder_channels: int = 128
-    finetune_epochs: int = 10
-    lr: float = 1e-4
-    max_samples: int | None = None   # cap per split (quick runs); None = the whole partition
-
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
