@@ -83,8 +83,9 @@ def _join(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p.strip("/"))
 
 
-def _cube_pick(band: BandSpec, za: ZarrAsset, names: list[str]) -> _Pick | None:
-    """The variable and position of ``band`` along a datacube's ``bands`` dimension, from ``cube:*``."""
+def _cube_pick(za: ZarrAsset, names: list[str]) -> _Pick | None:
+    """The variable holding a band (one of ``names``) along a datacube's ``bands`` dimension, and its
+    position there, from the asset's ``cube:dimensions``/``cube:variables``."""
     dims = za.meta.get("cube:dimensions") or {}
     variables = za.meta.get("cube:variables") or {}
     for dim, spec in dims.items() if isinstance(dims, dict) else ():
@@ -102,7 +103,7 @@ def _picks(band: BandSpec | CloudMask, zassets: list[ZarrAsset], native_gsd: flo
     names = _names(band)
     index = getattr(band, "index", 1)
     if isinstance(band, BandSpec):
-        cube = next((p for za in zassets if (p := _cube_pick(band, za, names))), None)
+        cube = next((p for za in zassets if (p := _cube_pick(za, names))), None)
         if cube:
             return [cube]
     arrays = [za for za in zassets if za.path and za.path.rsplit("/", 1)[-1] in names]   # assets at the band's array

@@ -9,7 +9,8 @@ its CF attributes (``scale_factor``, ``add_offset``, ``_FillValue``), values lef
 
 Reads are chunk-aligned: the chunks a window needs are fetched (missing ones in one selection) and
 kept until the chip rows have moved below them, so each chunk is read once per item and no read
-loads a whole array.
+loads a whole array. The first band read of a run of chips fetches the chunks every band needs there
+at once (one thread per array), so object-store latency is paid once per run, not once per band.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ingest.readers import Grid, GridReader
+from ingest.items import ItemError
+from ingest.readers import Grid, GridReader, short_error
 from ingest.storage import fs_options
 
 X_DIMS = ("x", "lon", "longitude")
@@ -82,12 +84,19 @@ class ZarrReader(GridReader):
         self.datasets: dict[tuple[str, str], Any] = {}     # (root, group path) -> xarray.Dataset or None
         self.arrays: dict[str, _Array] = {}
         self.cache: dict[tuple[str, tuple[int, ...]], dict[tuple[int, int], np.ndarray]] = {}
+        self.bands: dict[str, list[int]] = {}    # band href -> the indexes the chipper reads together
+        for ch in plan.channels:
+            if ch.valid:
+                self.bands.setdefault(ch.href, []).append(ch.index)
+        self.pool: Any = None
 
     def close(self) -> None:
         for ds in self.datasets.values():
             if ds is not None:
                 ds.close()
         self.cache.clear()
+        if self.pool is not None:
+            self.pool.shutdown()
 
     # ------------------------------------------------------------------ opening
     def _open(self, href: str) -> Grid:
@@ -122,7 +131,10 @@ class ZarrReader(GridReader):
             if "://" not in url or url.startswith("file://"):
                 store: Any = zarr.storage.LocalStore(url.removeprefix("file://"), read_only=True)
             else:
-                store = zarr.storage.FsspecStore.from_url(url, storage_options=fs_options(url), read_only=True)
+                options = fs_options(url)
+                if url.startswith("s3://"):   # s3fs would HEAD every chunk to decide on a split download
+                    options.setdefault("max_concurrency", 1)
+                store = zarr.storage.FsspecStore.from_url(url, storage_options=options, read_only=True)
             store = _checked_store(store)
             try:
                 group = zarr.open_group(store, mode="r", use_consolidated=None)
@@ -171,6 +183,41 @@ class ZarrReader(GridReader):
         return CRS.from_user_input(code) if code else None
 
     # ------------------------------------------------------------------ reading
+    def read(self, href: str, indexes: list[int], ref_transform, row: int, col: int, height: int, width: int) -> np.ndarray:
+        if href in self.bands:
+            self._prefetch(ref_transform, row, col, height, width)
+        return super().read(href, indexes, ref_transform, row, col, height, width)
+
+    def _prefetch(self, ref, row: int, col: int, height: int, width: int) -> None:
+        """Fetch, concurrently, the chunks every band array needs under a rectangle of the reference grid."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        jobs = []
+        for href, indexes in self.bands.items():
+            g, array = self.grids.get(href), self.arrays.get(href)
+            window = _native_window(g, ref, row, col, height, width) if g is not None and array is not None else None
+            if window is None:
+                continue
+            (r0, r1), (c0, c1), (ch, cw) = *window, array.chunks
+            ys, xs = range(r0 // ch, (r1 - 1) // ch + 1), range(c0 // cw, (c1 - 1) // cw + 1)
+            cache = self.cache.get((href, tuple(indexes)), {})
+            if any((i, j) not in cache for i in ys for j in xs):
+                jobs.append((href, indexes, ys, xs))
+        if len(jobs) < 2:
+            return
+        self.pool = self.pool or ThreadPoolExecutor(len(self.bands), thread_name_prefix="ofa-zarr")
+        for job, error in zip(jobs, self.pool.map(self._fetch, jobs)):
+            if error is not None:
+                raise ItemError(f"asset {self.names[job[0]]!r} ({job[0]}) cannot be read: {error}")
+
+    def _fetch(self, job: tuple) -> str | None:
+        """``_chunks`` for one array in a prefetch thread; the error as one line (None when it worked)."""
+        try:
+            self._chunks(*job)
+            return None
+        except Exception as exc:  # noqa: BLE001 - reported by the reading thread, naming the asset
+            return short_error(exc)
+
     def _window(self, href: str, indexes: list[int], col: int, row: int, width: int, height: int) -> np.ndarray:
         g, array = self.grids[href], self.arrays[href]
         out = np.full((len(indexes), height, width), g.nodata if g.nodata is not None else 0, dtype=g.dtypes[0])
@@ -205,6 +252,24 @@ class ZarrReader(GridReader):
                 for j in range(j0, j1):
                     cache.setdefault((i, j), data[:, (i - i0) * ch:(i - i0 + 1) * ch, (j - j0) * cw:(j - j0 + 1) * cw])
         return cache
+
+
+def _native_window(g: Grid, ref, row: int, col: int, height: int, width: int) -> tuple | None:
+    """((row0, row1), (col0, col1)) of grid ``g`` under a rectangle of the north-up reference grid
+    (the pixels holding the reference pixel centres, as ``GridReader._sampled`` picks them); None when
+    the rectangle misses the array or a grid is rotated."""
+    t = g.transform
+    if t.b or t.d or ref.b or ref.d:
+        return None
+    ends = []
+    for start, n, r_off, r_step, off, step, size in ((row, height, ref.f, ref.e, t.f, t.e, g.height),
+                                                     (col, width, ref.c, ref.a, t.c, t.a, g.width)):
+        first, last = (int(np.floor((r_off + (p + 0.5) * r_step - off) / step)) for p in (start, start + n - 1))
+        lo, hi = max(min(first, last), 0), min(max(first, last) + 1, size)
+        if lo >= hi:
+            return None
+        ends.append((lo, hi))
+    return tuple(ends)
 
 
 def _number(value: Any) -> float | None:

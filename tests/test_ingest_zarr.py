@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from ingest_fixtures import collections_for, dataset_snapshot, localized_items
-from zarr_fixtures import eopf_item, write_datacube, write_eopf_product
+from zarr_fixtures import write_datacube
 
+from infra.eopf_scene import eopf_item, write_eopf_product
 from infra.localstack import s3_server, stac_server
 from ingest.chips import ChipOptions, process_item
 from ingest.items import plan_item
@@ -28,6 +29,7 @@ from ingest.sensors import SENSORS
 from pipeline.cli import main
 
 KILL = str(Path(__file__).parent / "ingest_kill.py")
+CHUNKS = 4   # per side of each product array (EOPF cuts 6): 80 px chips straddle chunk rows
 
 S2_EOPF_V2 = "S2A_13TDE_20231008_0_L2A"                                # Earth Search item: offset -0.1
 S2_EOPF_V3 = "S2A_MSIL2A_20190101T000001_R116_T58VFH_20201007T214652"   # Planetary Computer item: registry scale
@@ -70,8 +72,8 @@ def scenes(tmp_path_factory):
     # the EOPF product carries it as add_offset, the way the products do
     cogs[S2_EOPF_V2]["properties"].pop("earthsearch:boa_offset_applied")
     stores = root / "stores"
-    write_eopf_product(cogs[S2_EOPF_V2], str(stores / "eopf-v2" / f"{S2_EOPF_V2}.zarr"), 2)
-    write_eopf_product(cogs[S2_EOPF_V3], str(stores / "eopf-v3" / f"{S2_EOPF_V3}.zarr"), 3)
+    write_eopf_product(cogs[S2_EOPF_V2], str(stores / "eopf-v2" / f"{S2_EOPF_V2}.zarr"), 2, CHUNKS)
+    write_eopf_product(cogs[S2_EOPF_V3], str(stores / "eopf-v3" / f"{S2_EOPF_V3}.zarr"), 3, CHUNKS)
     zarr_items = [eopf_item(cogs[S2_EOPF_V2], f"s3://{BUCKET}/eopf-v2/{S2_EOPF_V2}.zarr", "assets"),
                   eopf_item(cogs[S2_EOPF_V3], f"s3://{BUCKET}/eopf-v3/{S2_EOPF_V3}.zarr", "product")]
     for item_id, band_dim in ((LANDSAT, False), (NAIP, True)):
@@ -166,7 +168,7 @@ def test_reads_are_chunk_aligned_and_each_chunk_is_read_once(scenes, tmp_path, m
     import zarr
 
     product = tmp_path / "p.zarr"
-    write_eopf_product(scenes["cogs"][S2_EOPF_V2], str(product), 3)
+    write_eopf_product(scenes["cogs"][S2_EOPF_V2], str(product), 3, CHUNKS)
     gets: list[str] = []
     real = zarr.storage.LocalStore.get
 
