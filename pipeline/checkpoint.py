@@ -145,14 +145,12 @@ def model_dir(url: str, storage_options: dict[str, Any] | None = None) -> str:
     """The ``save_pretrained`` folder behind ``url``: a training run folder (its last complete
     checkpoint), a ``step-NNNNNNNN`` folder, or that folder's ``model/`` folder itself."""
     from model import CheckpointError
-    from model.io import CONFIG_NAME
+    from model.io import CONFIG_NAME, model_url
 
-    fs, root = get_fs(url, storage_options)
-    base = url.rstrip("/")
+    direct = model_url(url, storage_options)  # the model folder, or the step folder holding one
+    fs, root = get_fs(direct, storage_options)
     if fs.exists(join(root, CONFIG_NAME)):
-        return base
-    if fs.exists(join(root, MODEL_DIR, CONFIG_NAME)):
-        return f"{base}/{MODEL_DIR}"
+        return direct.rstrip("/")
     found = latest_checkpoint(url, storage_options)
     if found:
         return f"{found[1]}/{MODEL_DIR}"

@@ -250,7 +250,7 @@ def test_geoparquet_opens_in_geopandas_and_duckdb(demo, tmp_path):
     types = dict(duckdb.sql(f"DESCRIBE SELECT geometry, embedding FROM read_parquet('{local}')").fetchall()[i][:2]
                  for i in range(2))
     assert types == {"geometry": "GEOMETRY('OGC:CRS84')", "embedding": "FLOAT[]"}  # DuckDB reads the geo metadata
-    east = duckdb.sql(f"SELECT count(*) FROM read_parquet('{local}') WHERE bbox.xmin > 0").fetchone()[0]
+    east = duckdb.sql(f"SELECT count(*) FROM read_parquet('{local}') WHERE bbox.xmin > 0").fetchall()[0][0]
     assert east == 63 - 32  # the covering column filters: all but the 32 NAIP chips (Vermont) lie east of 0
 
 
@@ -312,7 +312,7 @@ def test_misfit_checkpoint_is_refused_in_one_line(demo, tmp_path, capsys):
         code = main(["embed", "--checkpoint", str(ckpt), "--data", demo.dataset, "--out", out, "--cpu",
                      "--storage-options", json.dumps(demo.so)])
         err = capsys.readouterr().err.strip().splitlines()
-        assert code == 2 and len(err) == 1, err
+        assert code == 3 and len(err) == 1, err
         assert str(ckpt) in err[0] and demo.dataset in err[0] and expected[name] in err[0]
         assert not demo.fs.exists(f"{BUCKET}/misfit-{name}.zarr")
     code = main(["embed", "--checkpoint", str(demo.train), "--data", demo.dataset, "--out", str(tmp_path / "x.zarr"),
@@ -322,7 +322,7 @@ def test_misfit_checkpoint_is_refused_in_one_line(demo, tmp_path, capsys):
     code = main(["embed", "--checkpoint", str(tmp_path), "--data", demo.dataset, "--out", str(tmp_path / "y.zarr"),
                  "--cpu", "--storage-options", json.dumps(demo.so)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "no checkpoint here" in err[0]
+    assert code == 3 and len(err) == 1 and "no checkpoint here" in err[0]
 
 
 def test_an_output_of_other_inputs_is_not_touched(demo, capsys):
@@ -332,7 +332,7 @@ def test_an_output_of_other_inputs_is_not_touched(demo, capsys):
     code = main(["embed", "--checkpoint", str(demo.train), "--data", demo.dataset, "--out", demo.zarr, "--cpu",
                  "--chunk-size", "32", "--storage-options", json.dumps(demo.so), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "other inputs or options" in err[0]
+    assert code == 5 and len(err) == 1 and "other inputs or options" in err[0]
     assert _objects(demo.fs, demo.zarr) == before
 
 
@@ -345,3 +345,29 @@ def test_checkpoint_forms_resolve_to_the_model_folder(demo, tmp_path):
         assert model_dir(str(form)) == model
     with pytest.raises(CheckpointError, match="no checkpoint here"):
         model_dir(str(tmp_path))
+
+
+def test_a_damaged_shard_stops_the_job_in_one_line(tmp_path, capsys):
+    import torch
+
+    from model import MaskedAutoencoder, ModelConfig, save_pretrained
+    from pipeline.cli import main
+    from pipeline_fixtures import write_dataset
+
+    manifest = write_dataset(str(tmp_path / "ds"), {"naip": (2, 4)}, size=16)
+    shard = tmp_path / "ds" / manifest["shards"][1]["path"]
+    shard.write_bytes(shard.read_bytes()[:3072 + 1500])  # cut inside its second sample (a sample takes 3072 bytes)
+    torch.manual_seed(0)
+    save_pretrained(MaskedAutoencoder(ModelConfig(size="tiny", img_size=16, patch_size=8, modalities={"naip": 4})),
+                    str(tmp_path / "ckpt"))
+    out = tmp_path / "emb.zarr"
+    code = main(["embed", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(tmp_path / "ds"), "--out", str(out),
+                 "--chunk-size", "4", "--cpu", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 3 and len(err) == 1 and str(shard) in err[0], err
+    assert "damaged or short: read 1 of the 4 samples" in err[0] and "truncated" in err[0]
+    import xarray as xr  # the first region (the whole first shard) was written and stays; a rerun resumes there
+
+    partial = xr.open_zarr(out, consolidated=False)
+    assert partial.attrs["ofa_embed_status"] == "writing" and list(partial["_ofa_progress"].values) == [1, 0]
+    assert np.isfinite(partial["embedding"].values[:4]).all() and np.isnan(partial["embedding"].values[4:]).all()

@@ -4,7 +4,18 @@ Modules: ``plan`` (every sample numbered from the manifests, cut into regions), 
 normalise as in training, encode, pool; the checkpoint/dataset fit check), ``footprint`` (chip
 polygons in WGS84, WKB), ``zarr_out`` and ``parquet_out`` (the two layouts, written region by region,
 resumable), ``preview`` (PCA map), ``job`` (processes, resume, finish), ``cli``.
+
+``EmbedConfig`` and ``run_embed`` are loaded on first use, so ``ofa --help`` (which imports ``cli``)
+does not load torch.
 """
-from .job import EmbedConfig, run_embed
+from typing import Any
 
 __all__ = ["EmbedConfig", "run_embed"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from . import job
+
+        return getattr(job, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -47,7 +47,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from model import CheckpointError
     from pipeline.embed.job import EmbedConfig, run_embed
 
     fmt = args.format or ("geoparquet" if args.out.rstrip("/").endswith(".parquet") else "zarr")
@@ -55,11 +54,7 @@ def _run(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, chunk_size=args.chunk_size, storage_options=args.storage_options,
                       cpu=args.cpu, preview=None if args.preview == "none" else args.preview,
                       progress=not args.no_progress)
-    try:
-        summary = run_embed(cfg)
-    except (ValueError, FileNotFoundError, CheckpointError, RuntimeError) as exc:
-        print(f"ofa embed: {exc}", file=sys.stderr)
-        return 2
+    summary = run_embed(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         if summary["status"] == "already done":
             print(f"{cfg.out}: already done ({summary['samples']} samples); nothing to do", file=sys.stderr)
@@ -77,7 +72,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``accelerate launch -m pipeline.embed``."""
+    from pipeline.errors import add_debug_flag, run_command
+
     p = argparse.ArgumentParser(prog="pipeline.embed", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
-    return _run(p.parse_args(argv))
+    add_debug_flag(p, top=True)
+    return run_command(_run, p.parse_args(argv), prog="ofa embed")

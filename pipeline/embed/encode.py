@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from pipeline.data import Stream, decode
+from pipeline.errors import InputError
 from pipeline.evaluate.bands import resize
 
 from .footprint import footprints
@@ -22,7 +23,7 @@ from .footprint import footprints
 POOLS = ("mean", "cls")
 
 
-class FitError(ValueError):
+class FitError(InputError):
     """A checkpoint that cannot embed a dataset (a sensor it has no embedding for, another band count)."""
 
 
@@ -107,7 +108,7 @@ class Encoder:
             x = decode(sample, stream)
             meta = json.loads(sample["meta.json"])
         except Exception as exc:  # noqa: BLE001 - any decode failure is a damaged sample
-            raise ValueError(f"sample {key} of {sample.get('__url__')}: {type(exc).__name__}: {exc}") from None
+            raise InputError(f"sample {key} of {sample.get('__url__')} is damaged: {type(exc).__name__}: {exc}") from None
         meta["_shape"] = tuple(x.shape[-2:])
         return resize(x[None], self.config.img_size)[0], meta
 

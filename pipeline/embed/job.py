@@ -57,7 +57,7 @@ def job_attrs(cfg: EmbedConfig, model_url: str, model_config: Any, dim: int) -> 
     or repeated job must match: weights, model config, manifests and every option that changes bits."""
     from ingest.contract import MANIFEST_NAME
     from model.io import WEIGHTS_NAME
-    from pipeline.cli import package_version
+    from ingest.version import package_version
 
     so = cfg.storage_options
     manifests = {url: _sha256(f"{url.rstrip('/')}/{MANIFEST_NAME}", so) for url in cfg.data}

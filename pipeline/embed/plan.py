@@ -12,10 +12,23 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from pipeline.data import Counter, Stream, iter_shard
+from pipeline.errors import InputError
 
 
-class DamagedDataError(RuntimeError):
+class DamagedDataError(InputError):
     """A shard that does not hold what its manifest says (missing, damaged or short)."""
+
+
+class _FirstDamage(Counter):
+    """Counts damage like the loader's counter, but keeps the first cause for the error instead of logging."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = ""
+
+    def bad(self, what: str, exc: BaseException) -> None:
+        self.skipped += 1
+        self.first = self.first or f"{type(exc).__name__}: {exc}"
 
 
 @dataclass(frozen=True)
@@ -81,7 +94,7 @@ def region_samples(plan: Plan, region: Region, storage_options: dict[str, Any] |
         stream = plan.streams[span.stream]
         url = stream.shards[span.shard]
         first, last = max(region.start - span.start, 0), min(region.stop - span.start, span.count)
-        counter, seen = Counter(), 0
+        counter, seen = _FirstDamage(), 0
         for i, sample in enumerate(iter_shard(url, storage_options, counter)):
             seen = i + 1
             if i >= last:
@@ -89,5 +102,6 @@ def region_samples(plan: Plan, region: Region, storage_options: dict[str, Any] |
             if i >= first:
                 yield stream, sample
         if counter.skipped or seen < last:
-            raise DamagedDataError(f"{url}: damaged or short (read {seen} of the {span.count} samples its manifest "
-                                   f"counts); check it with `ofa manifest verify {stream.dataset}`")
+            cause = f" ({counter.first})" if counter.first else ""
+            raise DamagedDataError(f"{url}: damaged or short: read {seen} of the {span.count} samples its manifest "
+                                   f"counts{cause}; check it with `ofa manifest verify {stream.dataset}`")

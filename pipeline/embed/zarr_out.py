@@ -16,6 +16,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from pipeline.runs import RunConflictError
+
 from .encode import Columns
 from .killpoint import kill_point
 from .plan import Plan, Region
@@ -27,7 +29,7 @@ AFFINE = ["a", "b", "c", "d", "e", "f"]
 _STRINGS = ("sample", "item_id", "collection", "sensor", "dataset")
 
 
-class OutputError(ValueError):
+class OutputError(RunConflictError):
     """An output that cannot be (re)used: someone else's data, or a job with other inputs."""
 
 
@@ -122,7 +124,8 @@ class ZarrWriter:
         store = self.target.zarr_store()
         ds.to_zarr(store, mode="w", compute=False, zarr_format=3, encoding=encoding, consolidated=False)
         zarr.open_group(store, mode="r+", zarr_format=3).create_array(
-            PROGRESS, shape=(len(self.plan.regions),), chunks=(1,), dtype="uint8", fill_value=0)
+            PROGRESS, shape=(len(self.plan.regions),), chunks=(1,), dtype="uint8", fill_value=0,
+            dimension_names=("region",))  # named, so xarray opens an unfinished store too
 
     def _progress(self) -> Any:
         import zarr
