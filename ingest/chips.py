@@ -5,6 +5,7 @@ on their bands, and encode and describe each kept chip. Reads go through a ``Gri
 (``ingest/readers.py``), so every storage format gives the same chips."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -331,12 +332,30 @@ def _grid_crs(plan: ItemPlan, reader: GridReader, ref) -> Any:
     return crs
 
 
-def open_grid(plan: ItemPlan, reader: GridReader) -> ItemGrid:
-    """Open every asset of ``plan``, check CRSs and band counts, and describe the reference grid."""
+def decode_channels(plan: ItemPlan, reader: GridReader) -> ItemPlan:
+    """``plan`` with the scale, offset and nodata of channels whose asset carries its own encoding
+    (CF attributes of a Zarr array) taken from that encoding: values stay as stored, described the
+    way the contract describes COG values."""
+    channels = []
+    for ch in plan.channels:
+        g = reader.grids.get(ch.href) if ch.valid else None
+        if g is not None and g.decoded:
+            nodata = g.nodatavals[ch.index - 1] if ch.index <= g.count else None
+            ch = dataclasses.replace(ch, scale=ch.scale if g.scale is None else g.scale,
+                                     offset=ch.offset if g.offset is None else g.offset,
+                                     nodata=ch.nodata if nodata is None else nodata)
+        channels.append(ch)
+    return dataclasses.replace(plan, channels=tuple(channels)) if tuple(channels) != plan.channels else plan
+
+
+def open_grid(plan: ItemPlan, reader: GridReader) -> tuple[ItemPlan, ItemGrid]:
+    """Open every asset of ``plan``, check CRSs and band counts, and describe the reference grid;
+    returns the plan with the assets' own encodings applied (``decode_channels``)."""
     for ch in present(plan.channels):
         reader.open(ch.href, ch.asset)
     if plan.mask_href:
         reader.open(plan.mask_href, plan.mask_asset or "mask")
+    plan = decode_channels(plan, reader)
     ref = min((reader.grids[ch.href] for ch in present(plan.channels)), key=lambda g: abs(g.transform.a))
     crs = _grid_crs(plan, reader, ref)
     for ch in present(plan.channels):
@@ -354,8 +373,8 @@ def open_grid(plan: ItemPlan, reader: GridReader) -> ItemGrid:
         layers.append((ch.href, len(reads.setdefault(ch.href, []))) if ch.valid else None)
         if ch.valid:
             reads[ch.href].append(ch.index)
-    return ItemGrid(crs, f"EPSG:{epsg}" if epsg else crs.to_string(), ref.transform, ref.height, ref.width,
-                    gsd, reads, layers)
+    return plan, ItemGrid(crs, f"EPSG:{epsg}" if epsg else crs.to_string(), ref.transform, ref.height, ref.width,
+                          gsd, reads, layers)
 
 
 def chip_grid(plan: ItemPlan, grid: ItemGrid, size: int) -> tuple[list[int], list[int]]:
@@ -497,7 +516,7 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
                  on_chip: Callable[[int], None] | None = None) -> ItemResult:
     """Read, filter and encode every chip of one item. Raises ``ItemError`` for an unusable item."""
     with reader_for(plan, sign_href) as reader:
-        grid = open_grid(plan, reader)
+        plan, grid = open_grid(plan, reader)
         rows, cols = chip_grid(plan, grid, options.chip_size)
         chipper = _Chipper(plan, options, reader, grid, cols, on_chip)
         for row in rows:

@@ -3,6 +3,7 @@ its scale, offset, nodata and wavelength (item metadata first, registry fallback
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -189,21 +190,29 @@ def _plan_item(item: dict, bands: list[str] | None, sensor: SensorSpec | None) -
         wanted = tuple(b for b in sensor.bands if b.name in bands or (b.common_name and b.common_name in bands))
         if not wanted:
             raise ItemError(f"none of the requested bands {bands} belong to sensor {sensor.id} ({', '.join(sensor.band_names)})")
+    from ingest.zarr_items import zarr_assets, zarr_channel, zarr_mask
+
     # every sample keeps the sensor's channels: bands left out by --bands are carried invalid, like absent ones
-    channels = tuple(_channel(assets, b, props, sensor.baseline_offset) if b in wanted else _absent(b) for b in sensor.bands)
+    zassets = zarr_assets(assets, wanted)   # EOPF products and Zarr datacubes
+    read = functools.partial(zarr_channel, zassets=zassets) if zassets else functools.partial(_channel, assets)
+    channels = tuple(read(b, props, sensor.baseline_offset) if b in wanted else _absent(b) for b in sensor.bands)
     if not any(c.valid for c in channels):
         raise ItemError(f"no band of sensor {sensor.id} in the item (tried {', '.join(k for b in wanted for k in b.keys)})")
     quantity = sensor.quantity
     if sensor.sar:
         quantity, channels = sar_channels(sensor, collection, assets, props, channels)
     mask = sensor.cloud_mask
-    mask_key = next((k for k in mask.keys if k in assets), None) if mask else None
+    if zassets:
+        mask_key, mask_href = zarr_mask(mask, zassets)
+    else:
+        mask_key = next((k for k in mask.keys if k in assets), None) if mask else None
+        mask_href = clean_href(str(assets[mask_key]["href"])) if mask_key else None
     return ItemPlan(
         item_id=str(item["id"]), collection=collection, sensor=sensor.id,
         datetime=str(props.get("datetime") or props.get("start_datetime") or ""),
         channels=channels,
         mask_asset=mask_key,
-        mask_href=clean_href(str(assets[mask_key]["href"])) if mask_key else None,
+        mask_href=mask_href,
         mask_rule=mask.rule if mask_key else None,
         mask_cloud=tuple(mask.cloud) if mask_key else (),
         mask_fill=tuple(mask.fill) if mask_key else (),

@@ -38,6 +38,11 @@ class Grid:
     dtypes: tuple[str, ...]                 # per band
     nodatavals: tuple[float | None, ...]    # per band, as the asset declares it
     nodata: float | None                    # what reads outside the asset are filled with (None: 0)
+    #: the asset's own encoding (CF ``scale_factor``/``add_offset``/``_FillValue`` of a Zarr array) is
+    #: authoritative: it replaces the item's scale, offset and nodata where it gives them
+    decoded: bool = False
+    scale: float | None = None
+    offset: float | None = None
 
     @property
     def count(self) -> int:
@@ -62,16 +67,27 @@ class GridReader:
     does but without resampling inside every read. Other grids (rotated) go through ``_warped``.
     """
 
+    #: GDAL configuration while the reader is open (``rasterio.Env``: it also finds PROJ's data for
+    #: the CRS work every format needs, in whichever thread the item runs)
+    env_options: dict[str, str] = {}
+
     def __init__(self, sign_href: Callable[[str], str]):
         self.sign = sign_href
         self.grids: dict[str, Grid] = {}
         self.names: dict[str, str] = {}
+        self._env = contextlib.ExitStack()
 
     def __enter__(self) -> "GridReader":
+        import rasterio
+
+        self._env.enter_context(rasterio.Env(**self.env_options))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        try:
+            self.close()
+        finally:
+            self._env.close()
 
     def open(self, href: str, asset: str) -> Grid:
         """Open ``href`` (once) and describe its grid; ``asset`` names it in errors."""
@@ -146,22 +162,18 @@ class GridReader:
 class RasterioReader(GridReader):
     """GeoTIFFs (COGs) through rasterio/GDAL, under ``GDAL_OPTIONS``."""
 
+    env_options = GDAL_OPTIONS
+
     def __init__(self, sign_href: Callable[[str], str]):
         import rasterio
 
         super().__init__(sign_href)
         self.rasterio = rasterio
         self.datasets: dict[str, Any] = {}
-        self._env = contextlib.ExitStack()
-
-    def __enter__(self) -> "RasterioReader":
-        self._env.enter_context(self.rasterio.Env(**GDAL_OPTIONS))
-        return self
 
     def close(self) -> None:
         for ds in self.datasets.values():
             ds.close()
-        self._env.close()
 
     def _open(self, href: str) -> Grid:
         ds = self.datasets[href] = self._dataset(href, self.rasterio.open(read_href(self.sign(href))))
@@ -198,7 +210,12 @@ class RasterioReader(GridReader):
 
 
 def reader_for(plan: Any, sign_href: Callable[[str], str]) -> GridReader:
-    """The reader for an item plan's assets (SAR: geocoded and converted by ``ingest.sar``)."""
+    """The reader for an item plan's assets: Zarr arrays (hrefs ``store#array``), SAR (geocoded and
+    converted by ``ingest.sar``) or GeoTIFFs."""
+    if any("#" in ch.href for ch in plan.channels):
+        from ingest.zarr_reader import ZarrReader
+
+        return ZarrReader(plan, sign_href)
     if getattr(plan, "sar", False):
         from ingest.sar import SarReader
 

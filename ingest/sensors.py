@@ -27,6 +27,7 @@ class BandSpec:
     nodata: float | None = None
     common_name: str | None = None
     optional: bool = False       # an item without it still ingests: the channel is zero-filled, band_valid false
+    zarr: tuple[str, ...] = ()   # array paths inside a Zarr product (e.g. EOPF), tried in order
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class CloudMask:
     rule: str
     cloud: tuple[int, ...]
     fill: tuple[int, ...] = ()
+    zarr: tuple[str, ...] = ()   # array paths inside a Zarr product, tried in order
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,9 @@ class SensorSpec:
 
 
 def _s2(name: str, common: str, wavelength: float, gsd: float) -> BandSpec:
-    return BandSpec(name, wavelength, gsd, keys=(common, name), scale=1e-4, offset=0.0, nodata=0, common_name=common)
+    # EOPF Zarr products keep each band at its native resolution under measurements/reflectance/r{gsd}m
+    return BandSpec(name, wavelength, gsd, keys=(common, name), scale=1e-4, offset=0.0, nodata=0, common_name=common,
+                    zarr=(f"measurements/reflectance/r{gsd}m/{name.lower()}",))
 
 
 def _ls(name: str, common: str, wavelength: float) -> BandSpec:
@@ -116,7 +120,8 @@ SENTINEL_2 = SensorSpec(
     collections=("sentinel-2-l2a", "sentinel-s2-l2a-cogs", "sentinel-2-c1-l2a"),
     bands=_S2_VNIR + _S2_SWIR,
     # SCL: 0 no data, 3 cloud shadow, 8 cloud medium, 9 cloud high, 10 thin cirrus
-    cloud_mask=CloudMask(keys=("scl", "SCL"), rule="classes", cloud=(3, 8, 9, 10), fill=(0,)),
+    cloud_mask=CloudMask(keys=("scl", "SCL"), rule="classes", cloud=(3, 8, 9, 10), fill=(0,),
+                         zarr=("conditions/mask/l2a_classification/r20m/scl",)),
     baseline_offset=_S2_OFFSET,
     quantity="surface_reflectance",
 )

@@ -9,13 +9,10 @@ import fsspec
 from fsspec.core import url_to_fs
 
 
-def get_fs(url: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    """Return ``(filesystem, path)`` for a local path, ``file://`` or ``s3://`` URL.
-
-    For ``s3://`` an endpoint may come from ``storage_options`` (``client_kwargs.endpoint_url`` or
-    ``endpoint_url``) or from the ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3`` variables;
-    credentials come from the usual AWS variables and profiles.
-    """
+def fs_options(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The fsspec options ``get_fs`` opens ``url`` with: ``storage_options`` plus, for ``s3://``, an
+    endpoint from ``storage_options`` (``client_kwargs.endpoint_url`` or ``endpoint_url``) or from the
+    ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3`` variables."""
     options = dict(storage_options or {})
     if url.startswith("s3://"):
         endpoint = options.pop("endpoint_url", None) or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
@@ -23,7 +20,13 @@ def get_fs(url: str, storage_options: dict[str, Any] | None = None) -> tuple[fss
             client_kwargs = dict(options.get("client_kwargs") or {})
             client_kwargs.setdefault("endpoint_url", endpoint)
             options["client_kwargs"] = client_kwargs
-    return url_to_fs(url, **options)
+    return options
+
+
+def get_fs(url: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Return ``(filesystem, path)`` for a local path, ``file://`` or ``s3://`` URL (options as
+    ``fs_options`` makes them; credentials come from the usual AWS variables and profiles)."""
+    return url_to_fs(url, **fs_options(url, storage_options))
 
 
 def join(url: str, *parts: str) -> str:

@@ -139,3 +139,20 @@ def load_optimizer_shard(checkpoint_url: str, rank: int, storage_options: dict[s
     fs, path = get_fs(optimizer_shard_url(checkpoint_url, rank), storage_options)
     with fs.open(path, "rb") as f:
         return torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
+
+
+def model_dir(url: str, storage_options: dict[str, Any] | None = None) -> str:
+    """The ``save_pretrained`` folder behind ``url``: a training run folder (its last complete
+    checkpoint), a ``step-NNNNNNNN`` folder, or that folder's ``model/`` folder itself."""
+    from model import CheckpointError
+    from model.io import CONFIG_NAME, model_url
+
+    direct = model_url(url, storage_options)  # the model folder, or the step folder holding one
+    fs, root = get_fs(direct, storage_options)
+    if fs.exists(join(root, CONFIG_NAME)):
+        return direct.rstrip("/")
+    found = latest_checkpoint(url, storage_options)
+    if found:
+        return f"{found[1]}/{MODEL_DIR}"
+    raise CheckpointError(f"{url}: no checkpoint here (expected a training run folder, a step-NNNNNNNN folder "
+                          f"or its {MODEL_DIR}/ folder)")

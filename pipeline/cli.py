@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = (
     "pipeline.train",       # ofa train
     "pipeline.evaluate.cli",  # ofa eval geobench
     "model.cli",            # ofa model info
+    "pipeline.embed.cli",   # ofa embed
 )
 
 

@@ -274,3 +274,12 @@ def stall_naip(href: str) -> str:
         Path(os.environ["OFA_TEST_STALL"]).touch()
         time.sleep(300)
     return href
+
+
+def dataset_snapshot(root: Path) -> tuple[dict[str, bytes], dict]:
+    """Every file of a local dataset by relative path, and its manifest without ``created`` (the one
+    field two builds of the same dataset may differ in)."""
+    files = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    manifest = json.loads(files.pop("manifest.json"))
+    manifest.pop("created")
+    return files, manifest

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ingest_fixtures import COLLECTIONS
+from ingest_fixtures import dataset_snapshot as _snapshot
 
 
 #: where ``ingest_kill.py`` makes a run SIGKILL itself (those the fixture catalog reaches)
@@ -34,13 +35,6 @@ def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", **extra)
     return env
-
-
-def _snapshot(root: Path) -> tuple[dict[str, bytes], dict]:
-    files = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-    manifest = json.loads(files.pop("manifest.json"))
-    manifest.pop("created")
-    return files, manifest
 
 
 def test_resume_after_sigkill(catalog, tmp_path):

@@ -1,0 +1,6 @@
+"""``accelerate launch -m pipeline.embed ...``: the same options as ``ofa embed``, one process per device."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

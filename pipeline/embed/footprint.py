@@ -1,0 +1,61 @@
+"""Chip footprints in WGS84 longitude/latitude, and their WKB encoding (OGC simple features)."""
+from __future__ import annotations
+
+import struct
+from typing import Sequence
+
+import numpy as np
+
+#: little-endian WKB polygon with one ring of five points
+_WKB_HEADER = struct.pack("<BIII", 1, 3, 1, 5)
+
+
+def _ccw(rings: np.ndarray) -> np.ndarray:
+    """Rings [n, 5, 2] turned counterclockwise (positive shoelace area), as GeoParquet's orientation says."""
+    x, y = rings[..., 0], rings[..., 1]
+    area = (x[:, :-1] * y[:, 1:] - x[:, 1:] * y[:, :-1]).sum(axis=1)
+    flip = area < 0
+    rings[flip] = rings[flip, ::-1]
+    return rings
+
+
+def _bbox_rings(bbox: np.ndarray) -> np.ndarray:
+    w, s, e, n = bbox[:, 0], bbox[:, 1], bbox[:, 2], bbox[:, 3]
+    return np.stack([np.stack([w, s], -1), np.stack([e, s], -1), np.stack([e, n], -1),
+                     np.stack([w, n], -1), np.stack([w, s], -1)], axis=1)
+
+
+def footprints(crs: Sequence[str], transform: np.ndarray, shapes: Sequence[tuple[int, int]],
+               bbox: np.ndarray) -> np.ndarray:
+    """Closed counterclockwise rings [n, 5, 2] (lon, lat) of each chip's four corners.
+
+    Corners come from the chip's affine ``transform`` and pixel size ``shapes`` (height, width),
+    projected from its ``crs``; without those, the WGS84 ``bbox`` rectangle; without either, NaN.
+    Chips crossing the antimeridian are not split."""
+    from rasterio.warp import transform as warp
+
+    n = len(crs)
+    rings = _bbox_rings(bbox) if n else np.zeros((0, 5, 2))
+    hw = np.asarray(shapes, dtype=np.float64).reshape(n, 2)
+    cols = np.array([0.0, 1.0, 1.0, 0.0, 0.0])[None] * hw[:, 1:2]   # bottom-left, bottom-right, top-right, top-left
+    rows = np.array([1.0, 1.0, 0.0, 0.0, 1.0])[None] * hw[:, 0:1]
+    t = transform
+    xs = t[:, 0:1] * cols + t[:, 1:2] * rows + t[:, 2:3]
+    ys = t[:, 3:4] * cols + t[:, 4:5] * rows + t[:, 5:6]
+    ok = np.isfinite(xs).all(axis=1) & np.isfinite(ys).all(axis=1) & np.array([bool(c) for c in crs], dtype=bool)
+    for name in sorted({c for c, good in zip(crs, ok) if good}):
+        pick = ok & (np.array(crs, dtype=object) == name)
+        if name.upper() in ("EPSG:4326", "OGC:CRS84"):
+            lon, lat = xs[pick], ys[pick]
+        else:
+            lon, lat = warp(name, "EPSG:4326", xs[pick].ravel(), ys[pick].ravel())
+            lon, lat = np.asarray(lon).reshape(-1, 5), np.asarray(lat).reshape(-1, 5)
+        rings[pick] = np.stack([lon, lat], axis=-1)
+    return _ccw(rings)
+
+
+def wkb_polygons(rings: np.ndarray) -> list[bytes | None]:
+    """WKB (little-endian, 2D) of each ring [n, 5, 2] as a one-ring Polygon; None where a ring is not finite."""
+    coords = np.ascontiguousarray(rings, dtype="<f8")
+    good = np.isfinite(coords).all(axis=(1, 2))
+    return [_WKB_HEADER + coords[i].tobytes() if good[i] else None for i in range(len(coords))]
