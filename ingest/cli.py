@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.config import IngestConfig
-from ingest.options import Flag, add_options
+from ingest.options import Flag, add_options, json_object
 
 INGEST_DESCRIPTION = """Search a STAC API, cut each item into chips on its finest band's grid, drop chips by no data,
 cloud (S2 SCL, Landsat QA_PIXEL) and SAR border zeros, and write WebDataset tar shards plus a
@@ -40,16 +40,6 @@ def _bbox(text: str) -> list[float]:
 
 def _csv(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
-
-
-def _json_arg(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"--storage-options: not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("--storage-options: expected a JSON object")
-    return value
 
 
 def _load_config(path: str) -> dict[str, Any]:
@@ -174,7 +164,7 @@ INGEST_FLAGS = {
     "scheduler": Flag("join an existing Dask cluster, e.g. tcp://HOST:8786", metavar="tcp://HOST:PORT"),
     "processes": Flag("local cluster with worker processes instead of threads"),
     "storage_options": Flag("fsspec options as JSON, e.g. '{\"client_kwargs\": {\"endpoint_url\": ...}}'",
-                            type=_json_arg, metavar="JSON"),
+                            type=json_object, metavar="JSON"),
     **{name: Flag(f"drop chips with a larger fraction of {what}", metavar="F") for name, what in CHIP_FILTERS.items()},
     "shard_max_samples": Flag("samples per shard at most", metavar="N"),
     "shard_max_bytes": Flag("bytes per shard at most", metavar="BYTES"),
@@ -203,7 +193,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            ("show", _show, "print a summary of the manifest")):
         q = msub.add_parser(name, help=text, description=text)
         q.add_argument("url", help="dataset URL or its manifest.json (folder, file://, s3://)")
-        q.add_argument("--storage-options", type=_json_arg, help="fsspec options as JSON")
+        q.add_argument("--storage-options", type=json_object, help="fsspec options as JSON")
         if name == "show":
             q.add_argument("--json", action="store_true", help="print the manifest itself")
         q.set_defaults(func=fn)

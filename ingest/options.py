@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -32,6 +33,17 @@ def load_yaml_options(path: str, known: Collection[str]) -> dict[str, Any]:
             raise ValueError(f"{path}: unknown option {key!r} (known: {', '.join(sorted(known))})")
         out[name] = value
     return out
+
+
+def json_object(text: str) -> dict:
+    """An argparse type: a JSON object (e.g. ``--storage-options '{"anon": true}'``)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
 
 
 @dataclass(frozen=True)

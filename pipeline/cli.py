@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import Callable
 
 from ingest.version import package_version
 
@@ -23,6 +24,30 @@ SUBCOMMAND_MODULES = (
     "model.cli",            # ofa model info
     "pipeline.embed.cli",   # ofa embed
 )
+
+
+#: what a command module hands over: its options, and what runs them (``args -> exit code``)
+AddArguments = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[argparse.Namespace], "int | None"]
+
+
+def add_command(subparsers: argparse._SubParsersAction, name: str, help: str, description: str | None,
+                add_arguments: AddArguments, run: Run) -> argparse.ArgumentParser:
+    """Add ``ofa NAME``: its options from ``add_arguments``, run by ``run``."""
+    p = subparsers.add_parser(name, help=help, description=description,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def launch_main(module: str, description: str | None, add_arguments: AddArguments, run: Run,
+                argv: list[str] | None = None) -> int:
+    """The entry point of ``accelerate launch -m MODULE``: the options of ``ofa NAME``, the same one-line errors."""
+    p = argparse.ArgumentParser(prog=module, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    add_debug_flag(p, top=True)
+    return run_command(run, p.parse_args(argv), prog=f"ofa {module.rsplit('.', 1)[-1]}")
 
 
 def build_parser() -> argparse.ArgumentParser:

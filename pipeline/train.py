@@ -625,20 +625,16 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``ofa train``."""
-    p = subparsers.add_parser("train", help="pretrain the MAE on WebDataset shards (Accelerate)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    p.set_defaults(func=_run)
+    from pipeline.cli import add_command
+
+    add_command(subparsers, "train", "pretrain the MAE on WebDataset shards (Accelerate)", __doc__, add_arguments, _run)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``accelerate launch -m pipeline.train``."""
-    from pipeline.errors import add_debug_flag, run_command
+    from pipeline.cli import launch_main
 
-    p = argparse.ArgumentParser(prog="pipeline.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    add_debug_flag(p, top=True)
-    return run_command(_run, p.parse_args(argv), prog="ofa train")
+    return launch_main("pipeline.train", __doc__, add_arguments, _run, argv)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def test_ingest_imports_nothing_from_pipeline_at_run_time():
 
 @pytest.mark.parametrize("argv", [["--help"], ["ingest", "--help"], ["manifest", "verify", "--help"],
                                   ["train", "--help"], ["eval", "geobench", "--help"], ["model", "info", "--help"],
-                                  ["embed", "--help"]])
+                                  ["embed", "--help"], ["demo", "--help"]])
 def test_command_help_loads_no_heavy_library(argv):
     """``ofa ... --help`` builds the whole parser without importing torch (or the ingest stack)."""
     code = ("import sys\nfrom pipeline.cli import main\n"

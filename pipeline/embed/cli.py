@@ -6,22 +6,14 @@ import json
 import os
 import sys
 
+from ingest.options import json_object
+
 DESCRIPTION = """\
 Embed every sample of one or more datasets with a trained checkpoint: each sample is normalised as in
 training (the manifest's statistics), resized to the model's input size, encoded without masking and
 pooled to one vector. Writes a Zarr store (default) or a GeoParquet file, region by region: a killed
 run resumes with the same command, a finished one is left as it is. Several processes (one per GPU):
 accelerate launch -m pipeline.embed [same options]."""
-
-
-def _json_arg(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object")
-    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-size", type=int, default=1024,
                    help="samples per region: the unit written, resumed and split across processes, and the "
                         "output chunk along sample (default: %(default)s)")
-    p.add_argument("--storage-options", type=_json_arg, default=None, metavar="JSON",
+    p.add_argument("--storage-options", type=json_object, default=None, metavar="JSON",
                    help="fsspec options for s3:// URLs, e.g. '{\"endpoint_url\": \"http://127.0.0.1:9000\"}'")
     p.add_argument("--cpu", action="store_true", help="run on CPU even if a GPU is present")
     p.add_argument("--preview", default="", metavar="PNG",
@@ -64,18 +56,14 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``ofa embed``."""
-    p = subparsers.add_parser("embed", help="embeddings of a dataset from a checkpoint, in Zarr or GeoParquet",
-                              description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    p.set_defaults(func=_run)
+    from pipeline.cli import add_command
+
+    add_command(subparsers, "embed", "embeddings of a dataset from a checkpoint, in Zarr or GeoParquet", DESCRIPTION,
+                add_arguments, _run)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``accelerate launch -m pipeline.embed``."""
-    from pipeline.errors import add_debug_flag, run_command
+    from pipeline.cli import launch_main
 
-    p = argparse.ArgumentParser(prog="pipeline.embed", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    add_debug_flag(p, top=True)
-    return run_command(_run, p.parse_args(argv), prog="ofa embed")
+    return launch_main("pipeline.embed", DESCRIPTION, add_arguments, _run, argv)
