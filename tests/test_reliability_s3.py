@@ -94,8 +94,35 @@ def test_persistent_faults_fail_clearly_without_partial_object(s3):
     assert not direct.exists("rel/never.bin")
 
 
+class _DeadEndpoint:
+    """A listener on ``port`` that resets every connection (the endpoint is down); ``tried`` is set at the
+    first attempt, so a test knows a client has met the outage without guessing how long that takes."""
+
+    def __init__(self, port: int) -> None:
+        self.listener = socket.create_server(("127.0.0.1", port))
+        self.tried = threading.Event()
+        self.thread = threading.Thread(target=self._refuse, daemon=True)
+        self.thread.start()
+
+    def _refuse(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return                                  # shut down: the outage is over
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            conn.close()                                # closed with a reset, like a dead endpoint
+            self.tried.set()
+
+    def end(self) -> None:
+        """Free the port: shutdown wakes the blocked accept, so the socket is really closed."""
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        self.thread.join(timeout=10)
+
+
 def test_server_restart_between_writes(s3):
-    """The endpoint is down when a write starts and comes back 1.5 s later: the write lands."""
+    """The endpoint is down when a write starts and comes back once the write has met the outage: the write lands."""
     with s3_server() as first:
         port = first.port
         first.make_bucket("rel")
@@ -109,13 +136,15 @@ def test_server_restart_between_writes(s3):
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
-    thread = threading.Thread(target=writer)
-    thread.start()
-    time.sleep(1.5)
-    # moto keeps nothing across restarts (a real store keeps its buckets): the new server gets its bucket
-    # before the endpoint answers again, through a proxy on the old port, so no retry can see it bucketless
+    # moto keeps nothing across restarts (a real store keeps its buckets): the new server is up with its
+    # bucket before the write starts, and answers on the old port only after the write has failed there
     with s3_server() as second:
         second.make_bucket("rel")
+        dead = _DeadEndpoint(port)
+        thread = threading.Thread(target=writer)
+        thread.start()
+        assert dead.tried.wait(timeout=60), "the write never reached the endpoint"
+        dead.end()
         with FaultProxy(second.port, port=port):
             thread.join(timeout=60)
         assert not thread.is_alive() and not errors, errors
