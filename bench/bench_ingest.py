@@ -76,34 +76,43 @@ def baseline(items: list[dict], chip_size: int, reopen: bool = False) -> int:
     return chips
 
 
-def _to_s3(items: list[dict], root: Path, s3) -> list[dict]:
-    """Upload every local asset under ``root`` to a bucket; return items with s3:// hrefs."""
+def upload_tree(root: Path, s3, bucket: str, prefix: str = "") -> str:
+    """Upload everything under ``root`` to a new bucket of the local S3 server, point GDAL (and s3fs) at
+    that server through the environment, and return the ``s3://`` URL the files now sit under."""
     import os
 
     import s3fs
 
-    fs = s3fs.S3FileSystem(**s3.storage_options)
-    bucket = s3.make_bucket("ofa-bench-cogs")[len("s3://"):]
-    fs.put(str(root), f"{bucket}/cogs", recursive=True)
-    os.environ.update({
-        **s3.env, "AWS_S3_ENDPOINT": s3.endpoint_url.split("://", 1)[1], "AWS_HTTPS": "NO",
-        "AWS_VIRTUAL_HOSTING": "FALSE", "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    })
+    base = f"{s3.make_bucket(bucket)[len('s3://'):]}/{prefix}".rstrip("/")
+    s3fs.S3FileSystem(**s3.storage_options).put(f"{root}/", f"{base}/", recursive=True)
+    os.environ.update(s3.gdal_env)
+    return f"s3://{base}"
+
+
+def hrefs_under(items: list[dict], root: Path, base: str) -> list[dict]:
+    """Copies of ``items`` whose hrefs under ``root`` point at the same files under ``base``."""
+    root = root.resolve()
     items = json.loads(json.dumps(items))
     for item in items:
         for asset in item["assets"].values():
-            rel = Path(asset["href"]).resolve().relative_to(root.resolve())
-            asset["href"] = f"s3://{bucket}/cogs/{rel.as_posix()}"
+            path = Path(asset["href"].split("?")[0]).resolve()
+            if path.is_relative_to(root):
+                asset["href"] = f"{base}/{path.relative_to(root).as_posix()}"
     return items
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The ``ofa ingest`` run options both ingest benchmarks time it with."""
+    parser.add_argument("--chip-size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--processes", action="store_true", help="Dask worker processes instead of threads")
+    parser.add_argument("--repeat", type=int, default=2, help="timed runs of each; the best is reported")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=1024, help="finest-grid pixels per scene side (default: %(default)s)")
-    parser.add_argument("--chip-size", type=int, default=256)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--processes", action="store_true", help="Dask worker processes instead of threads")
-    parser.add_argument("--repeat", type=int, default=2, help="timed runs of each; the best is reported")
+    add_run_options(parser)
     parser.add_argument("--remote", action="store_true", help="serve the COGs from the local S3 server (HTTP range reads)")
     parser.add_argument("--keep", help="folder for the catalog (reused between runs) instead of a temporary one")
     args = parser.parse_args(argv)
@@ -122,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         if args.remote:
             s3 = stack.enter_context(s3_server())
-            items = _to_s3(items, work / f"catalog-{args.size}", s3)
+            root = work / f"catalog-{args.size}"
+            items = hrefs_under(items, root, upload_tree(root, s3, "ofa-bench-cogs", "cogs"))
             print(f"COGs on {s3.endpoint_url} (s3://ofa-bench-cogs)")
         baseline(items, args.chip_size)  # warm the caches for both contenders
         url = stack.enter_context(stac_server(collections, items))

@@ -240,9 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                 s3_data, so = f"s3://{bucket}/dataset", s3.storage_options
                 s3_cogs = [f"s3://{bucket}/cogs/{Path(p).name}" for p in cogs]
                 # GDAL reads /vsis3/ from the same server (range requests)
-                stack.enter_context(_environ({
-                    **s3.env, "AWS_S3_ENDPOINT": s3.endpoint_url.split("://", 1)[1], "AWS_HTTPS": "NO",
-                    "AWS_VIRTUAL_HOSTING": "FALSE", "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}))
+                stack.enter_context(_environ(s3.gdal_env))
                 contenders.update({
                     "loader_s3": lambda: bench_loader(s3_data, so, **kw),
                     "loader_raw_s3": lambda: bench_loader(s3_data, so, device_augment=True, **kw),

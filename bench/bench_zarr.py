@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_ingest import add_run_options, hrefs_under, upload_tree
+
 
 def _scenes(size: int):
     from infra.demo_catalog import DEMO_SCENES
@@ -46,31 +48,6 @@ def _catalogs(work: Path, size: int, zarr_format: int, chunks_per_side: int) -> 
     return collections, cogs, products
 
 
-def _upload(work: Path, s3) -> str:
-    """Upload everything under ``work`` to a bucket on the local S3 server (GDAL and s3fs pointed at
-    it through the environment); return the bucket name."""
-    import os
-
-    import s3fs
-
-    bucket = s3.make_bucket("ofa-bench-zarr")[len("s3://"):]
-    s3fs.S3FileSystem(**s3.storage_options).put(f"{work}/", f"{bucket}/", recursive=True)
-    os.environ.update({**s3.env, "AWS_S3_ENDPOINT": s3.endpoint_url.split("://", 1)[1], "AWS_HTTPS": "NO",
-                       "AWS_VIRTUAL_HOSTING": "FALSE", "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"})
-    return bucket
-
-
-def _to_s3(items: list[dict], work: Path, bucket: str) -> list[dict]:
-    """``items`` with their hrefs under ``work`` pointing at the uploaded copies."""
-    items = json.loads(json.dumps(items))
-    for item in items:
-        for asset in item["assets"].values():
-            href = asset["href"].split("?")[0]
-            if href.startswith(str(work)):
-                asset["href"] = f"s3://{bucket}/{Path(href).relative_to(work).as_posix()}"
-    return items
-
-
 def _run(url: str, out: Path, args: argparse.Namespace) -> tuple[float, dict]:
     from ingest.job import IngestConfig, run_ingest
 
@@ -84,10 +61,7 @@ def _run(url: str, out: Path, args: argparse.Namespace) -> tuple[float, dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=2048, help="10 m grid pixels per scene side (default: %(default)s)")
-    parser.add_argument("--chip-size", type=int, default=256)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--processes", action="store_true", help="Dask worker processes instead of threads")
-    parser.add_argument("--repeat", type=int, default=2, help="timed runs of each; the best is reported")
+    add_run_options(parser)
     parser.add_argument("--zarr-format", type=int, choices=(2, 3), default=2)
     parser.add_argument("--chunks-per-side", type=int, default=6,
                         help="chunks per array side (default: %(default)s, as EOPF cuts a 10980 px tile in 1830 px chunks)")
@@ -107,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         if args.remote:
             s3 = stack.enter_context(s3_server())
-            bucket = _upload(work / "scenes", s3)
-            cogs, products = (_to_s3(items, work / "scenes", bucket) for items in (cogs, products))
+            base = upload_tree(work / "scenes", s3, "ofa-bench-zarr")
+            cogs, products = (hrefs_under(items, work / "scenes", base) for items in (cogs, products))
             print(f"COGs and products on {s3.endpoint_url} (s3://ofa-bench-zarr)")
         urls = {"cog": stack.enter_context(stac_server(collections, cogs)),
                 "zarr": stack.enter_context(stac_server(collections, products))}

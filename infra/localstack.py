@@ -115,6 +115,12 @@ class S3Server:
             "AWS_ENDPOINT_URL_S3": self.endpoint_url,
         }
 
+    @property
+    def gdal_env(self) -> dict[str, str]:
+        """``env`` plus what GDAL's ``/vsis3/`` needs to read from this server (plain HTTP, path-style)."""
+        return {**self.env, "AWS_S3_ENDPOINT": self.endpoint_url.split("://", 1)[1], "AWS_HTTPS": "NO",
+                "AWS_VIRTUAL_HOSTING": "FALSE", "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+
     def make_bucket(self, name: str) -> str:
         """Create a bucket and return its ``s3://`` URL."""
         import s3fs
