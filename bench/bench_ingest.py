@@ -26,7 +26,7 @@ from pathlib import Path
 
 
 def _scenes(size: int):
-    from infra.demo_catalog import DEMO_SCENES
+    from ofa.infra.demo_catalog import DEMO_SCENES
 
     out = []
     for s in DEMO_SCENES:
@@ -45,8 +45,8 @@ def baseline(items: list[dict], chip_size: int, reopen: bool = False) -> int:
     import rasterio
     from rasterio.enums import Resampling
 
-    from ingest.grid import bounds_window, chip_windows, grid_bounds
-    from ingest.items import plan_item, read_href
+    from ofa.ingest.grid import bounds_window, chip_windows, grid_bounds
+    from ofa.ingest.items import plan_item, read_href
 
     def read(ds, index: int, bounds) -> None:
         c0, r0, w, h = bounds_window(ds.transform, bounds)
@@ -117,11 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", help="folder for the catalog (reused between runs) instead of a temporary one")
     args = parser.parse_args(argv)
 
-    from infra.demo_catalog import DEMO_COLLECTIONS, write_demo_catalog
+    from ofa.infra.demo_catalog import DEMO_COLLECTIONS, write_demo_catalog
     import contextlib
 
-    from infra.localstack import s3_server, stac_server
-    from ingest.job import IngestConfig, run_ingest
+    from ofa.infra.localstack import s3_server, stac_server
+    from ofa.ingest.job import IngestConfig, run_ingest
 
     work = Path(args.keep or tempfile.mkdtemp(prefix="ofa-bench-ingest-"))
     t = time.monotonic()

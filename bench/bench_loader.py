@@ -75,7 +75,7 @@ def write_cogs(scene: np.ndarray, folder: Path) -> list[Path]:
 def write_shards(scene: np.ndarray, root: Path, chip: int, per_shard: int, checksum: bool = True) -> int:
     """The scene's non-overlapping chips as shards + manifest (statistics of scaled values); with ``checksum``
     each meta.json records ``pixels_crc32`` as ``ofa ingest`` writes it, so the loader verifies every sample."""
-    from ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, pixels_checksum, sample_key, shard_path
+    from ofa.ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, pixels_checksum, sample_key, shard_path
 
     def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
@@ -119,7 +119,7 @@ def bench_loader(url: str, storage_options: dict | None, batch: int, img_size: i
 
     ``device_augment``: the workers only decode (the transform would run on the GPU, not timed here).
     """
-    from pipeline.data import LoaderConfig, batches, make_loader
+    from ofa.pipeline.data import LoaderConfig, batches, make_loader
 
     loader = make_loader(LoaderConfig(data=[url], batch_size=batch, img_size=img_size, seed=0, shuffle_buffer=buffer,
                                       storage_options=storage_options, device_augment=device_augment), workers=workers)
@@ -142,7 +142,7 @@ def bench_cogs(paths: list[str], chip: int, img_size: int, seconds: float, trans
     import torch
     from rasterio.windows import Window
 
-    from pipeline.data import random_resized_crop
+    from ofa.pipeline.data import random_resized_crop
 
     rng = random.Random(seed)
     mean = std = None
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_s3:
                 import s3fs
 
-                from infra.localstack import s3_server
+                from ofa.infra.localstack import s3_server
 
                 s3 = stack.enter_context(s3_server())
                 fs = s3fs.S3FileSystem(**s3.storage_options)

@@ -19,9 +19,8 @@ from typing import Callable
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model import MaskedAutoencoder, ModelConfig, flops_per_image  # noqa: E402
-from model.flops import _transformer_flops  # noqa: E402
+from ofa.model import MaskedAutoencoder, ModelConfig, flops_per_image
+from ofa.model.flops import _transformer_flops
 
 
 def timed(step: Callable[[], None], warmup: int, steps: int, device: torch.device) -> float:

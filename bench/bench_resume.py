@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def resume(root: str, skip: int, args: argparse.Namespace, counts: bool, opened: list[str]) -> tuple[float, dict]:
     """Seconds to the first real batch of a loader resumed at ``skip``, and that batch."""
-    from pipeline.data import LoaderConfig, ShardBatches, read_streams
+    from ofa.pipeline.data import LoaderConfig, ShardBatches, read_streams
 
     streams = read_streams([root])
     if not counts:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(REPO / "tests"))
-    import pipeline.data.sampling as sampling
+    import ofa.pipeline.data.sampling as sampling
     from pipeline_fixtures import write_dataset
 
     work = Path(tempfile.mkdtemp(prefix="ofa-bench-resume-"))

@@ -1,7 +1,7 @@
 """Benchmark: chips/s of ``ofa ingest`` from EOPF Zarr products against the same scenes as COGs, same run.
 
 The scenes are the demo catalog's two Sentinel-2 L2A items with ``--size`` pixels on the 10 m grid
-(COGs: deflate, 256 px tiles). Each is also written as an ESA EOPF product (``infra.eopf_scene``:
+(COGs: deflate, 256 px tiles). Each is also written as an ESA EOPF product (``support.eopf_scene``:
 Zarr v2 with consolidated metadata, blosc/zstd chunks, 6 x 6 chunks per array as the products cut
 them; or ``--zarr-format 3``), and its item as the EOPF STAC API serves it (the whole product as one
 asset, and assets at its arrays). Two STAC APIs on 127.0.0.1 serve the two catalogs; ``ofa ingest`` runs on each in turn,
@@ -23,21 +23,23 @@ import json
 import shutil
 import tempfile
 import time
+import sys
 from pathlib import Path
 
 from bench_ingest import add_run_options, hrefs_under, upload_tree
 
 
 def _scenes(size: int):
-    from infra.demo_catalog import DEMO_SCENES
+    from ofa.infra.demo_catalog import DEMO_SCENES
 
     return tuple(dataclasses.replace(s, size=size // 128 * 128) for s in DEMO_SCENES if s.collection == "sentinel-2-l2a")
 
 
 def _catalogs(work: Path, size: int, zarr_format: int, chunks_per_side: int) -> tuple[list[dict], list[dict], list[dict]]:
     """(collections, COG items, EOPF items) of the benchmark scenes, written under ``work``."""
-    from infra.demo_catalog import write_demo_catalog
-    from infra.eopf_scene import eopf_item, write_eopf_product
+    from ofa.infra.demo_catalog import write_demo_catalog
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from support.eopf_scene import eopf_item, write_eopf_product
 
     collections, cogs = write_demo_catalog(work / "cogs", _scenes(size))
     products = []
@@ -49,7 +51,7 @@ def _catalogs(work: Path, size: int, zarr_format: int, chunks_per_side: int) -> 
 
 
 def _run(url: str, out: Path, args: argparse.Namespace) -> tuple[float, dict]:
-    from ingest.job import IngestConfig, run_ingest
+    from ofa.ingest.job import IngestConfig, run_ingest
 
     shutil.rmtree(out, ignore_errors=True)
     t = time.monotonic()
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", help="folder for the scenes instead of a temporary one")
     args = parser.parse_args(argv)
 
-    from infra.localstack import s3_server, stac_server
+    from ofa.infra.localstack import s3_server, stac_server
 
     work = Path(args.keep or tempfile.mkdtemp(prefix="ofa-bench-zarr-"))
     t = time.monotonic()

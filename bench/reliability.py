@@ -4,7 +4,7 @@
     python bench/reliability.py --ingest-kills 3 --train-kills 2 --s3-trials 2 --damage-trials 4 --out /tmp/R.md
 
 Everything runs on 127.0.0.1: the demo catalog (infra/demo_catalog.py) behind a real STAC server,
-a real S3 server (moto) behind a loopback fault proxy (infra/faultproxy.py). Every trial is seeded
+a real S3 server (moto) behind a loopback fault proxy (tests/support/faultproxy.py). Every trial is seeded
 and bounded in time. "Survived" means the run (after at most one plain rerun of the same command)
 ends with exactly the data of an uninterrupted run, or fails with one clear line and is then
 completed by a rerun; "data lost" counts samples (or training steps) missing or altered without any
@@ -30,7 +30,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 KILL = REPO / "tests" / "ingest_kill.py"   # runs ``ofa`` with ingest SIGKILLing itself at a named point
 sys.path.insert(0, str(KILL.parent))
@@ -55,7 +54,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 def _ofa(args: list[str], env: dict | None = None, timeout: float = 300, kill_at: str | None = None) -> subprocess.CompletedProcess:
     """``ofa ARGS``; with ``kill_at``, SIGKILLed at that point of ingest (``tests/ingest_kill.py``)."""
-    run = [str(KILL), kill_at] if kill_at else ["-m", "pipeline.cli"]
+    run = [str(KILL), kill_at] if kill_at else ["-m", "ofa.pipeline.cli"]
     return subprocess.run([sys.executable, *run, *args], env=env or _env(), capture_output=True,
                           text=True, timeout=timeout, cwd=REPO)
 
@@ -87,8 +86,8 @@ def _lost(expected: dict[str, bytes], got: dict[str, bytes]) -> int:
 # ------------------------------------------------------------------ ingest
 class Catalog:
     def __init__(self, work: Path, stack: contextlib.ExitStack) -> None:
-        from infra.demo_catalog import DEMO_COLLECTIONS, write_demo_catalog
-        from infra.localstack import stac_server
+        from ofa.infra.demo_catalog import DEMO_COLLECTIONS, write_demo_catalog
+        from ofa.infra.localstack import stac_server
 
         collections, items = write_demo_catalog(work / "catalog")
         self.collections = DEMO_COLLECTIONS
@@ -119,7 +118,7 @@ def ingest_sigkill(cat: Catalog, work: Path, n: int, rng: random.Random, referen
             delay = rng.uniform(0.3, max(0.5, 0.8 * ref_seconds))
             for _ in range(4):                                   # a run that finished first is retried sooner
                 shutil.rmtree(out, ignore_errors=True)
-                proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *cat.cmd(str(out))], env=_env(), cwd=REPO,
+                proc = subprocess.Popen([sys.executable, "-m", "ofa.pipeline.cli", *cat.cmd(str(out))], env=_env(), cwd=REPO,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(delay)
                 proc.send_signal(signal.SIGKILL)
@@ -155,7 +154,7 @@ def _s3_objects(s3, prefix: str) -> dict[str, bytes]:
 
 
 def s3_faults(cat: Catalog, s3, n: int, rng: random.Random, reference: Path) -> list[Row]:
-    from infra.faultproxy import FaultPlan, FaultProxy
+    from support.faultproxy import FaultPlan, FaultProxy
 
     expected_files, _ = _local_snapshot(reference)
     expected_shards = {k: v for k, v in expected_files.items() if k.endswith(".tar")}
@@ -210,7 +209,7 @@ def s3_faults(cat: Catalog, s3, n: int, rng: random.Random, reference: Path) -> 
 
     dead.seconds, t0 = time.monotonic() - t0, time.monotonic()
     restart = Row("S3 server stopped and restarted on the same port mid-ingest")
-    from infra.localstack import s3_server
+    from ofa.infra.localstack import s3_server
 
     for i in range(max(1, n // 2)):
         with contextlib.ExitStack() as stack:
@@ -219,7 +218,7 @@ def s3_faults(cat: Catalog, s3, n: int, rng: random.Random, reference: Path) -> 
             port = srv.port
             srv.make_bucket("rel")
             url = f"s3://rel/restart-{i}"
-            proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *cat.cmd(url, options(srv.endpoint_url))],
+            proc = subprocess.Popen([sys.executable, "-m", "ofa.pipeline.cli", *cat.cmd(url, options(srv.endpoint_url))],
                                     env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             import s3fs
 
@@ -266,7 +265,7 @@ def train_sigkill(work: Path, n: int, rng: random.Random, steps: int = 6) -> Row
     sys.path.insert(0, str(REPO / "tests"))
     from pipeline_fixtures import write_dataset
 
-    from pipeline.checkpoint import latest_checkpoint
+    from ofa.pipeline.checkpoint import latest_checkpoint
 
     row = Row("training SIGKILLed while writing a checkpoint, then `--resume auto`")
     data = work / "train-data"
@@ -294,7 +293,7 @@ def train_sigkill(work: Path, n: int, rng: random.Random, steps: int = 6) -> Row
         step = rng.randrange(2, steps)
         tmp = out / "checkpoints" / f".tmp-step-{step:08d}"
         final = out / "checkpoints" / f"step-{step:08d}"
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *cmd(out)], env=_env(), cwd=REPO,
+        proc = subprocess.Popen([sys.executable, "-m", "ofa.pipeline.cli", *cmd(out)], env=_env(), cwd=REPO,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline, where = time.monotonic() + 180, "not reached"
         while time.monotonic() < deadline and proc.poll() is None:
@@ -328,8 +327,8 @@ def train_sigkill(work: Path, n: int, rng: random.Random, steps: int = 6) -> Row
 
 # ------------------------------------------------------------------ shard damage
 def shard_damage(reference: Path, work: Path, n: int, rng: random.Random) -> Row:
-    from ingest.manifest import verify_dataset
-    from pipeline.data import Counter, decode, iter_shard, read_streams
+    from ofa.ingest.manifest import verify_dataset
+    from ofa.pipeline.data import Counter, decode, iter_shard, read_streams
 
     row = Row("bit flips / truncation in a shard")
     manifest = json.loads((reference / "manifest.json").read_text())
@@ -393,7 +392,7 @@ def write_report(rows: list[Row], path: Path, command: str, seconds: float) -> N
         "",
         f"Produced by `{command}` on {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} "
         f"({os.cpu_count()} CPUs, {seconds / 60:.1f} min). Everything ran on 127.0.0.1 (real STAC and S3 servers from "
-        "`infra/localstack.py`, the fault proxy `infra/faultproxy.py`); all trials are seeded.",
+        "`infra/localstack.py`, the fault proxy `tests/support/faultproxy.py`); all trials are seeded.",
         "",
         "| fault | trials | survived | data lost |",
         "|---|---:|---:|---:|",
@@ -444,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from infra.localstack import s3_server
+    from ofa.infra.localstack import s3_server
 
     started = time.monotonic()
     work = Path(args.work or tempfile.mkdtemp(prefix="ofa-reliability-"))

@@ -300,7 +300,7 @@ def write_demo_catalog(root: str | Path, scenes: tuple[DemoScene, ...] = DEMO_SC
 
     Idempotent: a finished catalog (``root/items.json``) is read back instead of rewritten.
     """
-    from infra.localstack import collection_for
+    from ofa.infra.localstack import collection_for
 
     root = Path(root)
     done = root / "items.json"

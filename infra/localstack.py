@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stac-port", type=int, default=None, help="STAC API port (default: a free one)")
     args = parser.parse_args(argv)
 
-    from infra.demo_catalog import write_demo_catalog
+    from ofa.infra.demo_catalog import write_demo_catalog
 
     collections, items = write_demo_catalog(args.catalog_dir)
     # SIGTERM (kill, timeout, docker stop) must also stop the servers: turn it into a clean exit

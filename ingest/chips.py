@@ -14,11 +14,11 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ingest.config import ChipOptions
-from ingest.contract import pixels_checksum, sample_key
-from ingest.grid import apply, bounds_window, chip_offsets, grid_bounds
-from ingest.items import ChannelPlan, ItemError, ItemPlan, identity_href
-from ingest.readers import GridReader, reader_for, short_error
+from ofa.ingest.config import ChipOptions
+from ofa.ingest.contract import pixels_checksum, sample_key
+from ofa.ingest.grid import apply, bounds_window, chip_offsets, grid_bounds
+from ofa.ingest.items import ChannelPlan, ItemError, ItemPlan, identity_href
+from ofa.ingest.readers import GridReader, reader_for, short_error
 
 #: drop reasons. Order of the checks: the cloud mask's fill and cloud fractions (before the bands
 #: are read), then SAR border zeros (all polarisations 0) over their own threshold, then no data

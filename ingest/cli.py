@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ingest.config import IngestConfig
-from ingest.options import Flag, add_options, json_object
+from ofa.ingest.config import IngestConfig
+from ofa.ingest.options import Flag, add_options, json_object
 
 INGEST_DESCRIPTION = """Search a STAC API, cut each item into chips on its finest band's grid, drop chips by no data,
 cloud (S2 SCL, Landsat QA_PIXEL) and SAR border zeros, and write WebDataset tar shards plus a
@@ -43,7 +43,7 @@ def _csv(text: str) -> list[str]:
 
 
 def _load_config(path: str) -> dict[str, Any]:
-    from ingest.options import load_yaml_options
+    from ofa.ingest.options import load_yaml_options
 
     try:
         return load_yaml_options(path, CONFIG_KEYS)
@@ -66,8 +66,8 @@ def _setup_logging() -> None:
 
 def _ingest(args: argparse.Namespace) -> int:
     _setup_logging()
-    from ingest.job import IngestConfig, config_from_manifest, run_ingest
-    from ingest.manifest import read_manifest
+    from ofa.ingest.job import IngestConfig, config_from_manifest, run_ingest
+    from ofa.ingest.manifest import read_manifest
 
     cli = {k: v for k, v in vars(args).items() if v is not None and k in CONFIG_KEYS}
     options: dict[str, Any] = _load_config(args.config) if args.config else {}
@@ -89,7 +89,7 @@ def _ingest(args: argparse.Namespace) -> int:
     if options.get("intersects", {}).get("type") == "Feature" if isinstance(options.get("intersects"), dict) else False:
         options["intersects"] = options["intersects"]["geometry"]
     options["progress"] = not args.no_progress
-    from ingest.storage import StorageError, is_storage_error, storage_access
+    from ofa.ingest.storage import StorageError, is_storage_error, storage_access
 
     try:
         if args.from_manifest:
@@ -118,8 +118,8 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from ingest.manifest import read_manifest, verify_dataset
-    from ingest.storage import storage_access
+    from ofa.ingest.manifest import read_manifest, verify_dataset
+    from ofa.ingest.storage import storage_access
 
     with storage_access(args.url):
         ok, problems = verify_dataset(args.url, args.storage_options)
@@ -134,8 +134,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from ingest.manifest import read_manifest, summary
-    from ingest.storage import storage_access
+    from ofa.ingest.manifest import read_manifest, summary
+    from ofa.ingest.storage import storage_access
 
     with storage_access(args.url):  # a bad manifest (ManifestError) or storage: one line from the ofa command
         manifest = read_manifest(args.url, args.storage_options)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ingest.search import SearchParams
-from ingest.shards import SHARD_MAX_BYTES, SHARD_MAX_SAMPLES
+from ofa.ingest.search import SearchParams
+from ofa.ingest.shards import SHARD_MAX_BYTES, SHARD_MAX_SAMPLES
 
 
 @dataclass(frozen=True)

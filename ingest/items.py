@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
-from ingest.sensors import BandSpec, BaselineOffset, SensorSpec, sensor_for_collection
+from ofa.ingest.sensors import BandSpec, BaselineOffset, SensorSpec, sensor_for_collection
 
 #: a hook that turns a clean href into a readable one (e.g. Planetary Computer SAS signing);
 #: its result is only used to open the file and never written anywhere.
@@ -190,7 +190,7 @@ def _plan_item(item: dict, bands: list[str] | None, sensor: SensorSpec | None) -
         wanted = tuple(b for b in sensor.bands if b.name in bands or (b.common_name and b.common_name in bands))
         if not wanted:
             raise ItemError(f"none of the requested bands {bands} belong to sensor {sensor.id} ({', '.join(sensor.band_names)})")
-    from ingest.zarr_items import zarr_assets, zarr_channel, zarr_mask
+    from ofa.ingest.zarr_items import zarr_assets, zarr_channel, zarr_mask
 
     # every sample keeps the sensor's channels: bands left out by --bands are carried invalid, like absent ones
     zassets = zarr_assets(assets, wanted)   # EOPF products and Zarr datacubes
@@ -229,7 +229,7 @@ def sar_channels(sensor: SensorSpec, collection: str, assets: dict, props: dict,
     (``schema-calibration-{asset key}``) is linked, else stays ``amplitude_dn``; linear ``gamma0``
     (RTC) becomes ``gamma0_db``. The registry's ``products`` maps collection -> (source, target).
     The item's ``sar:pixel_spacing_*`` is the grid spacing a GCP-only raster is geocoded at."""
-    from ingest.sar import DB_NODATA
+    from ofa.ingest.sar import DB_NODATA
 
     spacing = [props.get(k) for k in ("sar:pixel_spacing_range", "sar:pixel_spacing_azimuth")]
     if all(isinstance(v, (int, float)) and v > 0 for v in spacing):

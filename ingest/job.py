@@ -23,17 +23,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
-from ingest.chips import DROP_REASONS, BandStats, ChipOptions
-from ingest.config import IngestConfig
-from ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, ManifestError, item_shard_path, statistics_key
-from ingest.items import ItemError, ItemPlan, clean_href, identity_href, item_etag, plan_item, redact
-from ingest.sensors import SENSORS
-from ingest.shards import (
+from ofa.ingest.chips import DROP_REASONS, BandStats, ChipOptions
+from ofa.ingest.config import IngestConfig
+from ofa.ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, ManifestError, item_shard_path, statistics_key
+from ofa.ingest.items import ItemError, ItemPlan, clean_href, identity_href, item_etag, plan_item, redact
+from ofa.ingest.sensors import SENSORS
+from ofa.ingest.shards import (
     STAGING_DIR, ShardWriter, is_local_fs, remove_temporaries, sample_block,
     write_atomic, write_full_shards,
 )
-from ingest.storage import get_fs, join
-from ingest.version import package_version
+from ofa.ingest.storage import get_fs, join
+from ofa.ingest.version import package_version
 
 log = logging.getLogger("ofa.ingest")
 SEARCH_RECORD = f"{STAGING_DIR}/_search.json"
@@ -94,7 +94,7 @@ def ingest_item_task(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[
     """Read one item (runs on a Dask worker). Returns its record, the shards its samples fill on their
     own (written here, with ``target``, so the pixels do not all pass through the client) and its
     remaining samples as tar blocks, which the client packs in item order."""
-    from ingest.chips import process_item
+    from ofa.ingest.chips import process_item
 
     record: dict[str, Any] = {"item_id": plan.item_id, "collection": plan.collection, "sensor": plan.sensor,
                               "bands": [c.name for c in plan.channels]}
@@ -123,7 +123,7 @@ def write_item_shards(target: ShardTarget, plan: ItemPlan, blocks: list) -> tupl
 
 # ------------------------------------------------------------------ the run
 def _existing_manifest(fs, root: str, cfg: IngestConfig) -> dict | None:
-    from ingest.contract import parse_manifest
+    from ofa.ingest.contract import parse_manifest
 
     path = f"{root}/{MANIFEST_NAME}"
     if not fs.exists(path):
@@ -141,7 +141,7 @@ def _existing_manifest(fs, root: str, cfg: IngestConfig) -> dict | None:
 
 def _select_items(fs, root: str, cfg: IngestConfig) -> list[dict]:
     """The search result, saved on the first run and reused by a resumed one."""
-    from ingest.search import search_items
+    from ofa.ingest.search import search_items
 
     path = f"{root}/{SEARCH_RECORD}"
     key = {"catalog": clean_href(cfg.catalog),  # never credentials: a killed run leaves this file behind
@@ -430,7 +430,7 @@ def run_ingest(cfg: IngestConfig) -> dict:
     remove_temporaries(fs, root)
     done = _existing_manifest(fs, root, cfg)
     if done is not None:
-        from ingest.manifest import verify_dataset
+        from ofa.ingest.manifest import verify_dataset
 
         ok, problems = verify_dataset(cfg.out, cfg.storage_options)
         if ok:
@@ -480,7 +480,7 @@ def run_ingest(cfg: IngestConfig) -> dict:
 def _manifest(cfg: IngestConfig, items: list[dict], by_sensor: dict[str, list[ItemPlan]],
               shards: dict[str, list[dict]], records: dict[str, dict], skipped: list[dict]) -> dict:
     """The manifest dict: counts and statistics merged in item order, so they never depend on timing."""
-    from ingest.manifest import finalize_stats
+    from ofa.ingest.manifest import finalize_stats
 
     stats: dict[str, tuple[list[str], list[BandStats], str | None]] = {}   # statistics key -> (bands, sums, quantity)
     kept, dropped = 0, {r: 0 for r in DROP_REASONS}

@@ -7,9 +7,9 @@ import math
 import tarfile
 from typing import Any
 
-from ingest.chips import BandStats
-from ingest.contract import MANIFEST_NAME, META_EXT, PIXELS_EXT, ManifestError, parse_manifest
-from ingest.storage import get_fs, join
+from ofa.ingest.chips import BandStats
+from ofa.ingest.contract import MANIFEST_NAME, META_EXT, PIXELS_EXT, ManifestError, parse_manifest
+from ofa.ingest.storage import get_fs, join
 
 
 def manifest_url(url: str) -> str:

@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ingest.grid import bounds_window, grid_bounds, north_up
-from ingest.items import ItemError, read_href, redact
+from ofa.ingest.grid import bounds_window, grid_bounds, north_up
+from ofa.ingest.items import ItemError, read_href, redact
 
 #: GDAL configuration for every COG read (``rasterio.Env``); each saves requests against object stores.
 GDAL_OPTIONS = {
@@ -213,11 +213,11 @@ def reader_for(plan: Any, sign_href: Callable[[str], str]) -> GridReader:
     """The reader for an item plan's assets: Zarr arrays (hrefs ``store#array``), SAR (geocoded and
     converted by ``ingest.sar``) or GeoTIFFs."""
     if any("#" in ch.href for ch in plan.channels):
-        from ingest.zarr_reader import ZarrReader
+        from ofa.ingest.zarr_reader import ZarrReader
 
         return ZarrReader(plan, sign_href)
     if getattr(plan, "sar", False):
-        from ingest.sar import SarReader
+        from ofa.ingest.sar import SarReader
 
         return SarReader(plan, sign_href)
     return RasterioReader(sign_href)

@@ -21,8 +21,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ingest.items import ChannelPlan, ItemError
-from ingest.readers import RasterioReader
+from ofa.ingest.items import ChannelPlan, ItemError
+from ofa.ingest.readers import RasterioReader
 
 #: quantity names a sample's ``meta.json`` may carry for SAR sensors, and what they mean
 QUANTITIES = {
@@ -254,7 +254,7 @@ class SarDataset:
 def _read_bytes(href: str, sign: Callable[[str], str]) -> bytes:
     import os
 
-    from ingest.storage import get_fs
+    from ofa.ingest.storage import get_fs
 
     # Earth Search's annotations are in a requester-pays bucket: the same variable GDAL honours for the rasters
     pays = href.startswith("s3://") and os.environ.get("AWS_REQUEST_PAYER", "").lower() == "requester"

@@ -88,7 +88,7 @@ def _iter_items(catalog: str, params: SearchParams, ids: list[str] | None) -> It
 def _clean_item(item: dict) -> dict:
     """The item with query strings and credentials stripped from its asset and link hrefs, so
     signed URLs never reach a file (signing happens at read time, through the hook)."""
-    from ingest.items import clean_href
+    from ofa.ingest.items import clean_href
 
     for asset in (item.get("assets") or {}).values():
         if isinstance(asset, dict) and isinstance(asset.get("href"), str):

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ingest.items import ChannelPlan, ItemError, _baseline_offset, clean_href
-from ingest.sensors import BandSpec, BaselineOffset, CloudMask
+from ofa.ingest.items import ChannelPlan, ItemError, _baseline_offset, clean_href
+from ofa.ingest.sensors import BandSpec, BaselineOffset, CloudMask
 
 #: asset media types of Zarr stores (the EOPF STAC items use the first)
 ZARR_TYPES = ("application/vnd+zarr", "application/vnd.zarr", "application/x-zarr")

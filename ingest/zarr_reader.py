@@ -19,9 +19,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ingest.items import ItemError
-from ingest.readers import Grid, GridReader, short_error
-from ingest.storage import fs_options
+from ofa.ingest.items import ItemError
+from ofa.ingest.readers import Grid, GridReader, short_error
+from ofa.ingest.storage import fs_options
 
 X_DIMS = ("x", "lon", "longitude")
 Y_DIMS = ("y", "lat", "latitude")

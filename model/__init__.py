@@ -4,7 +4,7 @@ Free of I/O beyond checkpoints; imports nothing from ``ingest`` or ``pipeline``.
 
 Public API (the contract other packages code against)::
 
-    from model import ModelConfig, MaskedAutoencoder, save_pretrained, from_pretrained
+    from ofa.model import ModelConfig, MaskedAutoencoder, save_pretrained, from_pretrained
 
     cfg = ModelConfig(size="tiny", embedding="ofa", img_size=224, patch_size=16,
                       modalities={"sentinel-2": 12, "sentinel-1": 2, "naip": 4, "landsat": 7})

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ingest.storage import get_fs, join
+from ofa.ingest.storage import get_fs, join
 
 MARKER = "COMPLETE"
 STATE_NAME = "train_state.pt"
@@ -64,7 +64,7 @@ def save_checkpoint(out: str, step: int, model: torch.nn.Module, state: dict[str
     """Write checkpoint ``step`` under ``out/checkpoints``; return its URL. Call on the main process only.
 
     ``metadata`` goes into the model's config.json (``sensors``, ``training``: see ``pipeline.provenance``)."""
-    from model import save_pretrained
+    from ofa.model import save_pretrained
 
     fs, root = get_fs(out, storage_options)
     final = join(root, "checkpoints", checkpoint_name(step))
@@ -144,8 +144,8 @@ def load_optimizer_shard(checkpoint_url: str, rank: int, storage_options: dict[s
 def model_dir(url: str, storage_options: dict[str, Any] | None = None) -> str:
     """The ``save_pretrained`` folder behind ``url``: a training run folder (its last complete
     checkpoint), a ``step-NNNNNNNN`` folder, or that folder's ``model/`` folder itself."""
-    from model import CheckpointError
-    from model.io import CONFIG_NAME, model_url
+    from ofa.model import CheckpointError
+    from ofa.model.io import CONFIG_NAME, model_url
 
     direct = model_url(url, storage_options)  # the model folder, or the step folder holding one
     fs, root = get_fs(direct, storage_options)

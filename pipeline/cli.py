@@ -12,17 +12,17 @@ import importlib
 import sys
 from typing import Callable
 
-from ingest.version import package_version
+from ofa.ingest.version import package_version
 
-from pipeline.errors import add_debug_flag, run_command
+from ofa.pipeline.errors import add_debug_flag, run_command
 
 SUBCOMMAND_MODULES = (
-    "pipeline.demo",        # ofa demo
-    "ingest.cli",           # ofa ingest, ofa manifest verify|show
-    "pipeline.train",       # ofa train
-    "pipeline.evaluate.cli",  # ofa eval geobench
-    "model.cli",            # ofa model info
-    "pipeline.embed.cli",   # ofa embed
+    "ofa.pipeline.demo",        # ofa demo
+    "ofa.ingest.cli",           # ofa ingest, ofa manifest verify|show
+    "ofa.pipeline.train",       # ofa train
+    "ofa.pipeline.evaluate.cli",  # ofa eval geobench
+    "ofa.model.cli",            # ofa model info
+    "ofa.pipeline.embed.cli",   # ofa embed
 )
 
 

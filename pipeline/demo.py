@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.options import Flag, add_options
+from ofa.ingest.options import Flag, add_options
 
 
 @dataclass
@@ -48,12 +48,12 @@ def _done(start: float, what: str) -> None:
 
 def run_demo(cfg: DemoConfig) -> dict[str, Path]:
     """Run the demo; return the paths of what it made."""
-    from infra.demo_catalog import DEMO_COLLECTIONS, write_demo_catalog
-    from infra.localstack import stac_server
-    from ingest.job import IngestConfig, run_ingest
-    from ingest.manifest import verify_dataset
-    from pipeline.plots import plot_loss_curve, plot_reconstructions
-    from pipeline.train import TrainConfig, train
+    from ofa.infra.demo_catalog import DEMO_COLLECTIONS, write_demo_catalog
+    from ofa.infra.localstack import stac_server
+    from ofa.ingest.job import IngestConfig, run_ingest
+    from ofa.ingest.manifest import verify_dataset
+    from ofa.pipeline.plots import plot_loss_curve, plot_reconstructions
+    from ofa.pipeline.train import TrainConfig, train
 
     out = Path(cfg.out).resolve()
     paths = {
@@ -108,7 +108,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from ingest.options import from_args
+    from ofa.ingest.options import from_args
 
     if args.fresh and Path(args.out).exists():
         shutil.rmtree(args.out)
@@ -122,7 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo", help="run the whole pipeline offline on an embedded catalog",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from pipeline.train import TRAIN_FLAGS  # the demo's training knobs are training's
+    from ofa.pipeline.train import TRAIN_FLAGS  # the demo's training knobs are training's
 
     add_options(p, DemoConfig, {
         "out": Flag("folder for everything the demo makes"),

@@ -38,7 +38,7 @@ class InputError(ValueError):
 
 def exit_code(exc: BaseException) -> int | None:
     """The exit code for ``exc``, or None when it is of no known kind (a bug: keep the traceback)."""
-    from ingest.storage import is_storage_error
+    from ofa.ingest.storage import is_storage_error
 
     names = {c.__name__ for c in type(exc).__mro__}
     for code, kinds in _KINDS:
@@ -59,7 +59,7 @@ def _urls(args: argparse.Namespace) -> list[str]:
 
 def message(exc: BaseException, args: argparse.Namespace | None = None) -> str:
     """One line for ``exc``; a raw storage client error names the storage URLs of the command line."""
-    from ingest.storage import StorageError, is_storage_error
+    from ofa.ingest.storage import StorageError, is_storage_error
 
     if not isinstance(exc, StorageError) and is_storage_error(exc):
         exc = StorageError(", ".join(_urls(args)) if args is not None else "storage", exc)

@@ -35,7 +35,7 @@ class Display:
 
 def _common_names(sensor: str, bands: Sequence[str]) -> list[str | None]:
     """Each band's common name (red, green, blue, ...) from the sensor registry, by band name."""
-    from ingest.sensors import SENSORS
+    from ofa.ingest.sensors import SENSORS
 
     spec = SENSORS.get(sensor)
     known = {b.name: b.common_name for b in spec.bands} if spec else {}
@@ -220,8 +220,8 @@ def plot_batch(model: Any, x: torch.Tensor, sensor: str, png_path: str | Path, b
 def plot_reconstructions(checkpoint_dir: str | Path, data: Sequence[str], png_path: str | Path, img_size: int = 64,
                          seed: int = 0, storage_options: dict[str, Any] | None = None) -> Path:
     """One row per sensor of ``data``: input / visible patches / reconstruction, from a saved model."""
-    from model import from_pretrained
-    from pipeline.data import LoaderConfig, ShardBatches, read_streams
+    from ofa.model import from_pretrained
+    from ofa.pipeline.data import LoaderConfig, ShardBatches, read_streams
 
     model = from_pretrained(str(checkpoint_dir), storage_options=storage_options)
     streams = read_streams(list(data), storage_options)

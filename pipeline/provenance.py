@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ingest.contract import MANIFEST_NAME, META_EXT
-from ingest.storage import get_fs, join, storage_access
+from ofa.ingest.contract import MANIFEST_NAME, META_EXT
+from ofa.ingest.storage import get_fs, join, storage_access
 
 log = logging.getLogger("ofa.train")
 
@@ -35,7 +35,7 @@ def sensor_facts(streams: list[Any], storage_options: dict[str, Any] | None = No
     offset and nodata (the first sample, else the registry).
 
     A sensor found in several datasets gets the statistics pooled over them (weighted by sample count)."""
-    from ingest.sensors import SENSORS
+    from ofa.ingest.sensors import SENSORS
 
     out: dict[str, dict[str, Any]] = {}
     for sensor in sorted({s.sensor for s in streams}):
@@ -127,7 +127,7 @@ def dataset_records(data: list[str], storage_options: dict[str, Any] | None = No
 def checkpoint_metadata(streams: list[Any], data: list[str], options: dict[str, Any],
                         storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``sensors`` and ``training`` sections of a training checkpoint's config.json."""
-    from ingest.version import package_version
+    from ofa.ingest.version import package_version
 
     return {"sensors": sensor_facts(streams, storage_options),
             "training": {"data": dataset_records(data, storage_options), "options": options,

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ingest.storage import get_fs, join, storage_access
+from ofa.ingest.storage import get_fs, join, storage_access
 
 log = logging.getLogger("ofa.train")
 
@@ -99,7 +99,7 @@ def check_resume(cfg: Any, checkpoint_model_dir: str | None) -> None:
         if changed and not diff:
             log.info("resuming %s with changed options: %s", cfg.out, "; ".join(changed))
     elif checkpoint_model_dir is not None:  # a run from before config.yaml: its checkpoint's model config
-        from model import load_config
+        from ofa.model import load_config
 
         mcfg = load_config(checkpoint_model_dir, cfg.storage_options)
         keys = ("size", "embedding", "patch_size", "img_size")

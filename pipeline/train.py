@@ -1,4 +1,4 @@
-"""``ofa train`` / ``accelerate launch -m pipeline.train``: MAE pretraining on streamed shards.
+"""``ofa train`` / ``accelerate launch -m ofa.pipeline.train``: MAE pretraining on streamed shards.
 
 AdamW with linear warmup + cosine decay, learning rate scaled by the global batch
 (``lr * global_batch / 256``), bf16/fp16 autocast, gradient accumulation, clipping, optional
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ingest.options import Flag, add_options
+from ofa.ingest.options import Flag, add_options
 
 log = logging.getLogger("ofa.train")
 
@@ -115,7 +115,7 @@ def _peak_flops(cfg: TrainConfig, device: Any) -> float | None:
 
 
 def _log_path(cfg: TrainConfig) -> Path:
-    from pipeline.runs import LOG_NAME, log_dir
+    from ofa.pipeline.runs import LOG_NAME, log_dir
 
     return log_dir(cfg) / LOG_NAME
 
@@ -159,7 +159,7 @@ class Resume:
 
     @property
     def model_dir(self) -> str | None:
-        from pipeline.checkpoint import MODEL_DIR
+        from ofa.pipeline.checkpoint import MODEL_DIR
 
         return f"{self.url}/{MODEL_DIR}" if self.url else None
 
@@ -172,9 +172,9 @@ def find_resume(cfg: TrainConfig) -> Resume:
     """The checkpoint ``cfg.resume`` names: the last complete one in ``cfg.out`` ("auto"), none, or a URL.
 
     "auto" into a folder holding a run with other model or data options raises ``RunConflictError``."""
-    from ingest.storage import storage_access
-    from pipeline.checkpoint import MODEL_DIR, latest_checkpoint, load_state
-    from pipeline.runs import check_resume
+    from ofa.ingest.storage import storage_access
+    from ofa.pipeline.checkpoint import MODEL_DIR, latest_checkpoint, load_state
+    from ofa.pipeline.runs import check_resume
 
     if not cfg.resume or cfg.resume == "none":
         return Resume()
@@ -236,12 +236,12 @@ def setup(cfg: TrainConfig, accelerator: Any, resume: Resume) -> Run:
     import torch
     from accelerate.utils import DistributedType
 
-    from ingest.storage import storage_access
-    from model import MaskedAutoencoder, ModelConfig
-    from pipeline.checkpoint import load_optimizer_shard
-    from pipeline.data import modalities, read_streams
-    from pipeline.provenance import checkpoint_metadata
-    from pipeline.runs import run_options
+    from ofa.ingest.storage import storage_access
+    from ofa.model import MaskedAutoencoder, ModelConfig
+    from ofa.pipeline.checkpoint import load_optimizer_shard
+    from ofa.pipeline.data import modalities, read_streams
+    from ofa.pipeline.provenance import checkpoint_metadata
+    from ofa.pipeline.runs import run_options
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -286,8 +286,8 @@ def _optimizer(cfg: TrainConfig, model: Any, world: int) -> tuple[Any, Any]:
 
 def _restore(model: Any, scheduler: Any, resume: Resume, cfg: TrainConfig, rank: int) -> None:
     """Weights, schedule and this rank's RNG states from the checkpoint (the optimiser follows after prepare)."""
-    from model import from_pretrained
-    from pipeline.checkpoint import set_rng_state
+    from ofa.model import from_pretrained
+    from ofa.pipeline.checkpoint import set_rng_state
 
     model.load_state_dict(from_pretrained(resume.model_dir, cfg.storage_options).state_dict())
     scheduler.load_state_dict(resume.state["scheduler"])
@@ -297,7 +297,7 @@ def _restore(model: Any, scheduler: Any, resume: Resume, cfg: TrainConfig, rank:
 
 def _batches(cfg: TrainConfig, accelerator: Any, streams: list, start: int) -> Iterator[dict]:
     """This rank's batches from step ``start`` on (the loader replays its position without reading up to it)."""
-    from pipeline.data import LoaderConfig, batches, make_loader
+    from ofa.pipeline.data import LoaderConfig, batches, make_loader
 
     loader = make_loader(LoaderConfig(
         data=cfg.data, batch_size=cfg.batch_size, img_size=cfg.img_size, seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer,
@@ -328,8 +328,8 @@ def train_step(run: Run) -> StepResult:
     """Forward/backward over ``grad_accum`` micro-batches, then clip and step; a non-finite loss skips the step."""
     import torch
 
-    from model import flops_per_image
-    from pipeline.data import to_device
+    from ofa.model import flops_per_image
+    from ofa.pipeline.data import to_device
 
     cfg, acc = run.cfg, run.accelerator
     t0 = time.perf_counter()
@@ -370,7 +370,7 @@ class RunLog:
     def __init__(self, run: Run, start: int) -> None:
         from tqdm import tqdm
 
-        from pipeline.runs import fetch_log
+        from ofa.pipeline.runs import fetch_log
 
         cfg = run.cfg
         self.run, self.path, self.writer = run, _log_path(cfg), None
@@ -420,7 +420,7 @@ class RunLog:
     def _plot(self, step: int, r: StepResult) -> None:
         every = self.run.cfg.plot_every
         if every and step % every == 0:
-            from pipeline.plots import plot_batch
+            from ofa.pipeline.plots import plot_batch
 
             bands = ((self.run.metadata or {}).get("sensors", {}).get(r.sensor) or {}).get("bands")
             plot_batch(self.run.unwrapped, r.x[:4].float().cpu(), r.sensor, self.path.parent / f"reconstruction-{step:08d}.png",
@@ -436,7 +436,7 @@ class RunLog:
 
     def sync(self) -> None:
         """Copy the logs to OUT when they are written elsewhere (an s3:// OUT, --log-dir)."""
-        from pipeline.runs import sync_logs
+        from ofa.pipeline.runs import sync_logs
 
         if self.run.main:
             if self.writer is not None:
@@ -459,7 +459,7 @@ def save(run: Run, step: int, loss: float | None) -> str:
     Collective: every rank calls it. Returns the checkpoint's URL."""
     import torch
 
-    from pipeline.checkpoint import latest_checkpoint, rng_state, save_checkpoint, save_optimizer_shard
+    from ofa.pipeline.checkpoint import latest_checkpoint, rng_state, save_checkpoint, save_optimizer_shard
 
     cfg, acc = run.cfg, run.accelerator
     rngs: list[Any] = [None] * run.world
@@ -488,7 +488,7 @@ def _full_model(mcfg: Any, state_dict: dict) -> Any:
     """A plain model holding gathered FSDP weights, built without drawing from the run's random stream."""
     import torch
 
-    from model import MaskedAutoencoder
+    from ofa.model import MaskedAutoencoder
 
     with torch.random.fork_rng(devices=[]):
         model = MaskedAutoencoder(mcfg)
@@ -498,7 +498,7 @@ def _full_model(mcfg: Any, state_dict: dict) -> Any:
 
 def _summary(cfg: TrainConfig, step: int, loss: float | None, ckpt: str | None, world: int, resumed: bool,
              log_: RunLog | None = None) -> dict[str, Any]:
-    from pipeline.checkpoint import MODEL_DIR
+    from ofa.pipeline.checkpoint import MODEL_DIR
 
     return {"loss": loss, "step": step, "checkpoint": f"{ckpt}/{MODEL_DIR}" if ckpt else None, "checkpoint_dir": ckpt,
             "log": str(_log_path(cfg)), "world_size": world, "resumed": resumed,
@@ -517,7 +517,7 @@ def train(cfg: TrainConfig, on_step: Callable[[int, dict[str, Any]], bool | None
         log.info("%s finished already at step %d; nothing to do (raise --steps to train on)", cfg.out, resume.step)
         return _summary(cfg, resume.step, resume.loss, resume.url, accelerator.num_processes, resumed=True)
     if accelerator.is_main_process:
-        from pipeline.runs import write_run_config
+        from ofa.pipeline.runs import write_run_config
 
         write_run_config(cfg)
     run = setup(cfg, accelerator, resume)
@@ -550,7 +550,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 def load_yaml(path: str) -> dict[str, Any]:
     """Options from a YAML file (keys = option names, dashes or underscores)."""
-    from ingest.options import load_yaml_options
+    from ofa.ingest.options import load_yaml_options
 
     return load_yaml_options(path, _FIELDS)
 
@@ -625,16 +625,16 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``ofa train``."""
-    from pipeline.cli import add_command
+    from ofa.pipeline.cli import add_command
 
     add_command(subparsers, "train", "pretrain the MAE on WebDataset shards (Accelerate)", __doc__, add_arguments, _run)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point for ``accelerate launch -m pipeline.train``."""
-    from pipeline.cli import launch_main
+    """Entry point for ``accelerate launch -m ofa.pipeline.train``."""
+    from ofa.pipeline.cli import launch_main
 
-    return launch_main("pipeline.train", __doc__, add_arguments, _run, argv)
+    return launch_main("ofa.pipeline.train", __doc__, add_arguments, _run, argv)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def catalog(tmp_path_factory) -> Iterator[Catalog]:
     """The fixture items (``ingest_fixtures.localized_items``) served by ``rustac serve``; one per module."""
     from ingest_fixtures import collections_for, localized_items
 
-    from infra.localstack import stac_server
+    from ofa.infra.localstack import stac_server
 
     items = localized_items(tmp_path_factory.mktemp("catalog"))
     with stac_server(collections_for(items), items) as url:

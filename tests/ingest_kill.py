@@ -37,7 +37,7 @@ def after(owner: Any, name: str, hook: Callable[..., None], patch: Callable[[Any
 def install(at: str, action: Callable[[], None] | None = None,
             patch: Callable[[Any, str, Any], None] = setattr) -> None:
     """Make ``action`` (default: SIGKILL this process) run at point ``at`` (``name`` or ``name:n``, the n-th time)."""
-    from ingest import job
+    from ofa.ingest import job
 
     point, _, nth = at.partition(":")
     seen = [0]
@@ -57,7 +57,7 @@ def install(at: str, action: Callable[[], None] | None = None,
 
 
 def main(argv: list[str]) -> int:
-    from pipeline.cli import main as ofa
+    from ofa.pipeline.cli import main as ofa
 
     install(argv[0])
     return ofa(argv[1:])

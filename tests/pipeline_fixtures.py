@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, pixels_checksum, shard_path
-from ingest.sensors import SENSORS as REGISTRY
-from ingest.storage import get_fs, join
+from ofa.ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, pixels_checksum, shard_path
+from ofa.ingest.sensors import SENSORS as REGISTRY
+from ofa.ingest.storage import get_fs, join
 
 
 def _sensor(sensor: str, dtype: str, scale: float, offset: float, nodata: float | None) -> tuple:

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from pipeline.cli import build_parser, main
+from ofa.pipeline.cli import build_parser, main
 
 EXPECTED = {"demo", "ingest", "manifest", "train", "eval", "model"}
 
@@ -30,10 +30,10 @@ def test_subcommand_help(name, capsys):
 
 
 def test_console_script_help_and_unknown_command():
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "--help"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "ofa.pipeline.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
     for name in EXPECTED:
         assert name in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "pipeline.cli", "frobnicate"], capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-m", "ofa.pipeline.cli", "frobnicate"], capture_output=True, text=True)
     assert bad.returncode == 2
     assert "frobnicate" in bad.stderr

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pipeline.errors import EXIT_STORAGE
+from ofa.pipeline.errors import EXIT_STORAGE
 
 from geobench_fixtures import write_toy_geobench
 from pipeline_fixtures import write_dataset
@@ -16,7 +16,7 @@ from pipeline_fixtures import write_dataset
 
 @pytest.fixture(scope="module")
 def endpoint():
-    from infra.localstack import s3_server
+    from ofa.infra.localstack import s3_server
 
     with s3_server() as s3:
         s3.make_bucket("data")
@@ -65,7 +65,7 @@ COMMANDS = {
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_no_credentials_is_one_line(name, no_credentials, local, capsys):
-    from pipeline.cli import main
+    from ofa.pipeline.cli import main
 
     argv = [a.format(**local) for a in COMMANDS[name]]
     url = next(a for a in argv if a.startswith("s3://"))
@@ -79,7 +79,7 @@ def test_no_credentials_is_one_line(name, no_credentials, local, capsys):
 
 def test_no_traceback_unless_debug(endpoint):
     env = no_credentials_env(endpoint)
-    cmd = [sys.executable, "-m", "pipeline.cli", "manifest", "show", "s3://data/ds"]
+    cmd = [sys.executable, "-m", "ofa.pipeline.cli", "manifest", "show", "s3://data/ds"]
     plain = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert plain.returncode == EXIT_STORAGE and plain.stdout == ""
     assert plain.stderr.strip().splitlines() == [plain.stderr.strip()]  # one line

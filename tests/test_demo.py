@@ -4,12 +4,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from ingest.manifest import verify_dataset
-from model import from_pretrained
+from ofa.ingest.manifest import verify_dataset
+from ofa.model import from_pretrained
 
 
 def _demo(out, *extra):
-    cmd = [sys.executable, "-m", "pipeline.cli", "demo", "--out", str(out), "--steps", "4", "--batch-size", "4",
+    cmd = [sys.executable, "-m", "ofa.pipeline.cli", "demo", "--out", str(out), "--steps", "4", "--batch-size", "4",
            "--no-progress", *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

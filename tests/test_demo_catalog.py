@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import rasterio
 
-from infra.demo_catalog import DEMO_COLLECTIONS, write_demo_catalog
+from ofa.infra.demo_catalog import DEMO_COLLECTIONS, write_demo_catalog
 
 
 def test_items_describe_their_cogs(tmp_path):

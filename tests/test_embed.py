@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import s3fs
 
-from infra.demo_catalog import DEMO_COLLECTIONS, write_demo_catalog
-from infra.localstack import S3Server, s3_server, stac_server
-from ingest.job import IngestConfig, run_ingest
-from pipeline.embed import EmbedConfig, run_embed
+from ofa.infra.demo_catalog import DEMO_COLLECTIONS, write_demo_catalog
+from ofa.infra.localstack import S3Server, s3_server, stac_server
+from ofa.ingest.job import IngestConfig, run_ingest
+from ofa.pipeline.embed import EmbedConfig, run_embed
 
 BUCKET = "ofa-embed"
 OPTIONS = dict(chunk_size=16, batch_size=8, cpu=True, progress=False)
@@ -57,7 +57,7 @@ def _metas(fs: s3fs.S3FileSystem, dataset: str, manifest: dict) -> dict[str, dic
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """The demo catalog ingested into s3://, and the demo's tiny MAE trained on it for a few steps."""
-    from pipeline.train import TrainConfig, train
+    from ofa.pipeline.train import TrainConfig, train
 
     root = tmp_path_factory.mktemp("embed")
     collections, items = write_demo_catalog(root / "catalog")
@@ -92,7 +92,7 @@ def _cli(demo: Demo, out: str, *extra: str, kill_at: str | None = None, launch: 
     env.pop("OFA_EMBED_KILL_AT", None)
     if kill_at:
         env["OFA_EMBED_KILL_AT"] = kill_at
-    cmd = (launch or [sys.executable, "-m", "pipeline.cli", "embed"]) + args
+    cmd = (launch or [sys.executable, "-m", "ofa.pipeline.cli", "embed"]) + args
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -131,8 +131,8 @@ def test_embedding_is_the_encoder_on_the_training_normalisation(demo):
     import torch.nn.functional as F
     import xarray as xr
 
-    from model import from_pretrained
-    from pipeline.data import decode, iter_shard, read_streams, Counter
+    from ofa.model import from_pretrained
+    from ofa.pipeline.data import decode, iter_shard, read_streams, Counter
 
     stream = next(s for s in read_streams([demo.dataset], demo.so) if s.sensor == "sentinel-2")
     sample = next(iter_shard(stream.shards[0], demo.so, Counter()))
@@ -145,7 +145,7 @@ def test_embedding_is_the_encoder_on_the_training_normalisation(demo):
 
 
 def test_rerun_of_a_finished_job_does_nothing(demo, capsys):
-    from pipeline.cli import main
+    from ofa.pipeline.cli import main
 
     before = _objects(demo.fs, demo.zarr)
     code = main(["embed", "--checkpoint", str(demo.train), "--data", demo.dataset, "--out", demo.zarr, "--chunk-size",
@@ -258,7 +258,7 @@ def test_two_processes_under_accelerate_write_the_same_store(demo):
     accelerate = Path(sys.executable).parent / "accelerate"
     launch = [str(accelerate if accelerate.exists() else shutil.which("accelerate")), "launch", "--multi_gpu",
               "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "-m", "pipeline.embed"]
+              "-m", "ofa.pipeline.embed"]
     out = f"s3://{BUCKET}/two.zarr"
     proc = _cli(demo, out, "--preview", "none", launch=launch)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -275,10 +275,10 @@ def test_same_scene_crops_are_closer_than_other_sensors_scenes(demo):
     import torch
     import xarray as xr
 
-    from model import from_pretrained
-    from pipeline.data import Counter, decode, iter_shard, read_streams
-    from pipeline.embed.encode import Encoder
-    from pipeline.evaluate.bands import resize
+    from ofa.model import from_pretrained
+    from ofa.pipeline.data import Counter, decode, iter_shard, read_streams
+    from ofa.pipeline.embed.encode import Encoder
+    from ofa.pipeline.evaluate.bands import resize
 
     ds = xr.open_zarr(demo.zarr, storage_options=demo.so)
     emb, sensor = ds["embedding"].values.astype(np.float64), np.asarray(ds["sensor"].values.tolist())
@@ -297,8 +297,8 @@ def test_same_scene_crops_are_closer_than_other_sensors_scenes(demo):
 def test_misfit_checkpoint_is_refused_in_one_line(demo, tmp_path, capsys):
     import torch
 
-    from model import MaskedAutoencoder, ModelConfig, save_pretrained
-    from pipeline.cli import main
+    from ofa.model import MaskedAutoencoder, ModelConfig, save_pretrained
+    from ofa.pipeline.cli import main
 
     torch.manual_seed(0)
     cfgs = {"bands": {"sentinel-2": 10, "sentinel-1": 2, "landsat": 7, "naip": 4},
@@ -326,7 +326,7 @@ def test_misfit_checkpoint_is_refused_in_one_line(demo, tmp_path, capsys):
 
 
 def test_an_output_of_other_inputs_is_not_touched(demo, capsys):
-    from pipeline.cli import main
+    from ofa.pipeline.cli import main
 
     before = _objects(demo.fs, demo.zarr)
     code = main(["embed", "--checkpoint", str(demo.train), "--data", demo.dataset, "--out", demo.zarr, "--cpu",
@@ -337,8 +337,8 @@ def test_an_output_of_other_inputs_is_not_touched(demo, capsys):
 
 
 def test_checkpoint_forms_resolve_to_the_model_folder(demo, tmp_path):
-    from model import CheckpointError
-    from pipeline.checkpoint import model_dir
+    from ofa.model import CheckpointError
+    from ofa.pipeline.checkpoint import model_dir
 
     model = str(demo.train / "checkpoints" / "step-00000020" / "model")
     for form in (demo.train, demo.train / "checkpoints" / "step-00000020", model):
@@ -350,8 +350,8 @@ def test_checkpoint_forms_resolve_to_the_model_folder(demo, tmp_path):
 def test_a_damaged_shard_stops_the_job_in_one_line(tmp_path, capsys):
     import torch
 
-    from model import MaskedAutoencoder, ModelConfig, save_pretrained
-    from pipeline.cli import main
+    from ofa.model import MaskedAutoencoder, ModelConfig, save_pretrained
+    from ofa.pipeline.cli import main
     from pipeline_fixtures import write_dataset
 
     manifest = write_dataset(str(tmp_path / "ds"), {"naip": (2, 4)}, size=16)

@@ -13,11 +13,11 @@ from pathlib import Path
 import s3fs
 import torch
 
-from infra.demo_catalog import DEMO_COLLECTIONS, write_demo_catalog
-from infra.localstack import s3_server, stac_server
-from ingest.job import IngestConfig, run_ingest
-from ingest.manifest import verify_dataset
-from model import from_pretrained
+from ofa.infra.demo_catalog import DEMO_COLLECTIONS, write_demo_catalog
+from ofa.infra.localstack import s3_server, stac_server
+from ofa.ingest.job import IngestConfig, run_ingest
+from ofa.ingest.manifest import verify_dataset
+from ofa.model import from_pretrained
 
 SENSORS = {"sentinel-1", "sentinel-2", "landsat", "naip"}
 
@@ -48,7 +48,7 @@ def test_stac_to_s3_shards_to_ddp_pretraining(tmp_path):
         cmd = [
             _accelerate(), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
             "--mixed_precision", "no", "--dynamo_backend", "no",
-            "-m", "pipeline.train", "--cpu", "--data", dataset, "--size", "tiny", "--embedding", "ofa",
+            "-m", "ofa.pipeline.train", "--cpu", "--data", dataset, "--size", "tiny", "--embedding", "ofa",
             "--steps", "6", "--batch-size", "4", "--img-size", "32", "--seed", "0",
             "--save-every", "3", "--out", str(out),
         ]

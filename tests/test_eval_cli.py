@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 
-from pipeline.cli import main
+from ofa.pipeline.cli import main
 
 FAST = ["--img-size", "32", "--patch-size", "8", "--max-samples", "16", "--probe-epochs", "20",
         "--seg-epochs", "3", "--decoder-channels", "16", "--batch-size", "16"]
 
 
 def test_compare_writes_csv_markdown_png(geobench_root: Path, tmp_path: Path, capsys) -> None:
-    from model import MaskedAutoencoder, ModelConfig, save_pretrained
+    from ofa.model import MaskedAutoencoder, ModelConfig, save_pretrained
 
     ckpt = tmp_path / "ckpt-multi"
     save_pretrained(MaskedAutoencoder(ModelConfig(size="tiny", img_size=32, patch_size=8)), str(ckpt))

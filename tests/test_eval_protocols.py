@@ -11,14 +11,14 @@ import pytest
 import torch
 
 
-from pipeline.evaluate.data import TaskSplit, loader
-from pipeline.evaluate.bands import plan_inputs
-from pipeline.evaluate.features import Backbone, BackboneSpec
-from pipeline.evaluate.finetune import Finetuner, finetune
-from pipeline.evaluate.geobench import load_task
-from pipeline.evaluate.metrics import f1_micro, majority_miou, miou
-from pipeline.evaluate.runner import EvalOptions, MaeSource, evaluate_task
-from pipeline.evaluate.segmentation import UPerNetLite
+from ofa.pipeline.evaluate.data import TaskSplit, loader
+from ofa.pipeline.evaluate.bands import plan_inputs
+from ofa.pipeline.evaluate.features import Backbone, BackboneSpec
+from ofa.pipeline.evaluate.finetune import Finetuner, finetune
+from ofa.pipeline.evaluate.geobench import load_task
+from ofa.pipeline.evaluate.metrics import f1_micro, majority_miou, miou
+from ofa.pipeline.evaluate.runner import EvalOptions, MaeSource, evaluate_task
+from ofa.pipeline.evaluate.segmentation import UPerNetLite
 
 
 def _source(img: int) -> MaeSource:

@@ -9,11 +9,11 @@ import pytest
 
 from geobench_fixtures import geobench_classes, write_malicious_sample
 
-from pipeline.evaluate.bands import TASK_BAND_FIXES, plan_inputs, sample_tensors
-from pipeline.evaluate.geobench import (
+from ofa.pipeline.evaluate.bands import TASK_BAND_FIXES, plan_inputs, sample_tensors
+from ofa.pipeline.evaluate.geobench import (
     BandSpec, GeoBenchError, Task, discover_tasks, load_task, read_sample,
 )
-from pipeline.evaluate.safe_pickle import UnsafePickleError, safe_load_file, safe_loads
+from ofa.pipeline.evaluate.safe_pickle import UnsafePickleError, safe_load_file, safe_loads
 
 
 def test_discover_and_task_specs(geobench_root: Path, tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ import pytest
 
 from ingest_fixtures import bad_items, collections_for, localized_items
 
-from infra.localstack import free_port, stac_server
-from ingest.job import IngestConfig, IngestError, run_ingest
-from pipeline.cli import main
+from ofa.infra.localstack import free_port, stac_server
+from ofa.ingest.job import IngestConfig, IngestError, run_ingest
+from ofa.pipeline.cli import main
 
 EXPECTED = {
     "BAD_missing_asset": "missing asset for band B04",

@@ -13,10 +13,10 @@ import pytest
 
 from ingest_fixtures import COLLECTIONS
 
-from infra.localstack import s3_server
-from ingest.contract import META_KEYS, MANIFEST_KEYS
-from ingest.sensors import SENSORS
-from pipeline.cli import main
+from ofa.infra.localstack import s3_server
+from ofa.ingest.contract import META_KEYS, MANIFEST_KEYS
+from ofa.ingest.sensors import SENSORS
+from ofa.pipeline.cli import main
 
 CHIP = "80"
 
@@ -214,7 +214,7 @@ def test_joins_an_existing_dask_cluster(catalog, tmp_path):
 
 
 def test_bbox_datetime_and_intersects(catalog, tmp_path):
-    from ingest.search import SearchParams, search_items
+    from ofa.ingest.search import SearchParams, search_items
 
     url, items = catalog
     naip = next(it for it in items if it["id"].startswith("id_m_"))
@@ -240,7 +240,7 @@ def test_bbox_datetime_and_intersects(catalog, tmp_path):
 
 
 def test_unfinished_work_of_other_parameters_is_not_reused(catalog, tmp_path):
-    from ingest.job import IngestConfig, run_ingest
+    from ofa.ingest.job import IngestConfig, run_ingest
 
     url, _ = catalog
     out = tmp_path / "ds"
@@ -263,7 +263,7 @@ def test_unfinished_work_of_other_parameters_is_not_reused(catalog, tmp_path):
 
 
 def test_chips_stay_inside_the_search_bbox(catalog, tmp_path):
-    from ingest.job import IngestConfig, run_ingest
+    from ofa.ingest.job import IngestConfig, run_ingest
 
     url, items = catalog
     naip = next(it for it in items if it["id"].startswith("id_m_"))

@@ -26,8 +26,8 @@ from rasterio.warp import transform_bounds
 sys.path.insert(0, str(Path(__file__).parent))
 from ingest_fixtures import L1C_KEYS, collections_for, load_item, localize_item, real_l1c_item  # noqa: E402
 
-from infra.localstack import stac_server  # noqa: E402
-from ingest.job import IngestConfig, run_ingest  # noqa: E402
+from ofa.infra.localstack import stac_server  # noqa: E402
+from ofa.ingest.job import IngestConfig, run_ingest  # noqa: E402
 
 CHIP = 80
 PC_2024 = "S2B_MSIL2A_20240419T095549_R122_T47XML_20240419T123458"   # baseline 05.10
@@ -192,13 +192,13 @@ def test_progress_bar_counts_kept_samples_of_the_whole_run(run):
 
 
 def _offsets(item: dict) -> list[float]:
-    from ingest.items import plan_item
+    from ofa.ingest.items import plan_item
 
     return [round(c.offset, 12) for c in plan_item(item).channels]
 
 
 def test_l1c_offset_from_baseline_04_and_earth_search_flags():
-    from ingest.items import processing_baseline
+    from ofa.ingest.items import processing_baseline
 
     assert processing_baseline("04.00") == (4, 0) and processing_baseline("N0510") == (5, 10)
     assert processing_baseline(2.12) == (2, 12)

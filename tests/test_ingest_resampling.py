@@ -10,8 +10,8 @@ import rasterio
 
 from ingest_fixtures import load_item, localize_item
 
-from ingest.chips import ChipOptions, process_item
-from ingest.items import plan_item
+from ofa.ingest.chips import ChipOptions, process_item
+from ofa.ingest.items import plan_item
 
 
 def _expected(href: str, transform: list[float], size: int) -> np.ndarray:

@@ -23,7 +23,7 @@ KILL = str(Path(__file__).parent / "ingest_kill.py")
 
 def _cmd(url: str, out: Path, kill_at: str | None = None) -> list[str]:
     """``ofa ingest`` of the fixture catalog into ``out``; with ``kill_at``, SIGKILLed at that point."""
-    run = [sys.executable, KILL, kill_at] if kill_at else [sys.executable, "-m", "pipeline.cli"]
+    run = [sys.executable, KILL, kill_at] if kill_at else [sys.executable, "-m", "ofa.pipeline.cli"]
     cmd = [*run, "ingest", "--catalog", url, "--out", str(out), "--chip-size", "80",
            "--workers", "2", "--shard-max-samples", "5", "--no-progress"]
     for c in COLLECTIONS:
@@ -53,7 +53,7 @@ def test_resume_after_sigkill(catalog, tmp_path):
         again = subprocess.run(_cmd(catalog.url, out), env=_env(), capture_output=True, text=True, timeout=300)
         assert again.returncode == 0, again.stderr[-3000:]
         assert _snapshot(out) == expected, point
-        verify = subprocess.run([sys.executable, "-m", "pipeline.cli", "manifest", "verify", str(out)], env=_env(),
+        verify = subprocess.run([sys.executable, "-m", "ofa.pipeline.cli", "manifest", "verify", str(out)], env=_env(),
                                 capture_output=True, text=True, timeout=120)
         assert verify.returncode == 0, verify.stdout
 
@@ -107,7 +107,7 @@ def test_ctrl_c_stops_at_once_and_the_rerun_completes(catalog, tmp_path):
     assert time.monotonic() - t0 < 30 and not (out / "manifest.json").exists()
     again = subprocess.run(_cmd(catalog.url, out), env=_env(), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
-    verify = subprocess.run([sys.executable, "-m", "pipeline.cli", "manifest", "verify", str(out)], env=_env(),
+    verify = subprocess.run([sys.executable, "-m", "ofa.pipeline.cli", "manifest", "verify", str(out)], env=_env(),
                             capture_output=True, text=True, timeout=120)
     assert verify.returncode == 0, verify.stdout
 
@@ -115,7 +115,7 @@ def test_ctrl_c_stops_at_once_and_the_rerun_completes(catalog, tmp_path):
 def test_resume_on_s3_after_sigkill(catalog, tmp_path):
     import s3fs
 
-    from infra.localstack import s3_server
+    from ofa.infra.localstack import s3_server
 
     with s3_server() as s3:
         bucket = s3.make_bucket("ofa-resume")
@@ -147,7 +147,7 @@ def test_resume_on_s3_after_sigkill(catalog, tmp_path):
 def test_shards_lost_during_the_run_fail_it_and_the_rerun_redoes_them(catalog, tmp_path, monkeypatch):
     """A store that loses a finished shard mid-run (moto restarted, a lifecycle rule, a person) never
     ends in a manifest naming it: the run fails with one line and the same command redoes the shard."""
-    from ingest.job import IngestConfig, IngestError, run_ingest
+    from ofa.ingest.job import IngestConfig, IngestError, run_ingest
     from ingest_kill import install
 
     def cfg(out: Path) -> IngestConfig:

@@ -22,11 +22,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from ingest_fixtures import collections_for  # noqa: E402
 from s1_fixtures import S1_DIR, local_items  # noqa: E402
 
-from infra.localstack import stac_server  # noqa: E402
-from ingest.chips import ChipOptions, process_item  # noqa: E402
-from ingest.items import ItemError, plan_item  # noqa: E402
-from ingest.sar import DB_NODATA  # noqa: E402
-from pipeline.cli import main  # noqa: E402
+from ofa.infra.localstack import stac_server  # noqa: E402
+from ofa.ingest.chips import ChipOptions, process_item  # noqa: E402
+from ofa.ingest.items import ItemError, plan_item  # noqa: E402
+from ofa.ingest.sar import DB_NODATA  # noqa: E402
+from ofa.pipeline.cli import main  # noqa: E402
 
 CHIP = 64
 
@@ -248,7 +248,7 @@ def test_loader_normalises_each_quantity_with_its_own_statistics_and_zeroes_inva
     and invalid in the batch's ``valid``, in both augmentation paths."""
     import torch
 
-    from pipeline.data import Counter, LoaderConfig, ShardBatches, decode, iter_shard, read_streams, to_device
+    from ofa.pipeline.data import Counter, LoaderConfig, ShardBatches, decode, iter_shard, read_streams, to_device
 
     out, _ = dataset
     (stream,) = read_streams([str(out)])
@@ -283,8 +283,8 @@ def test_loader_normalises_each_quantity_with_its_own_statistics_and_zeroes_inva
 
 
 def test_statistics_keys_keep_quantities_apart_and_old_manifests_still_read():
-    from ingest.contract import statistics_for, statistics_key
-    from ingest.sar import utm_crs_for
+    from ofa.ingest.contract import statistics_for, statistics_key
+    from ofa.ingest.sar import utm_crs_for
 
     assert statistics_key("sentinel-1", "sigma0_db", "sigma0_db") == "sentinel-1"
     assert statistics_key("sentinel-1", "amplitude_dn", "sigma0_db") == "sentinel-1/amplitude_dn"

@@ -9,7 +9,7 @@ import pytest
 
 from ingest_fixtures import load_item
 
-from ingest.items import ItemError, plan_item
+from ofa.ingest.items import ItemError, plan_item
 
 S1 = ("sentinel-1-grd", "S1A_IW_GRDH_1SSH_20250731T135637_20250731T135702_060328_077F7E")
 

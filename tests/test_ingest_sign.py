@@ -7,8 +7,8 @@ import pytest
 import ingest_fixtures
 from ingest_fixtures import collections_for, localized_items, signed_items
 
-from infra.localstack import stac_server
-from ingest.job import IngestConfig, IngestError, run_ingest
+from ofa.infra.localstack import stac_server
+from ofa.ingest.job import IngestConfig, IngestError, run_ingest
 
 
 def test_sign_href_hook(tmp_path, monkeypatch):

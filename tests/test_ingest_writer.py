@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 
-from ingest.job import _results_in_order
+from ofa.ingest.job import _results_in_order
 
 N, WINDOW = 9, 3
 #: shared with the tasks, which run in this process (Dask pickles functions by reference)

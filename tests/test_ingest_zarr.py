@@ -20,13 +20,13 @@ import pytest
 from ingest_fixtures import collections_for, dataset_snapshot, localized_items
 from zarr_fixtures import write_datacube
 
-from infra.eopf_scene import eopf_item, write_eopf_product
-from infra.localstack import s3_server, stac_server
-from ingest.chips import ChipOptions, process_item
-from ingest.items import plan_item
-from ingest.job import IngestConfig, run_ingest
-from ingest.sensors import SENSORS
-from pipeline.cli import main
+from support.eopf_scene import eopf_item, write_eopf_product
+from ofa.infra.localstack import s3_server, stac_server
+from ofa.ingest.chips import ChipOptions, process_item
+from ofa.ingest.items import plan_item
+from ofa.ingest.job import IngestConfig, run_ingest
+from ofa.ingest.sensors import SENSORS
+from ofa.pipeline.cli import main
 
 KILL = str(Path(__file__).parent / "ingest_kill.py")
 CHUNKS = 4   # per side of each product array (EOPF cuts 6): 80 px chips straddle chunk rows
@@ -201,7 +201,7 @@ def test_reads_are_chunk_aligned_and_each_chunk_is_read_once(scenes, tmp_path, m
 
 
 def _cmd(url: str, out: str, kill_at: str | None = None) -> list[str]:
-    run = [sys.executable, KILL, kill_at] if kill_at else [sys.executable, "-m", "pipeline.cli"]
+    run = [sys.executable, KILL, kill_at] if kill_at else [sys.executable, "-m", "ofa.pipeline.cli"]
     cmd = [*run, "ingest", "--catalog", url, "--out", out, "--chip-size", "80",
            "--workers", "2", "--shard-max-samples", "5", "--no-progress"]
     for c in COLLECTIONS:

@@ -12,16 +12,22 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _top(name: str) -> str:
+    """The package a module name belongs to: ``ofa.pipeline.cli`` -> ``pipeline``, ``numpy.linalg`` -> ``numpy``."""
+    parts = name.split(".")
+    return parts[1] if parts[0] == "ofa" and len(parts) > 1 else parts[0]
+
+
 def _imported_packages(package: str) -> dict[str, set[str]]:
-    """Top-level packages each module of ``package`` imports, at module level or inside functions."""
+    """Packages (ofa's by sub-package name) each module of ``package`` imports, at module level or inside functions."""
     out: dict[str, set[str]] = {}
     for path in sorted((REPO / package).rglob("*.py")):
         names: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
-                names.update(a.name.split(".")[0] for a in node.names)
+                names.update(_top(a.name) for a in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.add(node.module.split(".")[0])
+                names.add(_top(node.module))
         out[str(path.relative_to(REPO))] = names
     return out
 
@@ -38,15 +44,15 @@ def test_the_scan_sees_imports_inside_functions(tmp_path, monkeypatch):
     """The check above would catch the deferred import that once sat in ingest/job.py."""
     pkg = tmp_path / "ingest"
     pkg.mkdir()
-    (pkg / "job.py").write_text("def versions():\n    from pipeline.cli import package_version\n    return package_version()\n")
+    (pkg / "job.py").write_text("def versions():\n    from ofa.pipeline.cli import package_version\n    return package_version()\n")
     monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
     assert _imported_packages("ingest") == {"ingest/job.py": {"pipeline"}}
 
 
 def test_ingest_imports_nothing_from_pipeline_at_run_time():
-    code = ("import importlib, pkgutil, sys, ingest\n"
-            "for m in pkgutil.walk_packages(ingest.__path__, 'ingest.'): importlib.import_module(m.name)\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pipeline', 'model')))")
+    code = ("import importlib, pkgutil, sys, ofa.ingest as ingest\n"
+            "for m in pkgutil.walk_packages(ingest.__path__, 'ofa.ingest.'): importlib.import_module(m.name)\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('ofa.pipeline', 'ofa.model'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert out.strip() == "[]"
 
@@ -56,7 +62,7 @@ def test_ingest_imports_nothing_from_pipeline_at_run_time():
                                   ["embed", "--help"], ["demo", "--help"]])
 def test_command_help_loads_no_heavy_library(argv):
     """``ofa ... --help`` builds the whole parser without importing torch (or the ingest stack)."""
-    code = ("import sys\nfrom pipeline.cli import main\n"
+    code = ("import sys\nfrom ofa.pipeline.cli import main\n"
             f"try:\n    main({argv!r})\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
             "heavy = ('torch', 'numpy', 'rasterio', 'dask', 'pystac_client', 'webdataset', 's3fs', 'accelerate')\n"
             "print('LOADED', sorted(m for m in heavy if m in sys.modules))")
@@ -98,3 +104,21 @@ def test_the_length_check_measures_whole_functions(tmp_path, monkeypatch):
     (pkg / "a.py").write_text(f"class A:\n    def long(self):\n{statements}\n\ndef short():\n    return 1\n")
     monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
     assert _long_functions("ingest", MAX_FUNCTION_LINES) == {"ingest/a.py::long": 81}
+
+
+def test_pyproject_installs_every_package_folder_under_ofa():
+    """``[tool.setuptools] packages`` lists each folder with an ``__init__.py`` as ``ofa.<path>``."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {"ofa." + ".".join(p.parent.relative_to(REPO).parts)
+               for top in ("ingest", "pipeline", "model", "infra") for p in (REPO / top).rglob("__init__.py")}
+    assert listed == folders
+
+
+def test_one_import_package_outside_the_checkout(tmp_path):
+    """Installed, ofa is ``ofa.*`` only: a user's own ``model`` or ``pipeline`` module is not shadowed."""
+    code = ("import importlib.util as u, ofa.model, ofa.ingest, ofa.pipeline.cli, ofa.infra\n"
+            "print([n for n in ('model', 'pipeline', 'ingest', 'infra') if u.find_spec(n)])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    assert out.strip() == "[]"

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from model import DEFAULT_MODALITIES, MAEOutput, MaskedAutoencoder, ModelConfig
+from ofa.model import DEFAULT_MODALITIES, MAEOutput, MaskedAutoencoder, ModelConfig
 
 IMG, PATCH = 16, 4  # 4 x 4 = 16 tokens: small enough for 2 CPU cores
 

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file
 
-from model import MaskedAutoencoder, ModelConfig, export_timm_state_dict, from_pretrained, read_info, save_pretrained
-from pipeline.cli import main
+from ofa.model import MaskedAutoencoder, ModelConfig, export_timm_state_dict, from_pretrained, read_info, save_pretrained
+from ofa.pipeline.cli import main
 
 #: timm's vit_{size}_patch16_224 definitions (timm/models/vision_transformer.py: embed_dim, depth, num_heads;
 #: mlp_ratio 4, qkv_bias True, LayerNorm eps 1e-6)

@@ -9,7 +9,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from model import (
+from ofa.model import (
     CheckpointError,
     MaskedAutoencoder,
     ModelConfig,
@@ -48,7 +48,7 @@ def test_save_and_load_local(tmp_path: Path, embedding: str) -> None:
 
 
 def test_save_and_load_s3() -> None:
-    from infra.localstack import s3_server
+    from ofa.infra.localstack import s3_server
 
     mae = small_model("ofa")
     with s3_server() as s3:
@@ -132,7 +132,7 @@ def test_flops_match_a_flop_counter() -> None:
 
 
 def test_cli_model_info_json(capsys: pytest.CaptureFixture[str]) -> None:
-    from pipeline.cli import main
+    from ofa.pipeline.cli import main
 
     assert main(["model", "info", "--size", "base", "--embedding", "ofa", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from ingest.options import Flag, add_options, from_args
+from ofa.ingest.options import Flag, add_options, from_args
 
 
 @dataclass
@@ -66,10 +66,10 @@ def test_suppressed_options_are_absent_unless_given():
 def test_the_commands_take_their_defaults_from_the_config_dataclasses():
     """Chip defaults live on ChipOptions (IngestConfig, the ingest help and a manifest rebuild read them);
     eval defaults on EvalOptions/BackboneSpec."""
-    from ingest.config import ChipOptions, IngestConfig
-    from ingest.job import config_from_manifest
-    from pipeline.cli import build_parser
-    from pipeline.evaluate.options import BackboneSpec, EvalOptions
+    from ofa.ingest.config import ChipOptions, IngestConfig
+    from ofa.ingest.job import config_from_manifest
+    from ofa.pipeline.cli import build_parser
+    from ofa.pipeline.evaluate.options import BackboneSpec, EvalOptions
 
     chips = ChipOptions()
     cfg = IngestConfig(catalog="c", collections=["x"], out="o")

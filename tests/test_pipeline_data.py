@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.data import LoaderConfig, ShardBatches, batches, decode, make_loader, modalities, read_streams
+from ofa.pipeline.data import LoaderConfig, ShardBatches, batches, decode, make_loader, modalities, read_streams
 from pipeline_fixtures import write_dataset
 
 
@@ -59,7 +59,7 @@ def test_resume_skips_without_reading_and_gives_the_same_batches(dataset, monkey
     what is left in the buffer, and yields exactly the batches an uninterrupted one yields from k on: with
     shards split by slot or (3 slots, 2 NAIP shards) by sample, tiny and larger-than-the-data buffers,
     several epochs in, sampled with and without replacement."""
-    import pipeline.data.sampling as sampling
+    import ofa.pipeline.data.sampling as sampling
 
     base = dict(data=[dataset], batch_size=2, img_size=8, seed=7, shuffle_buffer=buffer, resampled=resampled,
                 world_size=world, rank=world - 1)
@@ -156,8 +156,8 @@ def test_damaged_shard_and_sample_are_counted_and_skipped(tmp_path, caplog):
 
 
 def test_device_augment_ships_native_dtype_and_prepares_like_the_workers(dataset):
-    from pipeline import augment
-    from pipeline.data import decode_raw, to_device
+    from ofa.pipeline import augment
+    from ofa.pipeline.data import decode_raw, to_device
 
     cfg = dict(data=[dataset], batch_size=3, img_size=32, shuffle_buffer=4, weights={"naip": 0.0, "sentinel-2": 1.0})
     raw = _take(LoaderConfig(device_augment=True, **cfg), 3)
@@ -194,8 +194,8 @@ def test_decode_crop_equals_decode_then_crop(dataset):
     """The worker fast path (crop/flip raw pixels first) gives what normalise-then-crop gives."""
     import random
 
-    from pipeline.data import decode_crop, iter_shard, random_resized_crop
-    from pipeline.data import Counter
+    from ofa.pipeline.data import decode_crop, iter_shard, random_resized_crop
+    from ofa.pipeline.data import Counter
 
     s2 = next(s for s in read_streams([dataset]) if s.sensor == "sentinel-2")
     samples = list(iter_shard(s2.shards[0], None, Counter()))[:4]
@@ -212,7 +212,7 @@ def test_iter_tar_reads_what_tarfile_reads(tmp_path, fmt):
     import io as _io
     import tarfile
 
-    from pipeline.data import iter_tar
+    from ofa.pipeline.data import iter_tar
 
     formats = {"ustar": tarfile.USTAR_FORMAT, "gnu": tarfile.GNU_FORMAT, "pax": tarfile.PAX_FORMAT}
     names = ["a.pixels.npy", "a.meta.json", ("k" * 60 if fmt == "ustar" else "k" * 150) + ".meta.json", "__meta__.json"]
@@ -242,7 +242,7 @@ def test_worker_batches_equal_in_process_batches(dataset):
 def test_normalise_matches_a_plain_reference(dataset):
     """Scale/offset, per-band statistics and nodata/non-finite -> 0, against float64 arithmetic; the cached
     per-band constants follow each sample's meta (two metas alternate on one stream)."""
-    from pipeline.data import normalise
+    from ofa.pipeline.data import normalise
 
     s2 = next(s for s in read_streams([dataset]) if s.sensor == "sentinel-2")
     rng = np.random.default_rng(0)
@@ -271,7 +271,7 @@ def test_normalise_matches_a_plain_reference(dataset):
 def test_npy_bytes_decode_like_np_load():
     import io as _io
 
-    from pipeline.data import read_npy
+    from ofa.pipeline.data import read_npy
 
     for arr in [np.arange(24, dtype="<u2").reshape(2, 3, 4), np.asfortranarray(np.ones((3, 5), ">f4") * 2.5),
                 np.arange(6, dtype=np.int8)[::2]]:
@@ -295,7 +295,7 @@ def test_npy_bytes_decode_like_np_load():
 def test_shared_batch_falls_back_to_public_torch_api(dataset, monkeypatch, missing):
     """Where a torch version lacks the private shared-memory APIs (allocation, file descriptor), the
     worker's batch goes through ``Tensor.share_memory_`` and plain writes: still shared, same values."""
-    import pipeline.data.shared as shared
+    import ofa.pipeline.data.shared as shared
 
     def gone(*args, **kwargs):
         raise AttributeError("'TypedStorage' object has no attribute '_new_shared'")

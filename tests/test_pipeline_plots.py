@@ -5,8 +5,8 @@ from __future__ import annotations
 import matplotlib.image as mpimg
 import pytest
 
-from pipeline.plots import plot_loss_curve, plot_reconstructions
-from pipeline.train import TrainConfig, train
+from ofa.pipeline.plots import plot_loss_curve, plot_reconstructions
+from ofa.pipeline.train import TrainConfig, train
 
 from pipeline_fixtures import write_dataset
 
@@ -30,7 +30,7 @@ def test_plots_from_a_tiny_run(tmp_path):
 
 
 def test_bands_are_shown_by_name():
-    from pipeline.plots import display_for
+    from ofa.pipeline.plots import display_for
 
     s2 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
     assert display_for("sentinel-2", s2, 12).channels == (3, 2, 1)  # B04, B03, B02
@@ -46,7 +46,7 @@ def test_bands_are_shown_by_name():
 def test_masked_patches_are_grey_and_the_stretch_is_robust():
     import torch
 
-    from pipeline.plots import Reconstruction, display_for, sample_row
+    from ofa.pipeline.plots import Reconstruction, display_for, sample_row
 
     torch.manual_seed(0)
     x = torch.randn(1, 4, 8, 8)
@@ -65,7 +65,7 @@ def test_masked_patches_are_grey_and_the_stretch_is_robust():
 def test_loss_series_per_sensor(tmp_path):
     import json
 
-    from pipeline.plots import loss_series
+    from ofa.pipeline.plots import loss_series
 
     recs = [{"step": 1, "loss": 1.2, "sensor": "naip"}, {"step": 2, "nonfinite_loss": True, "sensor": "naip"},
             {"step": 3, "loss": 0.9, "sensor": "sentinel-2"}, {"step": 4, "loss": 0.8, "sensor": "naip"}]

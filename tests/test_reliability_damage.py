@@ -10,8 +10,8 @@ import pytest
 
 from pipeline_fixtures import write_dataset
 
-from pipeline.cli import main
-from pipeline.data import Counter, decode, iter_shard, read_streams
+from ofa.pipeline.cli import main
+from ofa.pipeline.data import Counter, decode, iter_shard, read_streams
 
 
 @pytest.fixture(scope="module")

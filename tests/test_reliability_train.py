@@ -16,7 +16,7 @@ import pytest
 
 from pipeline_fixtures import write_dataset
 
-from pipeline.checkpoint import latest_checkpoint
+from ofa.pipeline.checkpoint import latest_checkpoint
 
 pytestmark = pytest.mark.timeout(300)
 STEPS = 6
@@ -30,7 +30,7 @@ def dataset(tmp_path_factory):
 
 
 def train_cmd(data: str, out: Path, steps: int = STEPS) -> list[str]:
-    return [sys.executable, "-m", "pipeline.cli", "train", "--data", data, "--out", str(out), "--steps", str(steps),
+    return [sys.executable, "-m", "ofa.pipeline.cli", "train", "--data", data, "--out", str(out), "--steps", str(steps),
             "--save-every", "1", "--size", "tiny", "--batch-size", "4", "--img-size", "32", "--seed", "0", "--cpu",
             "--resume", "auto", "--no-tensorboard"]
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 import yaml
 
-from model import normalise, read_info
-from pipeline.cli import main
-from pipeline.train import TrainConfig, load_yaml, train
+from ofa.model import normalise, read_info
+from ofa.pipeline.cli import main
+from ofa.pipeline.train import TrainConfig, load_yaml, train
 
 from pipeline_fixtures import write_dataset
 
@@ -56,7 +56,7 @@ def test_config_yaml_and_a_resume_with_other_options(dataset: str, tmp_path: Pat
 
 
 def test_a_run_older_than_config_yaml_is_checked_against_its_checkpoint(dataset: str, tmp_path: Path) -> None:
-    from pipeline.runs import RunConflictError
+    from ofa.pipeline.runs import RunConflictError
 
     cfg = dict(data=[dataset], out=str(tmp_path / "old"), steps=2, batch_size=2, img_size=32, save_every=1, cpu=True,
                tensorboard=False)
@@ -82,7 +82,7 @@ def test_checkpoint_describes_its_sensors_and_data(dataset: str, tmp_path: Path)
     assert data[0]["samples"] == 8 and info["training"]["options"]["size"] == "tiny"
 
     # a new scene needs nothing but the checkpoint: normalise() matches what the training loader fed the model
-    from pipeline.data import decode, read_streams
+    from ofa.pipeline.data import decode, read_streams
 
     stream = next(s for s in read_streams([dataset]) if s.sensor == "sentinel-2")
     sample = first_sample(Path(stream.shards[0]))
@@ -93,7 +93,7 @@ def test_checkpoint_describes_its_sensors_and_data(dataset: str, tmp_path: Path)
 def test_logs_go_under_an_s3_run(dataset: str, tmp_path: Path, monkeypatch) -> None:
     import s3fs
 
-    from infra.localstack import s3_server
+    from ofa.infra.localstack import s3_server
 
     monkeypatch.chdir(tmp_path)
     with s3_server() as s3:

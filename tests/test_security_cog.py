@@ -15,8 +15,8 @@ import rasterio
 
 from ingest_fixtures import _write_cog, localized_items
 
-from ingest.chips import ChipOptions, process_item
-from ingest.items import plan_item
+from ofa.ingest.chips import ChipOptions, process_item
+from ofa.ingest.items import plan_item
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_wrong_dtype_and_nodata_do_not_break(s2_item, dtype, nodata, caplog):
 
     import torch
 
-    from pipeline.data import Stream, decode
+    from ofa.pipeline.data import Stream, decode
 
     item, root = s2_item
     caplog.set_level(logging.WARNING, logger="ofa.ingest")

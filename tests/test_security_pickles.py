@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import ModelConfig, from_pretrained, save_pretrained
-from model.io import CheckpointError
+from ofa.model import ModelConfig, from_pretrained, save_pretrained
+from ofa.model.io import CheckpointError
 
 
 class _Payload:
@@ -35,7 +35,7 @@ def _evil_torch_file(path: Path, marker: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from model import MaskedAutoencoder
+    from ofa.model import MaskedAutoencoder
 
     out = tmp_path_factory.mktemp("model") / "m"
     cfg = ModelConfig(size="tiny", img_size=16, patch_size=4, modalities={"naip": 4})
@@ -55,7 +55,7 @@ def test_pickled_weights_are_refused(tiny_model_dir, tmp_path):
 
 
 def test_pickled_train_state_is_refused_on_resume(tiny_model_dir, tmp_path):
-    from pipeline.checkpoint import MARKER, STATE_NAME, latest_checkpoint, load_state
+    from ofa.pipeline.checkpoint import MARKER, STATE_NAME, latest_checkpoint, load_state
 
     marker = tmp_path / "RAN"
     ckpt = tmp_path / "run" / "checkpoints" / "step-00000002"
@@ -73,7 +73,7 @@ def test_pickled_train_state_is_refused_on_resume(tiny_model_dir, tmp_path):
 
 
 def test_geobench_pickle_payload_is_refused(tmp_path):
-    from pipeline.evaluate.safe_pickle import UnsafePickleError, safe_load_file, safe_loads
+    from ofa.pipeline.evaluate.safe_pickle import UnsafePickleError, safe_load_file, safe_loads
 
     marker = tmp_path / "RAN"
     path = tmp_path / "task_specs.pkl"
@@ -93,7 +93,7 @@ def test_eval_cli_refuses_a_malicious_geobench_task(tmp_path):
     task = tmp_path / "geobench" / "classification_v1.0" / "m-eurosat"
     task.mkdir(parents=True)
     (task / "task_specs.pkl").write_bytes(pickle.dumps(_Payload(marker)))
-    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "eval", "geobench", "--root", str(tmp_path / "geobench"),
+    done = subprocess.run([sys.executable, "-m", "ofa.pipeline.cli", "eval", "geobench", "--root", str(tmp_path / "geobench"),
                            "--list"], capture_output=True, text=True, timeout=120)
     assert not marker.exists()
     text = done.stdout + done.stderr
@@ -107,7 +107,7 @@ def test_safe_loads_reads_plain_data_of_every_protocol(protocol):
     them through _codecs.encode), strings, numbers, containers and numpy arrays."""
     import numpy as np
 
-    from pipeline.evaluate.safe_pickle import safe_loads
+    from ofa.pipeline.evaluate.safe_pickle import safe_loads
 
     data = {"raw": b"\x00\xffbytes", "name": "b01", "n": 3, "f": 0.5, "t": (1, 2), "l": [None, True],
             "a": np.arange(6, dtype=np.uint16).reshape(2, 3)}

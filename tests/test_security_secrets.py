@@ -15,8 +15,8 @@ import pytest
 
 from ingest_fixtures import collections_for, localized_items
 
-from infra.faultproxy import FaultPlan, FaultProxy
-from infra.localstack import free_port, s3_server, stac_server
+from support.faultproxy import FaultPlan, FaultProxy
+from ofa.infra.localstack import free_port, s3_server, stac_server
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -74,7 +74,7 @@ def _env(s3, port: int) -> dict[str, str]:
 
 def _ofa(args: list[str], env: dict, kill_at: str | None = None) -> subprocess.CompletedProcess:
     """``ofa ARGS``; with ``kill_at``, SIGKILLed at that point of ingest (``ingest_kill.py``)."""
-    run = [str(Path(__file__).parent / "ingest_kill.py"), kill_at] if kill_at else ["-m", "pipeline.cli"]
+    run = [str(Path(__file__).parent / "ingest_kill.py"), kill_at] if kill_at else ["-m", "ofa.pipeline.cli"]
     return subprocess.run([sys.executable, *run, *args], env=env, capture_output=True, text=True, timeout=180)
 
 
@@ -119,7 +119,7 @@ def test_no_secret_in_a_failing_run(setup):
 def test_no_secret_in_training_outputs(setup, tmp_path, caplog):
     import logging
 
-    from pipeline.train import TrainConfig, train
+    from ofa.pipeline.train import TrainConfig, train
 
     s3, _, _ = setup
     caplog.set_level(logging.INFO)                  # everything at INFO, and the project's own loggers at DEBUG

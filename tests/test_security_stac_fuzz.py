@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from ingest_fixtures import REAL_ITEMS, load_item
 
-from ingest.items import ItemError, plan_item
+from ofa.ingest.items import ItemError, plan_item
 
 BASES = [load_item(c, s) for c, s in REAL_ITEMS]
 
@@ -86,7 +86,7 @@ def test_item_without_geometry_is_planned():
 
 def test_asset_with_unknown_media_type_is_refused_at_read(tmp_path):
     """A band asset whose href is not a raster (unknown media type) skips the item with one line."""
-    from ingest.chips import ChipOptions, process_item
+    from ofa.ingest.chips import ChipOptions, process_item
 
     item = copy.deepcopy(BASES[5])                    # NAIP: one 'image' asset
     blob = tmp_path / "image.xyz"

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest.manifest import verify_dataset
-from pipeline.data import Counter, iter_shard
+from ofa.ingest.manifest import verify_dataset
+from ofa.pipeline.data import Counter, iter_shard
 
 
 def _npy() -> bytes:
@@ -108,7 +108,7 @@ def test_member_larger_than_the_shard_is_counted_not_allocated(tmp_path):
 
 def test_unknown_manifest_version_is_refused(tmp_path):
     """A manifest of a future format version: one clear line from verify and from the loader."""
-    from pipeline.data import read_streams
+    from ofa.pipeline.data import read_streams
 
     shard = _shard(tmp_path / "ok.tar", [])
     root = _dataset(tmp_path / "ds", shard)
@@ -124,7 +124,7 @@ def test_unknown_manifest_version_is_refused(tmp_path):
 @pytest.mark.parametrize("path", ["../../outside.tar", "/etc/passwd", "s3://other-bucket/x.tar", "shards/../../x.tar", None])
 def test_manifest_shard_paths_stay_inside_the_dataset(tmp_path, path):
     """A forged manifest cannot point verify or the loader at files outside the dataset."""
-    from pipeline.data import read_streams
+    from ofa.pipeline.data import read_streams
 
     root = _dataset(tmp_path / "ds", _shard(tmp_path / "ok.tar", []))
     manifest = json.loads((root / "manifest.json").read_text())

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from model import from_pretrained
-from pipeline.checkpoint import latest_checkpoint
-from pipeline.train import NonFiniteLossError, TrainConfig, train
+from ofa.model import from_pretrained
+from ofa.pipeline.checkpoint import latest_checkpoint
+from ofa.pipeline.train import NonFiniteLossError, TrainConfig, train
 
 from pipeline_fixtures import write_dataset
 
@@ -30,7 +30,7 @@ def stop_after(last: int):
 
 def nan_losses(monkeypatch, steps: set[int], first: int = 1):
     """Make the model's loss NaN at ``steps`` (training calls counted from step ``first``; one micro-step each)."""
-    from model import MaskedAutoencoder
+    from ofa.model import MaskedAutoencoder
 
     forward, seen = MaskedAutoencoder.forward, iter(range(first, 10**6))
 
@@ -92,7 +92,7 @@ def test_non_finite_losses_skip_then_stop_with_checkpoint_intact(dataset, tmp_pa
 
 
 def test_cli_with_yaml_config_and_flag_override(dataset, tmp_path):
-    from pipeline.cli import main
+    from ofa.pipeline.cli import main
 
     config = tmp_path / "run.yaml"
     out = tmp_path / "cli"
@@ -114,7 +114,7 @@ def test_cli_with_yaml_config_and_flag_override(dataset, tmp_path):
 def test_shipped_configs_parse():
     import yaml
 
-    from pipeline.train import load_yaml
+    from ofa.pipeline.train import load_yaml
 
     root = Path(__file__).resolve().parents[1] / "infra" / "configs"
     for path in sorted(root.glob("pretrain-*.yaml")):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from infra.localstack import s3_server
-from model import from_pretrained
+from ofa.infra.localstack import s3_server
+from ofa.model import from_pretrained
 
 from pipeline_fixtures import write_dataset
 
@@ -35,7 +35,7 @@ def test_two_process_ddp_from_s3_with_damaged_shard(tmp_path):
         damaged = f"ofa-train/ds/{manifest['shards'][-1]['path']}"
         fs.pipe(damaged, fs.cat(damaged)[:900])  # truncated shard
         cmd = [_accelerate(), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "pipeline.train", "--cpu",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ofa.pipeline.train", "--cpu",
                "--data", dataset, "--size", "tiny", "--steps", "4", "--batch-size", "3", "--img-size", "32",
                "--seed", "0", "--save-every", "2", "--out", str(out), "--no-tensorboard"]
         env = {**os.environ, **s3.env, "OMP_NUM_THREADS": "1"}
@@ -55,8 +55,8 @@ def test_two_process_ddp_from_s3_with_damaged_shard(tmp_path):
 
 
 def test_checkpoints_to_s3_resume_in_process(tmp_path):
-    from pipeline.checkpoint import latest_checkpoint
-    from pipeline.train import TrainConfig, train
+    from ofa.pipeline.checkpoint import latest_checkpoint
+    from ofa.pipeline.train import TrainConfig, train
 
     data = str(tmp_path / "ds")
     write_dataset(data, {"naip": (2, 4)}, size=32)

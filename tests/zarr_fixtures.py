@@ -1,5 +1,5 @@
 """Generic Zarr datacubes made from the COG fixtures (tests/ingest_fixtures.py), with the same pixels,
-so a test can ingest one scene both ways and compare (EOPF products: ``infra.eopf_scene``)."""
+so a test can ingest one scene both ways and compare (EOPF products: ``support.eopf_scene``)."""
 from __future__ import annotations
 
 import copy
@@ -8,7 +8,7 @@ import numpy as np
 import rasterio
 import zarr
 
-from infra.eopf_scene import ZARR, pixel_centres
+from support.eopf_scene import ZARR, pixel_centres
 
 
 def write_datacube(item: dict, path: str, href: str, band_dim: bool = False) -> dict:

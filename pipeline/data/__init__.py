@@ -26,16 +26,16 @@ One module per stage, in the order data flows through them: ``streams`` (manifes
 ``normalise``, ``decode`` (raw sample -> pixels), ``crops``, ``shared`` (the worker's shared-memory
 batch), ``device`` (device_augment batches), ``loader`` (batches and the DataLoader).
 """
-from pipeline.data.crops import decode_crop, decode_crop_valid, random_resized_crop
-from pipeline.data.decode import decode, decode_raw, read_sample
-from pipeline.data.device import raw_batch, to_device
-from pipeline.data.loader import ShardBatches, batches, make_loader
-from pipeline.data.normalise import normalise
-from pipeline.data.npy import read_npy
-from pipeline.data.sampling import Position, Shuffle, fast_forward, raw_samples, seed_of
-from pipeline.data.shared import SharedBatch, shared_tensor
-from pipeline.data.streams import LoaderConfig, Stream, band_valid, modalities, read_streams, sample_stats
-from pipeline.data.tar import Counter, iter_shard, iter_tar
+from ofa.pipeline.data.crops import decode_crop, decode_crop_valid, random_resized_crop
+from ofa.pipeline.data.decode import decode, decode_raw, read_sample
+from ofa.pipeline.data.device import raw_batch, to_device
+from ofa.pipeline.data.loader import ShardBatches, batches, make_loader
+from ofa.pipeline.data.normalise import normalise
+from ofa.pipeline.data.npy import read_npy
+from ofa.pipeline.data.sampling import Position, Shuffle, fast_forward, raw_samples, seed_of
+from ofa.pipeline.data.shared import SharedBatch, shared_tensor
+from ofa.pipeline.data.streams import LoaderConfig, Stream, band_valid, modalities, read_streams, sample_stats
+from ofa.pipeline.data.tar import Counter, iter_shard, iter_tar
 
 __all__ = [
     "Counter", "LoaderConfig", "Position", "ShardBatches", "SharedBatch", "Shuffle", "Stream", "band_valid", "batches",

@@ -6,10 +6,10 @@ import random
 import torch
 import torch.nn.functional as F
 
-from pipeline import augment
-from pipeline.data.decode import load
-from pipeline.data.normalise import normalise
-from pipeline.data.streams import Stream, band_valid
+from ofa.pipeline import augment
+from ofa.pipeline.data.decode import load
+from ofa.pipeline.data.normalise import normalise
+from ofa.pipeline.data.streams import Stream, band_valid
 
 
 def _resize(x: torch.Tensor, size: int, ch: int, cw: int) -> torch.Tensor:

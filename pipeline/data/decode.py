@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ingest.contract import META_EXT, PIXELS_EXT, check_pixels
-from pipeline.data.normalise import normalise
-from pipeline.data.npy import read_npy
-from pipeline.data.streams import Stream, band_valid, sample_stats
+from ofa.ingest.contract import META_EXT, PIXELS_EXT, check_pixels
+from ofa.pipeline.data.normalise import normalise
+from ofa.pipeline.data.npy import read_npy
+from ofa.pipeline.data.streams import Stream, band_valid, sample_stats
 
 
 def read_sample(sample: dict) -> tuple[np.ndarray, dict]:

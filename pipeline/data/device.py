@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline import augment
-from pipeline.data.streams import Stream
+from ofa.pipeline import augment
+from ofa.pipeline.data.streams import Stream
 
 
 def raw_batch(raws: list[np.ndarray], consts: list[list[list[float]]], params: list[list[float]],

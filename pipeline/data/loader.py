@@ -8,14 +8,14 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from pipeline import augment
-from pipeline.data.crops import decode_crop_valid
-from pipeline.data.decode import decode_raw
-from pipeline.data.device import raw_batch
-from pipeline.data.sampling import Shuffle, fast_forward, seed_of
-from pipeline.data.shared import SharedBatch
-from pipeline.data.streams import LoaderConfig, Stream, read_streams
-from pipeline.data.tar import Counter
+from ofa.pipeline import augment
+from ofa.pipeline.data.crops import decode_crop_valid
+from ofa.pipeline.data.decode import decode_raw
+from ofa.pipeline.data.device import raw_batch
+from ofa.pipeline.data.sampling import Shuffle, fast_forward, seed_of
+from ofa.pipeline.data.shared import SharedBatch
+from ofa.pipeline.data.streams import LoaderConfig, Stream, read_streams
+from ofa.pipeline.data.tar import Counter
 
 
 class _CropFill:

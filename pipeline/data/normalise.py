@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.data.streams import Stream, band_valid, sample_stats
+from ofa.pipeline.data.streams import Stream, band_valid, sample_stats
 
 
 def _frozen(value: Any) -> Any:

@@ -8,10 +8,10 @@ import random
 import zlib
 from typing import Any, Iterator
 
-from pipeline.data.streams import LoaderConfig, Stream
-from pipeline.data.tar import Counter, iter_shard
+from ofa.pipeline.data.streams import LoaderConfig, Stream
+from ofa.pipeline.data.tar import Counter, iter_shard
 
-log = logging.getLogger("pipeline.data")
+log = logging.getLogger("ofa.pipeline.data")
 
 #: where a raw sample comes from: (epoch, position in the slot's shard order, shard index, sample index in the shard)
 Position = tuple[int, int, int, int]

@@ -14,7 +14,7 @@ import os
 
 import torch
 
-log = logging.getLogger("pipeline.data")
+log = logging.getLogger("ofa.pipeline.data")
 
 #: what a missing or changed private API raises
 _PRIVATE_API_ERRORS = (AttributeError, TypeError, RuntimeError, NotImplementedError)

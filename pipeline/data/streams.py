@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ingest.contract import MANIFEST_NAME, parse_manifest, statistics_for
-from ingest.storage import get_fs, join
+from ofa.ingest.contract import MANIFEST_NAME, parse_manifest, statistics_for
+from ofa.ingest.storage import get_fs, join
 
 
 @dataclass

@@ -5,9 +5,9 @@ import logging
 import tarfile
 from typing import Any, Iterator
 
-from ingest.storage import get_fs
+from ofa.ingest.storage import get_fs
 
-log = logging.getLogger("pipeline.data")
+log = logging.getLogger("ofa.pipeline.data")
 
 
 class Counter:

@@ -1,4 +1,4 @@
-"""``accelerate launch -m pipeline.embed ...``: the same options as ``ofa embed``, one process per device."""
+"""``accelerate launch -m ofa.pipeline.embed ...``: the same options as ``ofa embed``, one process per device."""
 import sys
 
 from .cli import main

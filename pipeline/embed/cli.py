@@ -6,14 +6,14 @@ import json
 import os
 import sys
 
-from ingest.options import json_object
+from ofa.ingest.options import json_object
 
 DESCRIPTION = """\
 Embed every sample of one or more datasets with a trained checkpoint: each sample is normalised as in
 training (the manifest's statistics), resized to the model's input size, encoded without masking and
 pooled to one vector. Writes a Zarr store (default) or a GeoParquet file, region by region: a killed
 run resumes with the same command, a finished one is left as it is. Several processes (one per GPU):
-accelerate launch -m pipeline.embed [same options]."""
+accelerate launch -m ofa.pipeline.embed [same options]."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pipeline.embed.job import EmbedConfig, run_embed
+    from ofa.pipeline.embed.job import EmbedConfig, run_embed
 
     fmt = args.format or ("geoparquet" if args.out.rstrip("/").endswith(".parquet") else "zarr")
     cfg = EmbedConfig(checkpoint=args.checkpoint, data=args.data, out=args.out, format=fmt, pool=args.pool,
@@ -56,14 +56,14 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``ofa embed``."""
-    from pipeline.cli import add_command
+    from ofa.pipeline.cli import add_command
 
     add_command(subparsers, "embed", "embeddings of a dataset from a checkpoint, in Zarr or GeoParquet", DESCRIPTION,
                 add_arguments, _run)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point for ``accelerate launch -m pipeline.embed``."""
-    from pipeline.cli import launch_main
+    """Entry point for ``accelerate launch -m ofa.pipeline.embed``."""
+    from ofa.pipeline.cli import launch_main
 
-    return launch_main("pipeline.embed", DESCRIPTION, add_arguments, _run, argv)
+    return launch_main("ofa.pipeline.embed", DESCRIPTION, add_arguments, _run, argv)

@@ -14,9 +14,9 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 
-from pipeline.data import Stream, decode
-from pipeline.errors import InputError
-from pipeline.evaluate.bands import resize
+from ofa.pipeline.data import Stream, decode
+from ofa.pipeline.errors import InputError
+from ofa.pipeline.evaluate.bands import resize
 
 from .footprint import footprints
 

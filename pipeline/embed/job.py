@@ -55,9 +55,9 @@ def _sha256(url: str, storage_options: dict[str, Any] | None) -> str:
 def job_attrs(cfg: EmbedConfig, model_url: str, model_config: Any, dim: int) -> dict[str, Any]:
     """What the output records about its making (attributes), including the fingerprint that a resumed
     or repeated job must match: weights, model config, manifests and every option that changes bits."""
-    from ingest.contract import MANIFEST_NAME
-    from model.io import WEIGHTS_NAME
-    from ingest.version import package_version
+    from ofa.ingest.contract import MANIFEST_NAME
+    from ofa.model.io import WEIGHTS_NAME
+    from ofa.ingest.version import package_version
 
     so = cfg.storage_options
     manifests = {url: _sha256(f"{url.rstrip('/')}/{MANIFEST_NAME}", so) for url in cfg.data}
@@ -106,9 +106,9 @@ def _setup(cfg: EmbedConfig) -> tuple[Any, Encoder, Plan, Any]:
     """Processes, model, plan and writer; every check that can refuse the job runs here, in each process."""
     from accelerate import PartialState
 
-    from model import from_pretrained
-    from pipeline.checkpoint import model_dir
-    from pipeline.data import read_streams
+    from ofa.model import from_pretrained
+    from ofa.pipeline.checkpoint import model_dir
+    from ofa.pipeline.data import read_streams
 
     if cfg.batch_size <= 0:
         raise ValueError(f"--batch-size {cfg.batch_size}: must be positive")

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from pipeline.data import Counter, Stream, iter_shard
-from pipeline.errors import InputError
+from ofa.pipeline.data import Counter, Stream, iter_shard
+from ofa.pipeline.errors import InputError
 
 
 class DamagedDataError(InputError):

@@ -5,7 +5,7 @@ from typing import Any
 
 import fsspec
 
-from ingest.storage import get_fs, join
+from ofa.ingest.storage import get_fs, join
 
 __all__ = ["Target", "get_fs", "join"]
 

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from pipeline.runs import RunConflictError
+from ofa.pipeline.runs import RunConflictError
 
 from .encode import Columns
 from .killpoint import kill_point

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ingest.sensors import SENSORS
+from ofa.ingest.sensors import SENSORS
 
 from .geobench import BandSpec, GeoBenchError, GeoSample, Task
 

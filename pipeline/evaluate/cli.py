@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ingest.options import Flag, add_options, from_args
+from ofa.ingest.options import Flag, add_options, from_args
 
 from .options import PROTOCOLS, BackboneSpec, EvalOptions
 

@@ -14,7 +14,7 @@ from .options import BackboneSpec
 
 def load_mae(spec: BackboneSpec, seed: int = 0) -> nn.Module:
     """The MAE of ``spec``: ``from_pretrained`` for a checkpoint, a seeded fresh one for "random"."""
-    from model import DEFAULT_MODALITIES, MaskedAutoencoder, ModelConfig, from_pretrained
+    from ofa.model import DEFAULT_MODALITIES, MaskedAutoencoder, ModelConfig, from_pretrained
 
     if spec.checkpoint == "random":
         torch.manual_seed(seed)

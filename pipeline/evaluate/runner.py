@@ -42,7 +42,7 @@ class MaeSource:
     def check(self) -> None:
         """Load the checkpoint (or build the random configuration) once, so that a bad one stops the run
         with one error before any task instead of failing every task."""
-        from ingest.storage import storage_access
+        from ofa.ingest.storage import storage_access
 
         if self.is_random:
             with torch.random.fork_rng(devices=[]), torch.device("meta"):

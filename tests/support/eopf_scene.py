@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import rasterio
 
-from ingest.items import plan_item
-from ingest.sensors import SENSORS
+from ofa.ingest.items import plan_item
+from ofa.ingest.sensors import SENSORS
 
 ZARR = "application/vnd+zarr"
 CHUNKS_PER_SIDE = 6   # EOPF cuts a 10980 px tile in 6 x 6 chunks of 1830 px
