@@ -1,9 +1,12 @@
 """What an ingest run is asked to do: ``IngestConfig`` (the ``ofa ingest`` options and ``--config`` keys)
-and the chip parameters it hands the item tasks (``ChipOptions``), each default written once here.
-Light to import: the ``ofa`` command builds its options from these fields at start-up."""
+and the chip parameters it hands the item tasks (``ChipOptions``), each default written once here; the
+options of ``ofa ingest --from-manifest`` and ``ofa manifest verify|show``. Light to import: the ``ofa``
+command builds its options from these fields at start-up (``ofa.pipeline.options``)."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from ofa.ingest.search import SearchParams
@@ -24,35 +27,111 @@ class ChipOptions:
                 "max_cloud_fraction": self.max_cloud, "max_sar_border_fraction": self.max_sar_border}
 
 
+INGEST_DESCRIPTION = """Search a STAC API, cut each item into chips on its finest band's grid, drop chips by no data,
+cloud (S2 SCL, Landsat QA_PIXEL) and SAR border zeros, and write WebDataset tar shards plus a
+manifest.json (search, items, chip parameters, shard sha256s, per-band statistics, skipped items)
+to a folder, file:// or s3:// URL. Runs on Dask distributed; a killed run resumes where it stopped
+and the same inputs give byte-identical shards."""
+
+INGEST_EXAMPLES = """examples:
+  ofa ingest --catalog https://earth-search.aws.element84.com/v1 --collection sentinel-2-l2a \\
+      --bbox 11.0,46.0,11.2,46.2 --datetime 2024-06-01/2024-06-30 --max-cloud 20 --out s3://bucket/ds
+  ofa ingest --config ingest.yaml                 # same keys as the options (chip_size or chip-size)
+  ofa ingest --from-manifest s3://bucket/ds/manifest.json --out ./rebuilt
+"""
+
+
+def str_list(value: Any) -> list[str]:
+    """Names given as a YAML/JSON list or comma-separated (``B04,B08``); an option type."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            value = json.loads(text)
+        else:
+            return [v.strip() for v in text.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"expected names, comma-separated or a list, got {value!r}")
+    return [str(v) for v in value]
+
+
+def bbox(value: Any) -> list[float]:
+    """W,S,E,N in WGS84 degrees, as ``"W,S,E,N"`` or a list of four numbers; an option type."""
+    try:
+        values = [float(v) for v in (value.split(",") if isinstance(value, str) else value)]
+    except (TypeError, ValueError):
+        raise ValueError(f"--bbox {value!r}: expected four numbers W,S,E,N") from None
+    if len(values) != 4 or values[0] > values[2] or values[1] > values[3]:
+        raise ValueError(f"--bbox {value!r}: expected W,S,E,N with W <= E and S <= N")
+    return values
+
+
+def geometry(value: Any) -> dict:
+    """A GeoJSON geometry: inline (a mapping) or a GeoJSON file's path; a Feature gives its geometry; an option type."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(Path(value).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"--intersects {value}: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"--intersects: expected a GeoJSON geometry or Feature, got {type(value).__name__}")
+    return value["geometry"] if value.get("type") == "Feature" else value
+
+
 @dataclass
 class IngestConfig:
-    """Everything an ingest run needs; the CLI and ``--config FILE.yaml`` fill the same fields."""
+    """Everything an ingest run needs. The documented fields are the ``ofa ingest`` options (flags, ``--config`` keys,
+    ``OFA_INGEST__*`` variables; ``ofa.pipeline.options``)."""
 
     catalog: str
-    collections: list[str]
+    """STAC API URL"""
+    collections: list[str] = field(metadata={"flag": "--collection", "repeat": True, "type": str_list, "metavar": "ID"})
+    """STAC collection id (repeat for several; the YAML key is collection or collections)"""
     out: str
-    bbox: list[float] | None = None
-    intersects: dict | None = None
+    """dataset URL: a folder, file:// or s3://"""
+    bbox: list[float] | None = field(default=None, metadata={"type": bbox, "metavar": "W,S,E,N"})
+    """W,S,E,N in WGS84 degrees (or --intersects)"""
+    intersects: dict | None = field(default=None, metadata={"type": geometry, "metavar": "GEOJSON_FILE"})
+    """GeoJSON file (geometry or Feature) to intersect; in YAML also the geometry itself (or --bbox)"""
     datetime: str | None = None
+    """START/END (RFC 3339, open ends with ..)"""
     max_cloud: float | None = None          # percent, item-level eo:cloud_cover (client-side)
+    """keep items with eo:cloud_cover <= PCT (applied client-side)"""
     max_items: int | None = None
+    """at most N items"""
     chip_size: int = ChipOptions.chip_size
-    bands: list[str] | None = None
+    """chip size in pixels of the finest band"""
+    bands: list[str] | None = field(default=None, metadata={"type": str_list, "metavar": "NAMES"})
+    """comma-separated band names to read (default: all of each sensor); the others stay in every sample,
+    zero-filled and false in band_valid"""
     storage_options: dict | None = None
+    """fsspec options as JSON, e.g. '{"client_kwargs": {"endpoint_url": ...}}'"""
     workers: int | None = None
+    """workers of the local Dask cluster (null: one per core; or --scheduler)"""
     scheduler: str | None = None
+    """join an existing Dask cluster, e.g. tcp://HOST:8786 (or --workers)"""
     strict: bool = False
+    """fail when any item is skipped"""
     progress: bool = True
+    """progress bars and summary"""
     max_nodata_fraction: float = ChipOptions.max_nodata    # chip-level thresholds
+    """drop chips with a larger fraction of no-data pixels"""
     max_cloud_fraction: float = ChipOptions.max_cloud
+    """drop chips with a larger fraction of cloud pixels"""
     max_sar_border_fraction: float = ChipOptions.max_sar_border
+    """drop chips with a larger fraction of SAR border zeros"""
     shard_max_samples: int = SHARD_MAX_SAMPLES
+    """samples per shard at most"""
     shard_max_bytes: int = SHARD_MAX_BYTES
+    """bytes per shard at most"""
     processes: bool = False                 # local cluster: worker threads (False) or processes
+    """local cluster with worker processes instead of threads"""
     ids: list[str] | None = None            # restrict the search to these items (--from-manifest)
     #: href signing hook (e.g. Planetary Computer SAS tokens): a callable or "module:function";
     #: it gets the clean href and its result is only used to open the file, never recorded
-    sign_href: Callable[[str], str] | str | None = field(default=None, repr=False)
+    sign_href: Callable[[str], str] | str | None = field(default=None, repr=False,
+                                                         metadata={"type": str | None, "metavar": "MODULE:FUNCTION"})
+    """module:function that signs an href before it is opened (e.g. planetary_computer:sign); signed URLs are
+    never recorded"""
 
     def search_params(self) -> SearchParams:
         return SearchParams(
@@ -66,3 +145,29 @@ class IngestConfig:
     def chips_record(self) -> dict[str, Any]:
         return {**self.chip_options().to_dict(), "bands": self.bands,
                 "shard_max_samples": self.shard_max_samples, "shard_max_bytes": self.shard_max_bytes}
+
+
+@dataclass
+class RebuildOptions:
+    """The same dataset again, from what its manifest recorded (ofa ingest --from-manifest)."""
+
+    from_manifest: str | None = field(default=None, metadata={"metavar": "URL/manifest.json"})
+    """rebuild the dataset described by this manifest.json into --out"""
+
+
+@dataclass
+class ManifestOptions:
+    """Exit 0 only if every shard exists with its recorded sha256 and sample count."""
+
+    url: str = field(metadata={"positional": True})
+    """dataset URL or its manifest.json (folder, file://, s3://)"""
+    storage_options: dict | None = None
+    """fsspec options as JSON"""
+
+
+@dataclass
+class ManifestShowOptions(ManifestOptions):
+    """Print a summary of the manifest."""
+
+    json: bool = False
+    """print the manifest itself"""

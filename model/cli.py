@@ -1,66 +1,68 @@
 """``ofa model info`` (a configuration's parameter counts, or what a checkpoint says about itself) and
-``ofa model export`` (timm weights, or a Hugging Face Hub folder with a model card)."""
+``ofa model export`` (timm weights, or a Hugging Face Hub folder with a model card): their options
+(``InfoOptions``, ``ExportOptions``: the ``ofa`` command builds flags, ``--config`` keys and environment
+variables from the documented fields) and what they run. Light to import."""
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass, field
+from typing import Literal
 
 
-def _storage(args: argparse.Namespace) -> dict | None:
-    """``--storage-options`` as a dict (a bad value is a usage error naming the option)."""
-    text = args.storage_options
-    value = None
-    if text:
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"--storage-options {text!r}: not valid JSON ({exc})") from None
-    if value is not None and not isinstance(value, dict):
-        raise ValueError(f"--storage-options {text!r}: expected a JSON object")
-    return value
+Size = Literal["tiny", "small", "base", "large"]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``ofa model`` with its ``info`` and ``export`` subcommands."""
-    model = subparsers.add_parser("model", help="inspect and export OFA-Net models",
-                                  description="Inspect OFA-Net configurations and checkpoints; export checkpoints.")
-    sub = model.add_subparsers(dest="model_command", metavar="SUBCOMMAND")
-    info = sub.add_parser("info", help="parameter counts of a configuration, or what a checkpoint says about itself",
-                          description="Without --checkpoint: build a configuration (on the meta device, no memory) "
-                                      "and print its parameter counts: backbone (blocks + final norm), embeddings, "
-                                      "decoder (with heads), total. With --checkpoint: print its configuration, per "
-                                      "sensor the bands, wavelengths, GSD and normalisation, and its training data.")
-    info.add_argument("--checkpoint", metavar="URL", help="a saved model (folder, file:// or s3://; a training "
-                                                          "checkpoint folder works too)")
-    info.add_argument("--size", choices=["tiny", "small", "base", "large"], default="base",
-                      help="backbone size (default: base)")
-    info.add_argument("--embedding", choices=["ofa", "wavelength"], default="ofa",
-                      help="per-modality (ofa) or wavelength-conditioned patch embedding (default: ofa)")
-    info.add_argument("--img-size", type=int, default=224, help="input size in pixels (default: 224)")
-    info.add_argument("--patch-size", type=int, default=16, help="patch size in pixels (default: 16)")
-    info.add_argument("--storage-options", metavar="JSON", help="fsspec options for s3:// URLs")
-    info.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    info.set_defaults(func=run_info)
-    _register_export(sub)
-    model.set_defaults(func=lambda args: (model.print_help(), 2)[1])
+@dataclass
+class InfoOptions:
+    """Without --checkpoint: build a configuration (on the meta device, no memory) and print its parameter counts:
+    backbone (blocks + final norm), embeddings, decoder (with heads), total. With --checkpoint: print its
+    configuration, per sensor the bands, wavelengths, GSD and normalisation, and its training data."""
+
+    checkpoint: str | None = field(default=None, metadata={"metavar": "URL"})
+    """a saved model (folder, file:// or s3://; a training checkpoint folder works too)"""
+    size: Size = "base"
+    """backbone size"""
+    embedding: Literal["ofa", "wavelength"] = "ofa"
+    """per-modality (ofa) or wavelength-conditioned patch embedding"""
+    img_size: int = 224
+    """input size in pixels"""
+    patch_size: int = 16
+    """patch size in pixels"""
+    storage_options: dict | None = None
+    """fsspec options for s3:// URLs, as JSON"""
+    json: bool = False
+    """print one JSON object instead of a table"""
 
 
-def _register_export(sub: argparse._SubParsersAction) -> None:
-    ex = sub.add_parser("export", help="write a checkpoint as timm weights or a Hugging Face Hub folder",
-                        description="timm: model.safetensors under timm's ViT names + timm's config.json, for "
-                                    "timm.create_model('vit_SIZE_patch16_224', in_chans=C, num_classes=0, "
-                                    "class_token=False, global_pool='avg', fc_norm=False, img_size=S) with "
-                                    "load_state_dict(strict=True), or timm.create_model('local-dir:OUT', pretrained=True). "
-                                    "hf: the checkpoint with config.json and a model card (README.md with YAML "
-                                    "metadata), ready for huggingface_hub's upload_folder.")
-    ex.add_argument("--checkpoint", required=True, metavar="URL", help="a saved model (folder, file:// or s3://)")
-    ex.add_argument("--format", required=True, choices=["timm", "hf"], help="timm weights or a Hub folder")
-    ex.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    ex.add_argument("--sensor", help="timm: the sensor whose patch embedding to export (default: the only one)")
-    ex.add_argument("--geobench", metavar="FILE.md", help="hf: a geobench_results.md from ofa eval geobench for the card")
-    ex.add_argument("--license", default="apache-2.0", help="hf: licence id for the card (default: apache-2.0)")
-    ex.add_argument("--storage-options", metavar="JSON", help="fsspec options for s3:// URLs")
-    ex.set_defaults(func=run_export)
+@dataclass
+class ExportOptions:
+    """timm: model.safetensors under timm's ViT names + timm's config.json, for timm.create_model('vit_SIZE_patch16_224',
+    in_chans=C, num_classes=0, class_token=False, global_pool='avg', fc_norm=False, img_size=S) with
+    load_state_dict(strict=True), or timm.create_model('local-dir:OUT', pretrained=True). hf: the checkpoint with
+    config.json and a model card (README.md with YAML metadata), ready for huggingface_hub's upload_folder."""
+
+    checkpoint: str = field(metadata={"metavar": "URL"})
+    """a saved model (folder, file:// or s3://)"""
+    format: Literal["timm", "hf"] = field()
+    """timm weights or a Hub folder"""
+    out: str = field(metadata={"metavar": "DIR"})
+    """output folder"""
+    sensor: str | None = None
+    """timm: the sensor whose patch embedding to export (default: the only one)"""
+    geobench: str | None = field(default=None, metadata={"metavar": "FILE.md"})
+    """hf: a geobench_results.md from ofa eval geobench for the card"""
+    license: str = "apache-2.0"
+    """hf: licence id for the card"""
+    storage_options: dict | None = None
+    """fsspec options for s3:// URLs, as JSON"""
+
+
+def _check_export(args: argparse.Namespace) -> None:
+    """A ``ValueError`` naming the options ``ofa model export`` needs that were not given."""
+    missing = [f"--{k}" for k in ("checkpoint", "format", "out") if getattr(args, k, None) is None]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
 
 
 def model_info(size: str, embedding: str, img_size: int = 224, patch_size: int = 16) -> dict:
@@ -129,7 +131,7 @@ def run_info(args: argparse.Namespace) -> int:
         else:
             _print_counts(info)
         return 0
-    storage = _storage(args)
+    storage = args.storage_options
     url = model_url(args.checkpoint, storage)
     doc = read_info(url, storage)
     info = config_info(ModelConfig.from_dict(doc["config"]))
@@ -150,7 +152,8 @@ def run_export(args: argparse.Namespace) -> int:
     from .export import export_hf, export_timm
     from .io import model_url
 
-    storage = _storage(args)
+    _check_export(args)
+    storage = args.storage_options
     url = model_url(args.checkpoint, storage)
     if args.format == "timm":
         if args.geobench:

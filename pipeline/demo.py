@@ -13,28 +13,9 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from ofa.ingest.options import Flag, add_options
-
-
-@dataclass
-class DemoConfig:
-    """What the demo builds; the defaults finish in a few minutes on 2 CPU cores."""
-
-    out: str = "ofa-demo"
-    steps: int = 300
-    batch_size: int = 8
-    img_size: int = 64
-    patch_size: int = 8     # 8 x 8 tokens at 64 px: enough context for a tiny MAE to learn in minutes
-    lr: float = 0.05        # per 256 images (MAE convention): 1.6e-3 at batch 8
-    chip_size: int = 128
-    size: str = "tiny"
-    embedding: str = "ofa"
-    seed: int = 0
-    workers: int = 2
-    progress: bool = True
+from ofa.pipeline.config import DemoConfig
 
 
 def _stage(number: int, title: str) -> float:
@@ -107,29 +88,12 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
     return paths
 
 
-def _main(args: argparse.Namespace) -> int:
-    from ofa.ingest.options import from_args
+def run_command(args: argparse.Namespace) -> int:
+    """``ofa demo``: ``args`` holds ``DemoConfig``'s options."""
+    from ofa.pipeline.options import build
 
-    if args.fresh and Path(args.out).exists():
-        shutil.rmtree(args.out)
-    run_demo(from_args(DemoConfig, args))
+    cfg = build(DemoConfig, vars(args))
+    if cfg.fresh and Path(cfg.out).exists():
+        shutil.rmtree(cfg.out)
+    run_demo(cfg)
     return 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``ofa demo``."""
-    p = subparsers.add_parser(
-        "demo", help="run the whole pipeline offline on an embedded catalog",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    from ofa.pipeline.train import TRAIN_FLAGS  # the demo's training knobs are training's
-
-    add_options(p, DemoConfig, {
-        "out": Flag("folder for everything the demo makes"),
-        **{k: TRAIN_FLAGS[k] for k in ("steps", "batch_size", "img_size", "patch_size", "lr", "size", "embedding", "seed")},
-        "chip_size": Flag("chip size in pixels"),
-        "workers": Flag("ingest workers"),
-        "progress": Flag("no progress bars"),
-    })
-    p.add_argument("--fresh", action="store_true", help="delete --out first instead of reusing it")
-    p.set_defaults(func=_main)

@@ -68,9 +68,8 @@ def message(exc: BaseException, args: argparse.Namespace | None = None) -> str:
 
 
 def command_name(args: argparse.Namespace) -> str:
-    """``ofa train``, ``ofa manifest show``, ... from the parsed subcommands."""
-    parts = [getattr(args, k, None) for k in ("command", "manifest_command", "model_command", "eval_command")]
-    return " ".join(["ofa", *[p for p in parts if p]])
+    """``ofa train``, ``ofa manifest show``, ... from the parsed command."""
+    return " ".join(["ofa", *([args.command] if getattr(args, "command", None) else [])])
 
 
 def run_command(func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace,
@@ -90,13 +89,3 @@ def run_command(func: Callable[[argparse.Namespace], int | None], args: argparse
             traceback.print_exc()
         print(f"{prog or command_name(args)}: error: {message(exc, args)}", file=sys.stderr)
         return code
-
-
-def add_debug_flag(parser: argparse.ArgumentParser, top: bool = False) -> None:
-    """``--debug`` on ``parser`` and all its subcommands (top level: default False; elsewhere only when given)."""
-    parser.add_argument("--debug", action="store_true", default=False if top else argparse.SUPPRESS,
-                        help="on failure, print the traceback as well as the one-line error")
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in set(action.choices.values()):
-                add_debug_flag(sub)

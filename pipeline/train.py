@@ -11,8 +11,8 @@ training data's manifest hashes) go atomically to ``OUT/checkpoints/step-NNNNNNN
 ``s3://``); ``--resume auto`` continues from the last complete one and reproduces the
 uninterrupted run exactly, and refuses, in one line, a folder holding a run with other model or
 data options. A non-finite loss skips the optimiser step; ``max_bad_steps`` of them in a row stop
-the run (checkpoints stay intact). Any option can also come from ``--config FILE.yaml`` (keys =
-option names); flags win.
+the run (checkpoints stay intact). The options are ``TrainConfig``'s fields (``pipeline.config``): flags,
+``--config FILE.yaml`` keys and ``OFA_TRAIN__*`` environment variables (``pipeline.options``).
 
 The loop (``train``) reads top to bottom: ``find_resume`` -> ``setup`` -> per step ``train_step``,
 ``RunLog.step`` and, when due, ``save``.
@@ -20,7 +20,6 @@ The loop (``train``) reads top to bottom: ``find_resume`` -> ``setup`` -> per st
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import math
@@ -28,11 +27,11 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ofa.ingest.options import Flag, add_options
+from ofa.pipeline.config import TrainConfig
 
 log = logging.getLogger("ofa.train")
 
@@ -42,45 +41,6 @@ PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A
 
 class NonFiniteLossError(RuntimeError):
     """Too many non-finite losses in a row."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything a pretraining run needs; field names double as CLI options and YAML keys."""
-
-    data: list[str] = field(default_factory=list)
-    out: str = "ofa-train"
-    size: str = "base"
-    embedding: str = "ofa"
-    steps: int = 1000
-    batch_size: int = 64  # per process and micro-step
-    img_size: int = 224
-    patch_size: int = 16
-    mask_ratio: float = 0.75
-    seed: int = 0
-    save_every: int = 500
-    resume: str = "auto"  # "auto", "none" or a checkpoint URL
-    cpu: bool = False
-    storage_options: dict[str, Any] | None = None
-    lr: float = 1.5e-4  # per 256 images of global batch
-    min_lr_ratio: float = 0.0
-    weight_decay: float = 0.05
-    warmup_steps: int | None = None  # default: 5 % of steps
-    grad_accum: int = 1
-    clip: float = 1.0
-    mixed_precision: str | None = None  # no | bf16 | fp16; None: what accelerate launch / its config says
-    compile: bool = False
-    workers: int = 0
-    device_augment: bool = False  # workers ship native-dtype pixels; normalise/crop on the accelerator
-    shuffle_buffer: int = 256
-    resampled: bool = False
-    weights: dict[str, float] | None = None
-    dataset_weights: list[float] | None = None
-    max_bad_steps: int = 5
-    tensorboard: bool = True
-    plot_every: int = 0  # reconstruction PNG every N steps (0: never)
-    peak_tflops: float | None = None  # per device, for MFU (default: known GPUs only)
-    log_dir: str | None = None  # where log.jsonl goes when OUT is remote (default ./ofa-logs)
 
 
 def _lr_lambda(warmup: int, total: int, min_ratio: float):
@@ -237,7 +197,7 @@ def setup(cfg: TrainConfig, accelerator: Any, resume: Resume) -> Run:
     from accelerate.utils import DistributedType
 
     from ofa.ingest.storage import storage_access
-    from ofa.model import MaskedAutoencoder, ModelConfig
+    from ofa.model import MaskedAutoencoder
     from ofa.pipeline.checkpoint import load_optimizer_shard
     from ofa.pipeline.data import modalities, read_streams
     from ofa.pipeline.provenance import checkpoint_metadata
@@ -247,8 +207,7 @@ def setup(cfg: TrainConfig, accelerator: Any, resume: Resume) -> Run:
     np.random.seed(cfg.seed)
     with storage_access(" ".join(cfg.data), "--data"):
         streams = read_streams(cfg.data, cfg.storage_options)
-    mcfg = ModelConfig(size=cfg.size, embedding=cfg.embedding, img_size=cfg.img_size, patch_size=cfg.patch_size,
-                       modalities=modalities(streams), mask_ratio=cfg.mask_ratio)
+    mcfg = cfg.model_config(modalities(streams))
     model = MaskedAutoencoder(mcfg)
     optimizer, scheduler = _optimizer(cfg, model, accelerator.num_processes)
     rank = accelerator.process_index
@@ -297,14 +256,11 @@ def _restore(model: Any, scheduler: Any, resume: Resume, cfg: TrainConfig, rank:
 
 def _batches(cfg: TrainConfig, accelerator: Any, streams: list, start: int) -> Iterator[dict]:
     """This rank's batches from step ``start`` on (the loader replays its position without reading up to it)."""
-    from ofa.pipeline.data import LoaderConfig, batches, make_loader
+    from ofa.pipeline.data import batches, make_loader
 
-    loader = make_loader(LoaderConfig(
-        data=cfg.data, batch_size=cfg.batch_size, img_size=cfg.img_size, seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer,
-        resampled=cfg.resampled, weights=cfg.weights, dataset_weights=cfg.dataset_weights,
-        storage_options=cfg.storage_options, rank=accelerator.process_index, world_size=accelerator.num_processes,
-        skip_batches=start * cfg.grad_accum, device_augment=cfg.device_augment,
-    ), workers=cfg.workers, streams=streams, pin_memory=accelerator.device.type == "cuda")
+    loader_cfg = cfg.loader_config(rank=accelerator.process_index, world_size=accelerator.num_processes,
+                                   skip_batches=start * cfg.grad_accum)
+    loader = make_loader(loader_cfg, workers=cfg.workers, streams=streams, pin_memory=accelerator.device.type == "cuda")
     return batches(loader)
 
 
@@ -545,96 +501,23 @@ def train(cfg: TrainConfig, on_step: Callable[[int, dict[str, Any]], bool | None
 
 
 # --------------------------------------------------------------------------- CLI
-_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+def run_command(args: argparse.Namespace) -> int:
+    """``ofa train``: ``args`` holds ``TrainConfig``'s options; failures reach ``pipeline.errors`` (one line, an
+    exit code per kind)."""
+    from ofa.pipeline.options import build
 
-
-def load_yaml(path: str) -> dict[str, Any]:
-    """Options from a YAML file (keys = option names, dashes or underscores)."""
-    from ofa.ingest.options import load_yaml_options
-
-    return load_yaml_options(path, _FIELDS)
-
-
-#: the command-line face of ``TrainConfig`` (defaults live on its fields)
-TRAIN_FLAGS = {
-    "data": Flag("dataset URL (folder, file:// or s3://); repeatable", action="append"),
-    "out": Flag("run folder or s3:// URL for logs and checkpoints"),
-    "size": Flag("backbone size", choices=["tiny", "small", "base", "large"]),
-    "embedding": Flag("patch embedding", choices=["ofa", "wavelength"]),
-    "steps": Flag("optimiser steps"),
-    "batch_size": Flag("images per process and micro-step"),
-    "img_size": Flag("crop size in pixels"),
-    "patch_size": Flag("ViT patch size"),
-    "seed": Flag("random seed"),
-    "save_every": Flag("checkpoint every K steps"),
-    "resume": Flag("'auto' (last complete checkpoint in --out), 'none', or a checkpoint URL"),
-    "cpu": Flag("train on CPU even if a GPU is present"),
-    "lr": Flag("base learning rate per 256 images"),
-    "weight_decay": Flag("AdamW weight decay"),
-    "warmup_steps": Flag("linear warmup steps", default_text="5% of steps"),
-    "grad_accum": Flag("gradient accumulation micro-steps"),
-    "clip": Flag("gradient norm clip, 0 = off"),
-    "mixed_precision": Flag("autocast precision", choices=["no", "bf16", "fp16"],
-                            default_text="accelerate launch's setting, else no"),
-    "compile": Flag("torch.compile the model"),
-    "workers": Flag("loader worker processes per rank"),
-    "device_augment": Flag("loader workers only decode; normalise/crop/flip run on the GPU (for fast GPUs)"),
-    "shuffle_buffer": Flag("samples in each shuffle buffer"),
-    "resampled": Flag("draw shards with replacement (multi-node)"),
-    "max_bad_steps": Flag("stop after N non-finite losses in a row"),
-    "plot_every": Flag("reconstruction PNG every N steps", default_text="never"),
-    "peak_tflops": Flag("peak TFLOP/s per device for MFU", default_text="known GPUs"),
-    "tensorboard": Flag("no TensorBoard logs"),
-    "log_dir": Flag("local folder for log.jsonl and TensorBoard, copied to OUT at each checkpoint",
-                    default_text="OUT itself; for an s3:// OUT, ofa-logs/s3/BUCKET/PREFIX"),
-}
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Training options; defaults are suppressed so the config file fills what flags do not."""
-    p.add_argument("--config", default=argparse.SUPPRESS, help="YAML file of options (keys = option names); flags override it")
-    add_options(p, TrainConfig, TRAIN_FLAGS, suppress=True)
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """TrainConfig from the config file (if any) overridden by the flags given."""
-    values = dict(vars(args))
-    values.pop("func", None)
-    values.pop("command", None)
-    merged = {}
-    if "config" in values:
-        path = values.pop("config")
-        try:
-            merged = load_yaml(path)
-        except OSError as exc:
-            raise ValueError(f"--config {path}: {exc.strerror or exc}") from None
-        except ValueError as exc:
-            raise ValueError(f"--config {exc}") from None
-    merged.update({k: v for k, v in values.items() if k in _FIELDS})
-    return TrainConfig(**merged)
-
-
-def _run(args: argparse.Namespace) -> int:
-    """``ofa train``: failures reach ``pipeline.errors`` (one line, an exit code per kind)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    summary = train(config_from_args(args))
+    summary = train(build(TrainConfig, vars(args)))
     if summary.get("world_size", 1) == 1 or int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary))
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``ofa train``."""
-    from ofa.pipeline.cli import add_command
-
-    add_command(subparsers, "train", "pretrain the MAE on WebDataset shards (Accelerate)", __doc__, add_arguments, _run)
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Entry point for ``accelerate launch -m ofa.pipeline.train``."""
+    """Entry point for ``accelerate launch -m ofa.pipeline.train``: the options of ``ofa train``."""
     from ofa.pipeline.cli import launch_main
 
-    return launch_main("ofa.pipeline.train", __doc__, add_arguments, _run, argv)
+    return launch_main("train", argv)
 
 
 if __name__ == "__main__":

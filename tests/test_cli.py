@@ -12,9 +12,7 @@ EXPECTED = {"demo", "ingest", "manifest", "train", "eval", "model"}
 
 
 def _subcommands() -> dict:
-    parser = build_parser()
-    action = next(a for a in parser._actions if a.dest == "command")
-    return dict(action.choices)
+    return {name: p for name, p in build_parser()[1].items() if name and " " not in name}
 
 
 def test_all_subcommands_registered():

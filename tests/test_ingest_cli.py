@@ -181,13 +181,12 @@ def test_cli_errors_name_the_bad_input(catalog, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "--collection no-such-collection: not in the catalog" in err and "sentinel-2-l2a" in err  # its /collections
     assert len(err.splitlines()) == 1
-    with pytest.raises(SystemExit):
-        main(["ingest", "--bbox", "1,2,3", "--out", "z"])
+    assert main(["ingest", "--bbox", "1,2,3", "--out", "z"]) == 2
     assert "--bbox" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("chip_sise: 3\n")
-    with pytest.raises(SystemExit, match="chip_sise"):
-        main(["ingest", "--config", str(bad)])
+    assert main(["ingest", "--config", str(bad)]) == 2
+    assert "chip_sise" in capsys.readouterr().err
     assert main(["manifest", "verify", str(tmp_path / "nothing")]) == 1
     assert "no manifest" in capsys.readouterr().out
 

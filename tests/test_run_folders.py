@@ -14,8 +14,9 @@ import torch
 import yaml
 
 from ofa.model import normalise, read_info
-from ofa.pipeline.cli import main
-from ofa.pipeline.train import TrainConfig, load_yaml, train
+from ofa.pipeline.cli import main, parse
+from ofa.pipeline.options import build
+from ofa.pipeline.train import TrainConfig, train
 
 from pipeline_fixtures import write_dataset
 
@@ -42,7 +43,8 @@ def test_config_yaml_and_a_resume_with_other_options(dataset: str, tmp_path: Pat
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["size"] == "tiny" and saved["data"] == [dataset] and "storage_options" not in saved
     assert (out / "log.jsonl").exists()
-    assert TrainConfig(**load_yaml(str(out / "config.yaml"))) == TrainConfig(**saved)  # reusable as --config
+    rerun = build(TrainConfig, vars(parse(["train", "--config", str(out / "config.yaml")])))
+    assert rerun == TrainConfig(**saved)  # reusable as --config
     capsys.readouterr()
 
     assert main(["train", "--data", dataset, "--out", str(out), *ARGS, "--size", "small", "--img-size", "64"]) == 5

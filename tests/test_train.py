@@ -114,11 +114,12 @@ def test_cli_with_yaml_config_and_flag_override(dataset, tmp_path):
 def test_shipped_configs_parse():
     import yaml
 
-    from ofa.pipeline.train import load_yaml
+    from ofa.pipeline.cli import parse
+    from ofa.pipeline.options import build
 
     root = Path(__file__).resolve().parents[1] / "infra" / "configs"
     for path in sorted(root.glob("pretrain-*.yaml")):
-        cfg = TrainConfig(**load_yaml(str(path)))
-        assert cfg.steps > 0 and cfg.size in {"tiny", "small", "base", "large"}, path
+        cfg = build(TrainConfig, vars(parse(["train", "--config", str(path)])))
+        assert cfg.steps > 0 and cfg.size in {"tiny", "small", "base", "large"} and isinstance(cfg.lr, float), path
     kinds = {yaml.safe_load(p.read_text())["distributed_type"] for p in root.glob("accelerate-*.yaml")}
     assert kinds == {"NO", "MULTI_GPU", "FSDP"}

@@ -10,9 +10,9 @@ import hashlib
 import json
 import math
 import sys
-from dataclasses import dataclass
 from typing import Any
 
+from .config import EmbedConfig
 from .encode import Encoder, check_fit, encode_region
 from .killpoint import kill_point
 from .plan import Plan, make_plan, region_samples
@@ -21,23 +21,6 @@ from .storage import Target
 FORMATS = ("zarr", "geoparquet")
 #: bump when the same inputs would give other bytes (layout, decoding, pooling)
 LAYOUT_VERSION = 1
-
-
-@dataclass
-class EmbedConfig:
-    """What ``ofa embed`` does; see ``pipeline.embed.cli`` for the options."""
-
-    checkpoint: str
-    data: list[str]
-    out: str
-    format: str = "zarr"
-    pool: str = "mean"
-    batch_size: int = 64
-    chunk_size: int = 1024
-    storage_options: dict[str, Any] | None = None
-    cpu: bool = False
-    preview: str | None = ""   # "" = OUT.preview.png, None = no preview
-    progress: bool = True
 
 
 def preview_url(cfg: EmbedConfig) -> str | None:

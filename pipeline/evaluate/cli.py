@@ -1,63 +1,12 @@
-"""``ofa eval geobench``: evaluate checkpoints on GEO-Bench tasks; write CSV, markdown and a bar chart."""
+"""``ofa eval geobench``: evaluate checkpoints on GEO-Bench tasks; write CSV, markdown and a bar chart. Its options
+are the fields of ``GeoBenchOptions``, ``EvalOptions`` and ``BackboneSpec`` (``.options``)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from ofa.ingest.options import Flag, add_options, from_args
-
-from .options import PROTOCOLS, BackboneSpec, EvalOptions
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``ofa eval`` with its ``geobench`` subcommand."""
-    ev = subparsers.add_parser("eval", help="evaluate checkpoints on downstream benchmarks",
-                               description="Evaluate checkpoints on downstream benchmarks.")
-    ev.set_defaults(func=lambda args: (ev.print_help(), 2)[1])
-    sub = ev.add_subparsers(dest="eval_command", metavar="BENCHMARK")
-    p = sub.add_parser(
-        "geobench", help="GEO-Bench classification and segmentation tasks",
-        description="Evaluate one checkpoint (or several with --compare) on GEO-Bench as released "
-                    "(classification_v1.0/ and segmentation_v1.0/ under --root). Writes geobench_runs.csv "
-                    "(per seed), geobench_results.csv and geobench_results.md (mean ± std over seeds) and "
-                    "geobench_results.png into --out.",
-    )
-    p.add_argument("--root", required=True, help="GEO-Bench folder (holding classification_v1.0/, segmentation_v1.0/)")
-    p.add_argument("--checkpoint", help="checkpoint path or URL (file://, s3://), or 'random' for a random init")
-    p.add_argument("--compare", nargs="+", metavar="LABEL=CHECKPOINT",
-                   help="several checkpoints side by side, e.g. random=random s2=ckpt/s2 multi=s3://b/multi")
-    p.add_argument("--tasks", default="all", help="'all' or comma-separated task names (default: all)")
-    add_options(p, EvalOptions, {
-        "protocol": Flag("linear: frozen backbone + linear head / UPerNet-style decoder; finetune: train everything",
-                         choices=PROTOCOLS),
-        "partition": Flag("partition file prefix: default, 0.10x_train, ..."),
-        "seeds": Flag("number of seeds (0..N-1)"),
-    })
-    p.add_argument("--out", help="output folder (required unless --list)")
-    p.add_argument("--list", action="store_true",
-                   help="list the tasks found under --root and how their bands map to model inputs, then exit")
-    add_options(p, BackboneSpec, {
-        "img_size": Flag("model input size", default_text="the checkpoint's; 224 for random"),
-        "size": Flag("backbone size for --checkpoint random"),
-        "patch_size": Flag("patch size for --checkpoint random"),
-        "embedding": Flag("patch embedding: per-sensor (ofa) or wavelength-conditioned", choices=("ofa", "wavelength"),
-                          default_text="the checkpoint's; ofa for random"),
-    })
-    add_options(p, EvalOptions, {
-        "batch_size": Flag("samples per batch"),
-        "num_workers": Flag("data loader worker processes"),
-        "device": Flag("auto, cpu, cuda, cuda:1 ..."),
-        "probe_epochs": Flag("linear-probe epochs over cached features"),
-        "seg_epochs": Flag("frozen-decoder epochs over cached features"),
-        "decoder_channels": Flag("width of the segmentation decoder"),
-        "finetune_epochs": Flag("fine-tuning epochs", flag="--epochs"),
-        "lr": Flag("fine-tuning backbone learning rate"),
-        "max_samples": Flag("use at most N samples per split (quick runs)"),
-    })
-    p.add_argument("--storage-options", default=None, help="JSON dict of fsspec options for s3:// checkpoints")
-    p.set_defaults(func=run_geobench)
+from .options import BackboneSpec, EvalOptions
 
 
 def _checkpoints(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -110,7 +59,7 @@ def _sources(args: argparse.Namespace) -> list[tuple[str, object]]:
     """``(label, MaeSource)`` per checkpoint, each checked once before any task runs."""
     from .runner import MaeSource
 
-    storage = json.loads(args.storage_options) if args.storage_options else None
+    storage = args.storage_options
     sources = []
     for label, ckpt in _checkpoints(args):
         source = MaeSource(BackboneSpec(ckpt, size=args.size, embedding=args.embedding, img_size=args.img_size,
@@ -123,6 +72,8 @@ def _sources(args: argparse.Namespace) -> list[tuple[str, object]]:
 def run_geobench(args: argparse.Namespace) -> int:
     """``ofa eval geobench``: bad options, folders and checkpoints stop it with one line before any task."""
     from tqdm import tqdm
+
+    from ofa.pipeline.options import build
 
     from .geobench import GeoBenchError
     from .report import markdown_table, summarise, write_reports
@@ -137,7 +88,7 @@ def run_geobench(args: argparse.Namespace) -> int:
         print(list_tasks(tasks, args.embedding or "ofa"))
         return 0
     sources = _sources(args)
-    opts = from_args(EvalOptions, args)
+    opts = build(EvalOptions, vars(args))
     results, failures = [], []
     bar = tqdm(total=len(sources) * len(tasks), desc="geobench", dynamic_ncols=True)
     for label, source in sources:
