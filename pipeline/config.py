@@ -4,9 +4,11 @@ command builds their flags, ``--config`` keys and environment variables from the
 
 ``TrainConfig`` keeps the flat keys every ``config.yaml`` has had (``size``, ``batch_size``, ...); the model's
 and the loader's configurations are built from them in one place, ``TrainConfig.model_config`` and
-``TrainConfig.loader_config``: one option can feed both (``img_size``: the model's input and the loader's crop;
-``seed``: the initialisation and the loader's shuffles), and neither can be a user's whole config (the model's
-modalities come from the data, the loader's rank and position from the launch).
+``TrainConfig.loader_config``, by field name: an option feeds every part with a field of its name (``img_size``
+is the model's input and the loader's crop), so a new model or loader option is one field here with the name
+it has there. Why not ``TrainConfig(model=ModelConfig(...), loader=LoaderConfig(...))``: the keys would nest
+(``model: {size: ...}``) and change, shared options would need linking, and neither is a user's whole config
+(the model's modalities come from the data, the loader's rank and position from the launch).
 """
 from __future__ import annotations
 
@@ -104,9 +106,9 @@ class TrainConfig:
     s3:// OUT, ofa-logs/s3/BUCKET/PREFIX)"""
 
     def model_config(self, modalities: dict[str, int]) -> ModelConfig:
-        """The model this run trains, for the data's ``modalities`` (sensor -> channels)."""
-        return ModelConfig(size=self.size, embedding=self.embedding, img_size=self.img_size, patch_size=self.patch_size,
-                           modalities=modalities, mask_ratio=self.mask_ratio)
+        """The model this run trains, for the data's ``modalities`` (sensor -> channels): every ``ModelConfig``
+        field this config has by name (size, embedding, img_size, patch_size, mask_ratio), the rest its defaults."""
+        return ModelConfig(**self._shared(ModelConfig), modalities=modalities)
 
     def loader_config(self, rank: int = 0, world_size: int = 1, skip_batches: int = 0) -> LoaderConfig:
         """What one rank's loader reads: every ``LoaderConfig`` field this config has by name (data, batch size,
@@ -114,8 +116,11 @@ class TrainConfig:
         launch (``rank``, ``world_size``) and the resume position (``skip_batches``)."""
         from ofa.pipeline.data import LoaderConfig
 
-        mine = {f.name: getattr(self, f.name) for f in dataclasses.fields(LoaderConfig) if hasattr(self, f.name)}
-        return LoaderConfig(**mine, rank=rank, world_size=world_size, skip_batches=skip_batches)
+        return LoaderConfig(**self._shared(LoaderConfig), rank=rank, world_size=world_size, skip_batches=skip_batches)
+
+    def _shared(self, cls: type) -> dict[str, Any]:
+        """This config's values of the fields dataclass ``cls`` also has: one option, one name, every part it feeds."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(cls) if f.name in self.__dataclass_fields__}
 
 
 @dataclass

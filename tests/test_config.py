@@ -130,3 +130,39 @@ def test_accelerate_launch_modules_take_the_same_options(tmp_path):
     out = subprocess.run([sys.executable, "-m", "ofa.pipeline.embed", "--checkpoint", "c", "--data", "d", "--out", "o",
                           "--print_config"], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0 and "checkpoint: c" in out.stdout and "data:\n- d" in out.stdout, out.stderr
+
+
+def test_the_model_and_loader_configs_are_built_from_the_options_of_their_names():
+    """The one place TrainConfig's flat options become the model's and the loader's configs, field for field as
+    training built them by hand before."""
+    from ofa.model.config import ModelConfig
+    from ofa.pipeline.data import LoaderConfig
+
+    cfg = train_config(["--data", "a", "--data", "b", "--size", "small", "--embedding", "wavelength", "--img-size", "96",
+                        "--patch-size", "8", "--mask-ratio", "0.6", "--seed", "4", "--batch-size", "3", "--shuffle-buffer",
+                        "9", "--resampled", "--weights", "{naip: 2}", "--dataset-weights", "[1, 2]", "--device-augment",
+                        "--storage-options", '{"anon": true}'])
+    assert cfg.model_config({"naip": 4}) == ModelConfig(size="small", embedding="wavelength", img_size=96, patch_size=8,
+                                                        modalities={"naip": 4}, mask_ratio=0.6)
+    assert cfg.loader_config(rank=1, world_size=2, skip_batches=5) == LoaderConfig(
+        data=["a", "b"], batch_size=3, img_size=96, seed=4, shuffle_buffer=9, resampled=True, weights={"naip": 2.0},
+        dataset_weights=[1.0, 2.0], storage_options={"anon": True}, rank=1, world_size=2, skip_batches=5,
+        device_augment=True)
+
+
+@pytest.mark.parametrize("argv", [
+    ["demo", "--steps", "3", "--no-progress"],
+    ["ingest", "--catalog", "http://x", "--collection", "a", "--bbox", "1,2,3,4", "--bands", "B04", "--out", "o"],
+    ["manifest", "verify", "s3://b/ds", "--storage-options", '{"anon": true}'],
+    ["manifest", "show", "ds", "--json"],
+    ["eval", "geobench", "--root", "r", "--compare", "a=b", "c=d", "--epochs", "2"],
+    ["model", "info", "--size", "tiny"],
+    ["model", "export", "--checkpoint", "c", "--format", "hf", "--out", "o"],
+    ["embed", "--checkpoint", "c", "--data", "d", "--out", "o.parquet", "--no-progress"],
+])
+def test_every_command_prints_a_config_it_loads_unchanged(argv, tmp_path, capsys):
+    words = [a for a in argv[:2] if not a.startswith("-") and a in ("demo", "ingest", "manifest", "verify", "show", "eval",
+                                                                   "geobench", "model", "info", "export", "embed")]
+    printed = print_config([*argv, "--print_config"], capsys)
+    (tmp_path / "c.yaml").write_text(printed)
+    assert parse([*words, "--config", str(tmp_path / "c.yaml")]) == parse(argv)
