@@ -93,15 +93,17 @@ def _ingest(args: argparse.Namespace) -> int:
 
     try:
         if args.from_manifest:
-            if "out" not in options:
+            if "out" not in options and not options.get("plan"):
                 print("ofa ingest: error: --from-manifest needs --out", file=sys.stderr)
                 return 2
             with storage_access(args.from_manifest, "--from-manifest"):
                 manifest = read_manifest(args.from_manifest, options.get("storage_options"))
             overrides = {k: options[k] for k in ("storage_options", "workers", "scheduler", "strict", "progress", "processes",
-                                                  "sign_href") if k in options}
-            cfg = config_from_manifest(manifest, options["out"], **overrides)
+                                                  "sign_href", "plan", "json") if k in options}
+            cfg = config_from_manifest(manifest, options.get("out", ""), **overrides)
         else:
+            if options.get("plan"):
+                options.setdefault("out", "")   # a plan writes nothing
             missing = [f"--{k}" for k in ("catalog", "out") if k not in options]
             if not options.get("collections"):
                 missing.append("--collection")
@@ -109,11 +111,21 @@ def _ingest(args: argparse.Namespace) -> int:
                 print(f"ofa ingest: error: missing {', '.join(missing)} (or give them in --config)", file=sys.stderr)
                 return 2
             cfg = IngestConfig(**options)
+        if cfg.plan:
+            return _print_plan(cfg)
         run_ingest(cfg)
     except Exception as exc:  # noqa: BLE001 - storage gave up after its retries: one line naming --out
         if isinstance(exc, StorageError) or not is_storage_error(exc):
             raise  # the ofa command maps ingest, manifest and search errors to one line and an exit code
         raise StorageError(str(options.get("out")), exc, "--out", "rerun the same command to resume") from exc
+    return 0
+
+
+def _print_plan(cfg: IngestConfig) -> int:
+    from ofa.ingest.plan_report import format_plan, plan_run
+
+    report = plan_run(cfg)
+    print(json.dumps(report, indent=1) if cfg.json else format_plan(report))
     return 0
 
 
@@ -171,6 +183,10 @@ INGEST_FLAGS = {
     "sign_href": Flag("module:function that signs an href before it is opened (e.g. planetary_computer:sign); "
                       "signed URLs are never recorded", type=str, metavar="MODULE:FUNCTION"),
     "strict": Flag("fail when any item is skipped"),
+    "plan": Flag("print what the run would do and stop, from the items and the asset headers (no pixel read): "
+                 "per item each band's asset, scale/offset/nodata and where each comes from, quantity and "
+                 "conversion, georeferencing, cloud mask, chip count; per collection chips and bytes to read/write"),
+    "json": Flag("with --plan: print the plan as JSON"),
 }
 
 

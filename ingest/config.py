@@ -50,6 +50,8 @@ class IngestConfig:
     shard_max_bytes: int = SHARD_MAX_BYTES
     processes: bool = False                 # local cluster: worker threads (False) or processes
     ids: list[str] | None = None            # restrict the search to these items (--from-manifest)
+    plan: bool = False                      # print what the run would do (no pixel read) and stop
+    json: bool = False                      # with plan: the plan as JSON
     #: href signing hook (e.g. Planetary Computer SAS tokens): a callable or "module:function";
     #: it gets the clean href and its result is only used to open the file, never recorded
     sign_href: Callable[[str], str] | str | None = field(default=None, repr=False)

@@ -41,7 +41,7 @@ class ChannelPlan:
     source_nodata: float | None = None  # SAR: the file's no-data value when ``convert`` changes it
     #: where scale, offset and nodata came from ("item raster:bands", "processing baseline ...", "registry"...)
     origins: tuple[tuple[str, str], ...] = ()
-    unit: str | None = None            # SAR: the unit the item states for the asset (raster:bands[].unit), lower case
+    unit: str | None = None            # the unit the item states for the band (raster:bands[].unit); SAR reads it
     spacing: float | None = None       # SAR: the item's sar:pixel_spacing (m); GCP geocoding may only coarsen with it
     assumes_dn: bool = False           # SAR: read as the collection's integer digital numbers (a float file refutes it)
 
@@ -177,7 +177,7 @@ def _channel(assets: dict, band: BandSpec, props: dict, rule: BaselineOffset | N
         scale=scale, offset=offset, nodata=None if nodata is None else float(nodata),
         origins=(("scale", "item raster:bands" if "scale" in raster else "registry"), ("offset", offset_from),
                  ("nodata", "item raster:bands" if "nodata" in raster else "registry")),
-        unit=str(unit).strip().lower() or None if unit is not None else None,
+        unit=str(unit).strip() or None if unit is not None else None,
     )
 
 
@@ -248,10 +248,10 @@ SAR_UNITS = {"db": "db", "decibel": "db", "decibels": "db", "linear": "linear", 
 
 def _stated_unit(present: list[ChannelPlan]) -> str | None:
     """The unit the item states for its SAR assets (one of ``SAR_UNITS``' values), None when it states none."""
-    units = {c.unit for c in present if c.unit}
-    if not units:
+    units = {(c.unit or "").lower() for c in present}
+    if units == {""}:
         return None
-    if len(units) > 1 or len({c.unit for c in present}) > 1:
+    if len(units) > 1:
         raise ItemError(f"the polarisations state different units ({', '.join(f'{c.asset}: {c.unit}' for c in present)})")
     unit = units.pop()
     if unit not in SAR_UNITS:
