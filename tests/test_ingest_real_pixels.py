@@ -159,7 +159,8 @@ def _asset(item: dict, band: str) -> tuple[str, int]:
 
 def _centres(meta: dict) -> tuple[np.ndarray, np.ndarray]:
     a, b, c, d, e, f = meta["transform"]
-    cols, rows = np.meshgrid(np.arange(CHIP) + 0.5, np.arange(CHIP) + 0.5)
+    n = meta["window"]["width"]
+    cols, rows = np.meshgrid(np.arange(n) + 0.5, np.arange(n) + 0.5)
     return c + cols * a + rows * b, f + cols * d + rows * e
 
 
@@ -224,9 +225,9 @@ def _mask_flags(item: dict, key: str, meta: dict) -> tuple[np.ndarray, np.ndarra
 
 
 def _check_georeferencing(item: dict, expect: Expect, meta: dict) -> None:
-    crs = meta["crs"]
+    crs, n = meta["crs"], meta["window"]["width"]
     a, b, c, d, e, f = meta["transform"]
-    bounds = (c, f + CHIP * e, c + CHIP * a, f)
+    bounds = (c, f + n * e, c + n * a, f)
     assert meta["bbox"] == pytest.approx(transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21), abs=1e-7)
     if expect.gcps:   # north-up UTM at the data's own ground sampling, snapped to it
         path, _ = _asset(item, "VH" if expect.valid == (False, True) else "VV")
@@ -265,7 +266,7 @@ def _trace(item: dict, expect: Expect, pixels: np.ndarray, meta: dict) -> None:
     assert meta["band_valid"] == list(expect.valid or [True] * len(bands))
     assert [n for n, v in zip(meta["nodata"], meta["band_valid"]) if v] == [expect.nodata] * sum(meta["band_valid"])
     _check_georeferencing(item, expect, meta)
-    invalid = np.zeros((CHIP, CHIP), dtype=bool)
+    invalid = np.zeros(pixels.shape[1:], dtype=bool)
     for ch, band in enumerate(bands):
         if not meta["band_valid"][ch]:
             assert not pixels[ch].any(), band          # zero-filled
@@ -285,7 +286,7 @@ def _trace(item: dict, expect: Expect, pixels: np.ndarray, meta: dict) -> None:
     if expect.mask:
         fill, cloud = _mask_flags(item, expect.mask, meta)
         invalid |= fill
-        expected = float((cloud & ~fill).sum()) / max(CHIP * CHIP - int(fill.sum()), 1)
+        expected = float((cloud & ~fill).sum()) / max(fill.size - int(fill.sum()), 1)
         assert meta["cloud_fraction"] == pytest.approx(expected, abs=1e-6)
     else:
         assert meta["cloud_fraction"] is None        # no mask: not measured
@@ -306,3 +307,126 @@ def test_every_sample_traces_to_its_source(item_id, served, at_64, plan_64):
     assert len(chips) == planned["chips"] > 0          # every planned window, kept with the filters open
     for pixels, meta in chips:
         _trace(item, expect, pixels, meta)
+
+
+# ------------------------------------------------------------------ the traps, one by one
+@pytest.mark.parametrize("item_id", IDS)
+def test_default_chip_size_skips_items_smaller_than_a_chip_with_the_reason(item_id, at_default):
+    """At the default chip size (256 px) an item smaller than a chip is a ``skipped`` entry naming its size;
+    at 64 px (``test_every_sample_traces_to_its_source``) the same items give samples."""
+    manifest, samples = at_default
+    expect = ITEMS[item_id]
+    reasons = [s["reason"] for s in manifest["skipped"] if s["item_id"] == item_id]
+    if expect.refused:
+        assert len(reasons) == 1 and re.search(expect.refused, reasons[0])
+    elif expect.small:
+        assert len(reasons) == 1 and re.fullmatch(r"smaller than one chip: \d+x\d+ px on its finest band, chip size 256",
+                                                  reasons[0]), reasons
+        assert item_id not in samples
+    else:
+        assert not reasons
+        record = [e for e in manifest["items"] if e["id"] == item_id]
+        assert record and (item_id in samples or sum(manifest["counts"]["dropped"].values()) > 0)
+
+
+def test_antimeridian_chips_carry_their_true_bounds(served, tmp_path):
+    """The 1UBT tile crosses 180 degrees (MultiPolygon, bbox west > east): at 50 px its eastern chips cross
+    too, and their bbox is the true one, west > east (RFC 7946), from both catalogs' items alike."""
+    url, items = served
+    ids = [i for i in IDS if "1UBT" in i]
+    manifest, samples = _ingest(url, {i: items[i] for i in ids}, tmp_path, chip_size=50, max_cloud_fraction=1.0,
+                                max_nodata_fraction=1.0)
+    assert items[ids[0]]["bbox"][0] > items[ids[0]]["bbox"][2]
+    for item_id in ids:
+        chips = samples[item_id]
+        assert len(chips) == 4
+        crossing = [m for _, m in chips if m["bbox"][0] > m["bbox"][2]]
+        assert len(crossing) == 2 and all(m["window"]["col_off"] == 50 for m in crossing)
+        for pixels, meta in chips:
+            _trace(items[item_id], ITEMS[item_id], pixels, meta)
+    # the same pixels and metadata from Earth Search's keys/raster:bands and Planetary Computer's band names/baseline
+    (es, pc) = [sorted(samples[i], key=lambda s: s[1]["window"]["col_off"] * 1000 + s[1]["window"]["row_off"]) for i in ids]
+    for (pa, ma), (pb, mb) in zip(es, pc):
+        np.testing.assert_array_equal(pa, pb)
+        assert {k: v for k, v in ma.items() if k not in ("item_id", "pixels_crc32")} == \
+            {k: v for k, v in mb.items() if k not in ("item_id", "pixels_crc32")}
+
+
+def test_gcp_geocoding_gives_back_the_true_grid(at_64):
+    """The BigEarthNet patch written GCP-only (lines in radar order) geocodes onto the patch's own 10 m UTM
+    grid: the same transform and the same pixels as the patch on its true geotransform (``proj:code``)."""
+    _, samples = at_64
+    (gcp,) = samples["S1A_IW_GRDH_1SDV_20170613T165043_33UUP_70_48_BigEarthNet-GCP"]
+    (true,) = samples["S1A_IW_GRDH_1SDV_20170613T165043_33UUP_70_48_BigEarthNet-VV"]
+    assert gcp[1]["transform"] == true[1]["transform"] and gcp[1]["crs"] == true[1]["crs"] == "EPSG:32633"
+    np.testing.assert_array_equal(gcp[0][0], true[0][0])
+    assert gcp[1]["quantity"] == true[1]["quantity"] == "sigma0_db" and float(gcp[0][0].min()) < -10   # dB as stored
+
+
+def test_decimated_grd_keeps_its_own_ground_sampling(served, at_64):
+    """The decimated GRD (1280 x 837 px over ~250 x 170 km, no sar:pixel_spacing) is geocoded at the ~200 m its
+    210 GCPs show, never at the 10 m of a full-resolution IW product: hundreds of 64 px chips, not ~100,000."""
+    url, items = served
+    item_id = "S1A_IW_GRDH_1SDV_20180716T004042_20180716T004107_022812_02792A_DN-decimated"
+    item, chips = items[item_id], at_64[1][item_id]
+    assert "sar:pixel_spacing_range" not in item["properties"]
+    assert item["properties"]["proj:shape"] == [1280, 837]               # [samples, lines], as Earth Search says
+    with rasterio.open(item["assets"]["vv"]["href"]) as ds:
+        assert (ds.height, ds.width) == (837, 1280) and ds.transform.is_identity and len(ds.gcps[0]) == 210
+        sampling = _gcp_sampling(*ds.gcps, chips[0][1]["crs"])
+    assert 190 < min(sampling) <= max(sampling) < 215
+    assert 100 <= len(chips) <= 1000
+    assert all(m["gsd"] >= max(sampling) for _, m in chips)             # chip pixels no finer than source pixels
+    assert {m["gsd"] for _, m in chips} == {204.0}
+
+
+def test_each_trap_is_visible_in_the_samples(at_64):
+    _, samples = at_64
+    def one(item_id: str) -> dict:
+        return samples[item_id][0][1]
+    naip = one("va_m_3907864_sw_17_060_20210912_20211220")
+    assert naip["crs"] == "EPSG:26917" and naip["transform"][0] != -naip["transform"][4]   # NAD83, non-square
+    landsat = one("LC08_L2SP_001070_20190114_02_T2")
+    assert landsat["crs"] == "EPSG:32619" and landsat["transform"][5] < 0 and landsat["bbox"][1] < -13   # south, N zone
+    assert landsat["transform"][0] == pytest.approx(448.30078125) and landsat["transform"][4] == pytest.approx(-455.91796875)
+    l1c = [m for _, m in samples["S2A_19UDP_20170729_0_L1C_r900m"]]          # 38 % nodata edge, no nodata tag
+    assert max(m["nodata_fraction"] for m in l1c) > 0.3
+    vh = samples["S1A_S1_GRDH_1SDV_20230809T020729_20230809T020754_049792_05FCE6_DN-decimated-VH"]
+    assert all(m["band_valid"] == [False, True] and not p[0].any() for p, m in vh) and any(p[1].any() for p, _ in vh)
+    rkh = samples["S2A_29RKH_20200219_0_L2A_r100m"]                          # three grids: 100 m reference
+    assert {m["gsd"] for _, m in rkh} == {100.0} and any(m["cloud_fraction"] > 0 for _, m in rkh)
+
+
+def test_the_plan_names_every_item_and_where_each_scale_and_offset_comes_from(served):
+    """``ofa ingest --plan`` (plain text) on the real set: every item, each band's asset with the origin of its
+    scale and offset, and the totals; the origins are the ones the README gives for each convention."""
+    from ofa.pipeline.cli import main
+
+    url, items = served
+    args = ["ingest", "--plan", "--catalog", url, "--chip-size", str(CHIP)]
+    for cid in sorted({i["collection"] for i in items.values()}):
+        args += ["--collection", cid]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(args) == 0
+    text = out.getvalue()
+    blocks = {b.split("  ", 1)[0]: b for b in text.split("\n\n")}
+    assert sorted(k for k in blocks if k in ITEMS) == IDS
+    for item_id in IDS:
+        block = blocks[item_id]
+        if ITEMS[item_id].refused:
+            assert "skipped: " in block
+        channels = {"sentinel-2-l2a": 12, "sentinel-2-l1c": 13, "landsat-c2-l2": 7, "naip": 4}
+        n = channels.get(ITEMS[item_id].collection) or sum(ITEMS[item_id].valid or (True, True))
+        origins = re.findall(r"^ +scale \S+ \((.+?)\), offset \S+ \((.+?)\), nodata \S+ \((.+)\)$", block, re.M)
+        assert len(origins) == n and all(all(o) for o in origins), block
+    pc = blocks["S2B_MSIL2A_20230122T231849_R087_T01UBT_20230124T042703_r1098m"]
+    assert "offset -0.1 (processing baseline rule (s2:processing_baseline 04.00 >= 04.00" in pc
+    assert "scale 0.0001 (registry)" in pc
+    es = blocks["S2B_1UBT_20230122_0_L2A_r1098m"]
+    assert "scale 0.0001 (item raster:bands), offset -0.1 (item raster:bands)" in es
+    ben = blocks["S2A_MSIL2A_20170613T101031_R022_T33UUP_BigEarthNet-75_43"]
+    assert "offset 0 (registry)" in ben                                   # N9999: no baseline stated
+    grd = blocks["S1A_IW_GRDH_1SDV_20180716T004042_20180716T004107_022812_02792A_DN-decimated"]
+    assert "GCPs (210" in grd and "204x204 px" in grd and "[samples, lines]" in grd
+    assert re.search(r"^all: 14 items \(1 skipped\), \d+ chips, read \d", text, re.M)
