@@ -255,7 +255,8 @@ def _stated_unit(present: list[ChannelPlan]) -> str | None:
         raise ItemError(f"the polarisations state different units ({', '.join(f'{c.asset}: {c.unit}' for c in present)})")
     unit = units.pop()
     if unit not in SAR_UNITS:
-        raise ItemError(f"asset {present[0].asset!r} states unit {unit!r}; known SAR units: dB, decibel, linear, amplitude")
+        raise ItemError(f"asset {present[0].asset!r} states unit {present[0].unit!r}; known SAR units: dB, decibel, "
+                        "linear, amplitude")
     return SAR_UNITS[unit]
 
 
