@@ -3,10 +3,11 @@ rasterio read of the same window (coarser bands at the pixel holding each chip p
 transform, CRS and bbox are the window's, reflectance is DN * scale + offset with the offset the
 product's processing baseline implies, and ``cloud_fraction`` is the SCL / QA_PIXEL count made here.
 
-Real pixels: the Sentinel-2 L1C crop (13 bands, B10 included, no cloud mask). Real Items with
-synthetic pixels (no redistributable crop of these products was found): Planetary Computer L2A
-before and after baseline 04.00, Landsat 8 C2 L2 with QA_PIXEL. Also: an item smaller than one chip
-is a ``skipped`` entry with its reason, and the progress bar's ``kept=`` is the run's total."""
+Runs on a fresh clone. Real pixels: the Sentinel-2 L1C crop (13 bands, B10 included, no cloud mask).
+Real Items with synthetic pixels: Planetary Computer L2A before and after baseline 04.00, Landsat C2 L2
+with QA_PIXEL. Also: an item smaller than one chip is a ``skipped`` entry with its reason, and the
+progress bar's ``kept=`` is the run's total. The real pixels of those products (and of Sentinel-1, NAIP)
+are traced in ``test_ingest_real_pixels.py`` (``OFA_REAL_DATA``)."""
 from __future__ import annotations
 
 import contextlib
@@ -24,7 +25,9 @@ import rasterio
 from rasterio.warp import transform_bounds
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ingest_fixtures import L1C_KEYS, collections_for, load_item, localize_item, real_l1c_item  # noqa: E402
+from ingest_fixtures import (  # noqa: E402
+    CLOUDY_LANDSAT, ES_S2, L1C_KEYS, LEGACY_S2, PC_S2, collections_for, load_item, localize_item, real_l1c_item,
+)
 
 from ofa.infra.localstack import stac_server  # noqa: E402
 from ofa.ingest.job import IngestConfig, run_ingest  # noqa: E402
@@ -32,8 +35,8 @@ from ofa.ingest.job import IngestConfig, run_ingest  # noqa: E402
 CHIP = 80
 PC_2024 = "S2B_MSIL2A_20240419T095549_R122_T47XML_20240419T123458"   # baseline 05.10
 PC_2022 = "S2B_MSIL2A_20220612T182919_R027_T24XWR_20220613T123251"   # baseline 04.00
-PC_2019 = "S2A_MSIL2A_20190101T000001_R116_T58VFH_20201007T214652"   # baseline 02.12
-LANDSAT = "LC08_L2SP_044034_20161204_02_T1"
+PC_2019 = PC_S2                                                       # baseline 02.12
+LANDSAT = CLOUDY_LANDSAT
 L1C = "S2A_33UUU_20170216_0_L1C"
 TINY = "TINY_naip_item"
 #: the offset each item's reflectance must carry (DN / 10000 + offset for Sentinel-2)
@@ -44,11 +47,11 @@ EXPECTED_OFFSET = {PC_2024: -0.1, PC_2022: -0.1, PC_2019: 0.0, L1C: 0.0}
 def run(tmp_path_factory):
     """One ingest over the real STAC API; yields (items by id, manifest, samples by item, captured stderr)."""
     root = tmp_path_factory.mktemp("real-pixels")
-    tiny = load_item("naip", "id_m_4711655_sw_11_060_20231117_20240103")
+    tiny = load_item("naip", "pr_m_1806544_nw_20_030_20221212_20230329")
     tiny["id"] = TINY
     items = [real_l1c_item(item_id=L1C), localize_item(tiny, root, size=CHIP // 2)]
     items += [localize_item(load_item("sentinel-2-l2a", stem), root) for stem in (PC_2024, PC_2022, PC_2019)]
-    items.append(localize_item(load_item("landsat-8-c2-l2", LANDSAT), root))
+    items.append(localize_item(load_item("landsat-c2-l2", LANDSAT), root))
     out = tmp_path_factory.mktemp("ds")
     with stac_server(collections_for(items), items) as url:
         cfg = IngestConfig(catalog=url, collections=sorted({it["collection"] for it in items}), out=str(out),
@@ -84,17 +87,24 @@ def _read_like_chip(path: str, meta: dict, ref_transform) -> np.ndarray:
     return full[np.ix_(rows, cols)]
 
 
+#: Landsat C2 L2 surface-reflectance band -> Planetary Computer's common-name asset key
+LANDSAT_KEYS = {"SR_B1": "coastal", "SR_B2": "blue", "SR_B3": "green", "SR_B4": "red", "SR_B5": "nir08",
+                "SR_B6": "swir16", "SR_B7": "swir22"}
+
+
 def _band_keys(item: dict, bands: list[str]) -> list[str]:
     """The asset key of each band, as the item names it."""
     def names(asset: dict) -> list[str]:
         return [b.get("name") for b in asset.get("eo:bands", [])]
 
-    return [next(k for k, a in item["assets"].items() if band == k or band in names(a)) for band in bands]
+    return [next(k for k, a in item["assets"].items() if k in (band, LANDSAT_KEYS.get(band)) or band in names(a))
+            for band in bands]
 
 
 def _check_trace(item: dict, pixels: np.ndarray, meta: dict) -> rasterio.Affine:
     keys = _band_keys(item, meta["bands"])
-    finest = min(keys, key=lambda k: abs(item["assets"][k]["proj:transform"][0]))
+    tf = item["properties"].get("proj:transform")
+    finest = min(keys, key=lambda k: abs((item["assets"][k].get("proj:transform") or tf)[0]))
     with rasterio.open(_asset_path(item, finest)) as ds:
         ref, crs = ds.transform, ds.crs
     for channel, key in enumerate(keys):
@@ -160,7 +170,7 @@ def test_landsat_cloud_fraction_is_the_qa_pixel_count(run):
     for pixels, meta in chips:
         assert meta["offset"] == [-0.2] * 7 and meta["scale"] == [2.75e-05] * 7
         ref = _check_trace(items[LANDSAT], pixels, meta)
-        _check_cloud_fraction(items[LANDSAT], meta, ref, "QA_PIXEL")
+        _check_cloud_fraction(items[LANDSAT], meta, ref, "qa_pixel")
 
 
 def _check_cloud_fraction(item: dict, meta: dict, ref, key: str) -> None:
@@ -213,15 +223,16 @@ def test_l1c_offset_from_baseline_04_and_earth_search_flags():
         asset["raster:bands"] = [{"scale": 0.0001, "offset": -0.05}]
     assert set(_offsets(own)) == {-0.05}
     # Earth Search's DNs with the offset taken out already (boa_offset_applied): offset 0 whatever raster:bands say
-    es = load_item("sentinel-2-l2a", "S2A_13TDE_20231008_0_L2A")
+    es = load_item("sentinel-2-l2a", ES_S2)     # real Earth Search items: test_ingest_units (OFA_REAL_DATA/stac)
     assert es["properties"]["earthsearch:boa_offset_applied"] is True
     assert es["assets"]["red"]["raster:bands"][0]["offset"] == -0.1
     assert set(_offsets(es)) == {0.0}
     flag_off = copy.deepcopy(es)
     flag_off["properties"]["earthsearch:boa_offset_applied"] = False
     assert set(_offsets(flag_off)) == {-0.1}
-    legacy = load_item("sentinel-s2-l2a-cogs", "S2B_20EPT_20250731_0_L2A")
-    assert legacy["properties"]["sentinel:boa_offset_applied"] is True
+    legacy = load_item("sentinel-s2-l2a-cogs", LEGACY_S2)
+    assert set(_offsets(legacy)) == {0.0}          # 2020: no baseline stated, no raster:bands: the registry's 0
+    legacy["properties"].update({"sentinel:processing_baseline": "05.11", "sentinel:boa_offset_applied": True})
     assert set(_offsets(legacy)) == {0.0}
     legacy["properties"]["sentinel:boa_offset_applied"] = False   # baseline 05.11, no raster:bands
     assert set(_offsets(legacy)) == {-0.1}
