@@ -121,11 +121,13 @@ def geocoding_spacing(sampling: tuple[float, float], nominal: float | None) -> f
     """The output pixel size for a raster whose pixels sample the ground at ``sampling`` (m, range and
     azimuth): never finer than its coarser axis. A stated ``nominal`` spacing is used where the
     measurement agrees with it (within ``SPACING_TOLERANCE``) or where it is coarser; otherwise the
-    measurement, rounded up to whole metres (a decimated or overview asset keeps its own sampling)."""
+    measurement rounded up to three significant digits (a decimated or overview asset keeps its own
+    sampling: 203.6 m -> 204 m; 10.13 m -> 10.2 m)."""
     measured = max(sampling)
     if nominal and measured <= nominal * (1.0 + SPACING_TOLERANCE):
         return float(nominal)
-    return float(math.ceil(measured * (1.0 - 1e-9)))
+    step = 10.0 ** (math.floor(math.log10(measured)) - 2)
+    return round(math.ceil(measured / step - 1e-3) * step, 10)   # 1/1000 of the last digit: float noise
 
 
 class GcpGrid:

@@ -162,7 +162,9 @@ def test_the_output_pixel_is_never_finer_than_the_data():
     assert geocoding_spacing((9.96, 10.13), 10.0) == 10.0         # a full-resolution IW GRDH: its stated 10 m
     assert geocoding_spacing((200.1, 203.6), None) == 204.0       # decimated, nothing stated: its own ~200 m
     assert geocoding_spacing((200.1, 203.6), 10.0) == 204.0       # a nominal 10 m cannot make 200 m pixels finer
-    assert geocoding_spacing((9.99, 10.0000000001), None) == 10.0
+    assert geocoding_spacing((9.99, 10.0000000001), None) == 10.0   # a measurement's rounding adds nothing
+    assert geocoding_spacing((9.96, 10.13), None) == 10.2           # nothing stated: 3 significant digits, up
+    assert geocoding_spacing((0.5, 0.71), None) == 0.71
     assert geocoding_spacing((5.0, 5.0), 10.0) == 10.0            # a coarser stated spacing is kept
 
 
