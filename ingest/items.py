@@ -271,12 +271,13 @@ def sar_channels(sensor: SensorSpec, collection: str, assets: dict, props: dict,
     GRD ``amplitude_dn`` becomes ``sigma0_db`` when every present channel's calibration annotation
     (``schema-calibration-{asset key}``) is linked, else stays ``amplitude_dn`` (integer DNs: a float
     file refutes it at open); linear ``gamma0`` (RTC) becomes ``gamma0_db``. The item's
-    ``sar:pixel_spacing_*`` is kept as the coarsest a GCP-only raster may be geocoded at."""
+    ``sar:pixel_spacing_*`` is the channels' GSD, and a GCP-only raster is never geocoded finer than it
+    (nor than its GCPs show: ``ingest.sar.geocoding_spacing``)."""
     from ofa.ingest.sar import DB_NODATA
 
     spacing = [props.get(k) for k in ("sar:pixel_spacing_range", "sar:pixel_spacing_azimuth")]
     if all(isinstance(v, (int, float)) and v > 0 for v in spacing):
-        channels = tuple(dataclasses.replace(c, spacing=float(max(spacing))) for c in channels)
+        channels = tuple(dataclasses.replace(c, gsd=float(max(spacing)), spacing=float(max(spacing))) for c in channels)
     source, target = sensor.products.get(collection, (sensor.quantity, sensor.quantity))
     present = [c for c in channels if c.valid]
     unit = _stated_unit(present)
