@@ -521,4 +521,5 @@ def process_item(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[str]
         chipper = _Chipper(plan, options, reader, grid, cols, on_chip)
         for row in rows:
             chipper.row(row)
+        reader.verify()
     return chipper.finish()

@@ -45,25 +45,37 @@ def ingest_command(args: argparse.Namespace) -> int:
     options = _options(args)
     try:
         if args.from_manifest:
-            if options.get("out") is None:
+            if options.get("out") is None and not options.get("plan"):
                 raise ValueError("--from-manifest needs --out")
             with storage_access(args.from_manifest, "--from-manifest"):
                 manifest = read_manifest(args.from_manifest, options.get("storage_options"))
             overrides = {k: options[k] for k in ("storage_options", "workers", "scheduler", "strict", "progress", "processes",
-                                                  "sign_href")}
-            cfg = config_from_manifest(manifest, options["out"], **overrides)
+                                                  "sign_href", "plan", "json")}
+            cfg = config_from_manifest(manifest, options.get("out") or "", **overrides)
         else:
+            if options.get("plan") and options.get("out") is None:
+                options["out"] = ""   # a plan writes nothing
             missing = [f"--{k}" for k in ("catalog", "out") if options.get(k) is None]
             if not options.get("collections"):
                 missing.append("--collection")
             if missing:
                 raise ValueError(f"missing {', '.join(missing)} (or give them in --config)")
             cfg = IngestConfig(**options)
+        if cfg.plan:
+            return _print_plan(cfg)
         run_ingest(cfg)
     except Exception as exc:  # noqa: BLE001 - storage gave up after its retries: one line naming --out
         if isinstance(exc, StorageError) or not is_storage_error(exc):
             raise  # the ofa command maps ingest, manifest and search errors to one line and an exit code
         raise StorageError(str(options.get("out")), exc, "--out", "rerun the same command to resume") from exc
+    return 0
+
+
+def _print_plan(cfg: IngestConfig) -> int:
+    from ofa.ingest.plan_report import format_plan, plan_run
+
+    report = plan_run(cfg)
+    print(json.dumps(report, indent=1) if cfg.json else format_plan(report))
     return 0
 
 

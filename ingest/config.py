@@ -126,6 +126,12 @@ class IngestConfig:
     processes: bool = False                 # local cluster: worker threads (False) or processes
     """local cluster with worker processes instead of threads"""
     ids: list[str] | None = None            # restrict the search to these items (--from-manifest)
+    plan: bool = False
+    """print what the run would do and stop, from the items and the asset headers (no pixel read): per item each
+    band's asset, scale/offset/nodata and where each comes from, quantity and conversion, georeferencing, cloud mask,
+    chip count; per collection chips and bytes to read/write"""
+    json: bool = False
+    """with --plan: print the plan as JSON"""
     #: href signing hook (e.g. Planetary Computer SAS tokens): a callable or "module:function";
     #: it gets the clean href and its result is only used to open the file, never recorded
     sign_href: Callable[[str], str] | str | None = field(default=None, repr=False,

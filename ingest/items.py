@@ -39,6 +39,11 @@ class ChannelPlan:
     calibration: str | None = None     # SAR: clean href of the calibration annotation the conversion needs
     convert: str | None = None         # SAR: "sigma0_db" (DN + calibration LUT), "db" (linear power), None
     source_nodata: float | None = None  # SAR: the file's no-data value when ``convert`` changes it
+    #: where scale, offset and nodata came from ("item raster:bands", "processing baseline ...", "registry"...)
+    origins: tuple[tuple[str, str], ...] = ()
+    unit: str | None = None            # the unit the item states for the band (raster:bands[].unit); SAR reads it
+    spacing: float | None = None       # SAR: the item's sar:pixel_spacing (m); GCP geocoding may only coarsen with it
+    assumes_dn: bool = False           # SAR: read as the collection's integer digital numbers (a float file refutes it)
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class ItemPlan:
     shape: tuple[int, int] | None = None   # proj:shape of the finest band, when the item says
     aoi: dict | None = None                # search area (WGS84 geometry): chips must touch it
     quantity: str | None = None            # what the samples' pixels hold (registry/sar.py names)
+    quantity_from: str | None = None       # why: the item's stated unit, or the collection's default
 
 
 def clean_href(href: str) -> str:
@@ -117,15 +123,26 @@ def processing_baseline(value: Any) -> tuple[int, int] | None:
 def _baseline_offset(rule: BaselineOffset | None, props: dict, raster: dict, scale: float, default: float) -> float:
     """A band's offset: 0 where the catalog says it took the DN offset out already, else the item's
     ``raster:bands`` offset, else ``rule.dn * scale`` from the item's processing baseline on, else ``default``."""
-    if rule and any(props.get(k) is True for k in rule.removed):
-        return 0.0
-    if raster.get("offset") is not None:
-        return float(raster["offset"])
+    return offset_and_origin(rule, props, raster, scale, default)[0]
+
+
+def offset_and_origin(rule: BaselineOffset | None, props: dict, raster: dict, scale: float,
+                      default: float) -> tuple[float, str]:
+    """``_baseline_offset`` and where the value came from, in words (for ``ofa ingest --plan``)."""
     if rule:
-        baseline = next((b for b in map(processing_baseline, (props.get(k) for k in rule.baseline_keys)) if b), None)
+        flag = next((k for k in rule.removed if props.get(k) is True), None)
+        if flag:
+            return 0.0, f"0: {flag} is true (DN offset already removed)"
+    if raster.get("offset") is not None:
+        return float(raster["offset"]), "item raster:bands"
+    if rule:
+        key, baseline = next(((k, b) for k in rule.baseline_keys if (b := processing_baseline(props.get(k)))), (None, None))
         if baseline is not None:
-            return rule.dn * scale if baseline >= rule.since else 0.0
-    return default
+            since = f"{rule.since[0]:02d}.{rule.since[1]:02d}"
+            if baseline >= rule.since:
+                return rule.dn * scale, f"processing baseline rule ({key} {props[key]} >= {since}: DN {rule.dn:g})"
+            return 0.0, f"processing baseline rule ({key} {props[key]} < {since}: none)"
+    return default, "registry"
 
 
 def _absent(band: BandSpec) -> ChannelPlan:
@@ -151,12 +168,16 @@ def _channel(assets: dict, band: BandSpec, props: dict, rule: BaselineOffset | N
     nodata = raster["nodata"] if "nodata" in raster else band.nodata
     if isinstance(nodata, str):  # "nan", "inf"
         nodata = float(nodata)
+    offset, offset_from = offset_and_origin(rule, props, raster, scale, band.offset)
+    unit = raster.get("unit")
     return ChannelPlan(
         name=band.name, asset=key, href=clean_href(str(asset["href"])), index=band.index,
         wavelength=float(eo.get("center_wavelength") or band.wavelength),
         gsd=float(raster.get("spatial_resolution") or eo.get("gsd") or asset.get("gsd") or band.gsd),
-        scale=scale, offset=_baseline_offset(rule, props, raster, scale, band.offset),
-        nodata=None if nodata is None else float(nodata),
+        scale=scale, offset=offset, nodata=None if nodata is None else float(nodata),
+        origins=(("scale", "item raster:bands" if "scale" in raster else "registry"), ("offset", offset_from),
+                 ("nodata", "item raster:bands" if "nodata" in raster else "registry")),
+        unit=str(unit).strip() or None if unit is not None else None,
     )
 
 
@@ -198,9 +219,9 @@ def _plan_item(item: dict, bands: list[str] | None, sensor: SensorSpec | None) -
     channels = tuple(read(b, props, sensor.baseline_offset) if b in wanted else _absent(b) for b in sensor.bands)
     if not any(c.valid for c in channels):
         raise ItemError(f"no band of sensor {sensor.id} in the item (tried {', '.join(k for b in wanted for k in b.keys)})")
-    quantity = sensor.quantity
+    quantity, quantity_from = sensor.quantity, "registry"
     if sensor.sar:
-        quantity, channels = sar_channels(sensor, collection, assets, props, channels)
+        quantity, quantity_from, channels = sar_channels(sensor, collection, assets, props, channels)
     mask = sensor.cloud_mask
     if zassets:
         mask_key, mask_href = zarr_mask(mask, zassets)
@@ -217,34 +238,82 @@ def _plan_item(item: dict, bands: list[str] | None, sensor: SensorSpec | None) -
         mask_cloud=tuple(mask.cloud) if mask_key else (),
         mask_fill=tuple(mask.fill) if mask_key else (),
         sar=sensor.sar, crs=item_crs(item), geometry=item.get("geometry"), shape=_finest_shape(item, channels),
-        quantity=quantity,
+        quantity=quantity, quantity_from=quantity_from,
     )
 
 
-def sar_channels(sensor: SensorSpec, collection: str, assets: dict, props: dict,
-                 channels: tuple[ChannelPlan, ...]) -> tuple[str | None, tuple[ChannelPlan, ...]]:
-    """The quantity a SAR item's samples will hold and its channels set up for the conversion there.
+#: units an item may state for a SAR asset (``raster:bands[].unit``, any case) -> what its values are
+SAR_UNITS = {"db": "db", "decibel": "db", "decibels": "db", "linear": "linear", "amplitude": "amplitude"}
 
-    GRD (``amplitude_dn``) becomes ``sigma0_db`` when every present channel's calibration annotation
-    (``schema-calibration-{asset key}``) is linked, else stays ``amplitude_dn``; linear ``gamma0``
-    (RTC) becomes ``gamma0_db``. The registry's ``products`` maps collection -> (source, target).
-    The item's ``sar:pixel_spacing_*`` is the grid spacing a GCP-only raster is geocoded at."""
+
+def _stated_unit(present: list[ChannelPlan]) -> str | None:
+    """The unit the item states for its SAR assets (one of ``SAR_UNITS``' values), None when it states none."""
+    units = {(c.unit or "").lower() for c in present}
+    if units == {""}:
+        return None
+    if len(units) > 1:
+        raise ItemError(f"the polarisations state different units ({', '.join(f'{c.asset}: {c.unit}' for c in present)})")
+    unit = units.pop()
+    if unit not in SAR_UNITS:
+        raise ItemError(f"asset {present[0].asset!r} states unit {present[0].unit!r}; known SAR units: dB, decibel, "
+                        "linear, amplitude")
+    return SAR_UNITS[unit]
+
+
+def sar_channels(sensor: SensorSpec, collection: str, assets: dict, props: dict,
+                 channels: tuple[ChannelPlan, ...]) -> tuple[str | None, str, tuple[ChannelPlan, ...]]:
+    """The quantity a SAR item's samples will hold, why, and its channels set up for the conversion there.
+
+    What the item states wins: a ``raster:bands`` unit of ``dB`` means the values are the quantity
+    already (never converted again; the registry's DN no-data 0 does not apply), ``linear`` power
+    becomes dB by 10*log10, ``amplitude`` by 20*log10 (GRD amplitude stays digital numbers). Without a
+    unit the collection's default applies (the registry's ``products``, collection -> (source, target)):
+    GRD ``amplitude_dn`` becomes ``sigma0_db`` when every present channel's calibration annotation
+    (``schema-calibration-{asset key}``) is linked, else stays ``amplitude_dn`` (integer DNs: a float
+    file refutes it at open); linear ``gamma0`` (RTC) becomes ``gamma0_db``. The item's
+    ``sar:pixel_spacing_*`` is the channels' GSD, and a GCP-only raster is never geocoded finer than it
+    (nor than its GCPs show: ``ingest.sar.geocoding_spacing``)."""
     from ofa.ingest.sar import DB_NODATA
 
     spacing = [props.get(k) for k in ("sar:pixel_spacing_range", "sar:pixel_spacing_azimuth")]
     if all(isinstance(v, (int, float)) and v > 0 for v in spacing):
-        channels = tuple(dataclasses.replace(c, gsd=float(max(spacing))) for c in channels)
-
-    source, target = sensor.products.get(collection, (None, None))
+        channels = tuple(dataclasses.replace(c, gsd=float(max(spacing)), spacing=float(max(spacing))) for c in channels)
+    source, target = sensor.products.get(collection, (sensor.quantity, sensor.quantity))
     present = [c for c in channels if c.valid]
+    unit = _stated_unit(present)
+    if unit == "db":   # already in dB: as stored
+        return target, f"item raster:bands unit {present[0].unit!r}: already dB, not converted", tuple(
+            _db_nodata(c, DB_NODATA) if c.valid else c for c in channels)
+    if unit == "linear" or (unit == "amplitude" and source != "amplitude_dn"):
+        convert = "db" if unit == "linear" else "amplitude_db"
+        why = f"item raster:bands unit {present[0].unit!r}: {'10' if unit == 'linear' else '20'}*log10"
+        return target, why, _converted(channels, convert, {}, DB_NODATA)
     links = {c.asset: (assets.get(f"schema-calibration-{c.asset.lower()}") or {}).get("href") for c in present}
+    stated = f"item raster:bands unit {present[0].unit!r}" if unit else f"no unit stated: {collection} default"
     if source == target or (target == "sigma0_db" and not all(links.values())):
-        return source, channels
+        dn = source == "amplitude_dn"
+        return source, f"{stated} ({source}{', no calibration annotation linked' if dn else ''})", tuple(
+            dataclasses.replace(c, assumes_dn=dn) if c.valid else c for c in channels)
     convert = "sigma0_db" if target == "sigma0_db" else "db"
-    out = tuple(dataclasses.replace(
+    why = f"{stated} ({source} -> {target}: {'calibration annotation LUT' if convert == 'sigma0_db' else '10*log10'})"
+    return target, why, _converted(channels, convert, links, DB_NODATA)
+
+
+def _db_nodata(channel: ChannelPlan, db_nodata: float) -> ChannelPlan:
+    """A dB channel's no data: what the item states, else ``db_nodata`` (pixels off the source; the
+    registry's DN no data 0 is a valid dB value)."""
+    if dict(channel.origins).get("nodata") != "registry":
+        return channel
+    origin = ("nodata", f"{db_nodata:g}: none stated, marks pixels off the source (0 is a valid dB value)")
+    return dataclasses.replace(channel, nodata=db_nodata, origins=(*channel.origins[:2], origin))
+
+
+def _converted(channels: tuple[ChannelPlan, ...], convert: str, links: dict, db_nodata: float) -> tuple[ChannelPlan, ...]:
+    """The present channels set up for a conversion to float32 dB (nodata ``db_nodata``)."""
+    return tuple(dataclasses.replace(
         c, convert=convert, calibration=clean_href(str(links[c.asset])) if convert == "sigma0_db" else None,
-        source_nodata=c.nodata, nodata=DB_NODATA, scale=1.0, offset=0.0) if c.valid else c for c in channels)
-    return target, out
+        source_nodata=c.nodata, nodata=db_nodata, scale=1.0, offset=0.0,
+        assumes_dn=convert == "sigma0_db") if c.valid else c for c in channels)
 
 
 def _finest_shape(item: dict, channels: tuple[ChannelPlan, ...]) -> tuple[int, int] | None:

@@ -104,6 +104,9 @@ class GridReader:
     def close(self) -> None:
         """Release what ``open`` holds."""
 
+    def verify(self) -> None:
+        """After an item's chips are read: raise ``ItemError`` when what was read cannot be right."""
+
     def read(self, href: str, indexes: list[int], ref_transform, row: int, col: int, height: int, width: int) -> np.ndarray:
         """Bands ``indexes`` (1-based) of ``href`` over rows/cols of the reference grid, as (n, height, width)."""
         g = self.grids[href]

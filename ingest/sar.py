@@ -34,6 +34,10 @@ QUANTITIES = {
 #: float32 fill for dB pixels without a value (finite, so meta.json stays plain JSON)
 DB_NODATA = -9999.0
 
+#: the conversions to dB, in words
+_CONVERSIONS = {"sigma0_db": "calibration (DN to sigma0 dB)", "db": "10*log10 conversion of linear power",
+                "amplitude_db": "20*log10 conversion of amplitude"}
+
 #: lattice step (pixels) at which the GCP transform is evaluated exactly; bilinear in between
 _STEP = 16
 #: destination columns warped per block (bounds the source window one block reads)
@@ -95,10 +99,44 @@ def utm_crs_for(lon: float, lat: float) -> str:
     return f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
 
 
-class GcpGrid:
-    """The north-up grid a GCP-only raster is geocoded onto, and the source pixel under each of its pixels."""
+#: a GCP-derived ground sampling within this fraction of the item's stated pixel spacing is that spacing:
+#: the measurement moves by a few percent with terrain heights, map scale and along-track speed
+SPACING_TOLERANCE = 0.05
 
-    def __init__(self, gcps: list, gcp_crs, width: int, height: int, spacing: float):
+
+def gcp_sampling(gcps: list, gcp_crs, crs) -> tuple[float, float]:
+    """Ground metres per source pixel along the columns (range) and the lines (azimuth), measured from the
+    GCPs: the least-squares affine from (col, row) to map coordinates in ``crs`` (ground distance over
+    pixel distance between the control points)."""
+    from rasterio.warp import transform
+
+    xs, ys = transform(gcp_crs, crs, [g.x for g in gcps], [g.y for g in gcps])
+    design = np.c_[[g.col for g in gcps], [g.row for g in gcps], np.ones(len(gcps))]
+    fx = np.linalg.lstsq(design, np.asarray(xs), rcond=None)[0]
+    fy = np.linalg.lstsq(design, np.asarray(ys), rcond=None)[0]
+    return float(math.hypot(fx[0], fy[0])), float(math.hypot(fx[1], fy[1]))
+
+
+def geocoding_spacing(sampling: tuple[float, float], nominal: float | None) -> float:
+    """The output pixel size for a raster whose pixels sample the ground at ``sampling`` (m, range and
+    azimuth): never finer than its coarser axis. A stated ``nominal`` spacing is used where the
+    measurement agrees with it (within ``SPACING_TOLERANCE``) or where it is coarser; otherwise the
+    measurement rounded up to three significant digits (a decimated or overview asset keeps its own
+    sampling: 203.6 m -> 204 m; 10.13 m -> 10.2 m)."""
+    measured = max(sampling)
+    if nominal and measured <= nominal * (1.0 + SPACING_TOLERANCE):
+        return float(nominal)
+    step = 10.0 ** (math.floor(math.log10(measured)) - 2)
+    return round(math.ceil(measured / step - 1e-3) * step, 10)   # 1/1000 of the last digit: float noise
+
+
+class GcpGrid:
+    """The north-up grid a GCP-only raster is geocoded onto, and the source pixel under each of its pixels.
+
+    Its pixel size is the data's own ground sampling (``gcp_sampling``, ``geocoding_spacing``): a
+    raster is never geocoded finer than its pixels sample the ground."""
+
+    def __init__(self, gcps: list, gcp_crs, width: int, height: int, nominal: float | None = None):
         from rasterio.crs import CRS
         from rasterio.transform import Affine, GCPTransformer
         from rasterio.warp import transform
@@ -110,6 +148,8 @@ class GcpGrid:
         self.src_crs = gcp_crs
         self.crs = CRS.from_user_input(utm_crs_for((lon + 180.0) % 360.0 - 180.0, lat))
         self.src_width, self.src_height = width, height
+        self.sampling = gcp_sampling(gcps, gcp_crs, self.crs)
+        self.spacing = spacing = geocoding_spacing(self.sampling, nominal)
         self._gcp = GCPTransformer(gcps, tps=True)
         # the extent: the raster's outline (edges densified) through the same transform the pixels go through
         t = np.linspace(0.0, 1.0, 33)
@@ -117,8 +157,10 @@ class GcpGrid:
         cols = np.concatenate([t, np.ones_like(t), t[::-1], np.zeros_like(t)]) * width
         edge_lon, edge_lat = self._gcp.xy(rows, cols, offset="ul")
         xs, ys = transform(gcp_crs, self.crs, list(edge_lon), list(edge_lat))
-        left, right = math.floor(min(xs) / spacing) * spacing, math.ceil(max(xs) / spacing) * spacing
-        bottom, top = math.floor(min(ys) / spacing) * spacing, math.ceil(max(ys) / spacing) * spacing
+        # snapped outward to multiples of the spacing; an outline past a multiple by less than 1/100 px (the
+        # curvature of the transform between GCPs) adds no pixel: its centre would be off the source anyway
+        left, right = math.floor(min(xs) / spacing + 0.01) * spacing, math.ceil(max(xs) / spacing - 0.01) * spacing
+        bottom, top = math.floor(min(ys) / spacing + 0.01) * spacing, math.ceil(max(ys) / spacing - 0.01) * spacing
         self.width, self.height = int(round((right - left) / spacing)), int(round((top - bottom) / spacing))
         self.transform = Affine(spacing, 0.0, left, 0.0, -spacing, top)
         self._last: tuple = ((), None)   # the last window's source pixels: the polarisations of an item share them
@@ -171,9 +213,11 @@ def _bilinear(lattice: np.ndarray, rs: np.ndarray, cs: np.ndarray, height: int, 
 
 @dataclass
 class _Convert:
-    kind: str | None                 # None (values as read), "sigma0_db" (DN + LUT) or "db" (linear power)
+    kind: str | None                 # None (values as read), "sigma0_db" (DN + LUT), "db" (linear power), "amplitude_db"
     lut: CalibrationLut | None
     source_nodata: float | None
+    valid: int = 0                   # source pixels read with a value (not nodata, not 0, finite)
+    lost: int = 0                    # of those, the ones the conversion could not take (negative)
 
 
 class SarDataset:
@@ -183,7 +227,7 @@ class SarDataset:
     ``dtypes``, ``nodata``, ``nodatavals``, ``read(indexes, window, ...)`` and ``close()``.
     """
 
-    def __init__(self, ds, grid: GcpGrid | None, convert: _Convert):
+    def __init__(self, ds, grid: GcpGrid | None, convert: _Convert, nodata: float | None = None):
         self.ds, self.grid, self.convert = ds, grid, convert
         self.count = ds.count
         if grid is not None:
@@ -193,7 +237,9 @@ class SarDataset:
         if convert.kind:
             self.dtypes, self.nodata = ("float32",) * ds.count, DB_NODATA
         else:
-            self.dtypes, self.nodata = ds.dtypes, (ds.nodata if ds.nodata is not None else 0)
+            # pixels off the source are the channel's no data (dB values have no DN 0), else the file's, else 0
+            fill = nodata if nodata is not None else ds.nodata
+            self.dtypes, self.nodata = ds.dtypes, (fill if fill is not None else 0)
         self.nodatavals = (self.nodata,) * ds.count
 
     def close(self) -> None:
@@ -239,15 +285,20 @@ class SarDataset:
         if kind is None:
             return values
         v = values.astype(np.float32)
-        bad = ~np.isfinite(v) | (v <= 0)
+        empty = ~np.isfinite(v)
         if self.convert.source_nodata is not None and not math.isnan(self.convert.source_nodata):
-            bad |= values == self.convert.source_nodata
+            empty |= values == self.convert.source_nodata
+        negative = ~empty & (v < 0)
+        self.convert.valid += int(np.count_nonzero(~empty & (v != 0)))
+        self.convert.lost += int(np.count_nonzero(negative))
         with np.errstate(divide="ignore", invalid="ignore"):
             if kind == "sigma0_db":   # 10 log10(DN^2 / A^2)
                 db = 20.0 * np.log10(v / self.convert.lut.window(row, col, v.shape[1], v.shape[2]))
+            elif kind == "amplitude_db":
+                db = 20.0 * np.log10(v)
             else:
                 db = 10.0 * np.log10(v)
-        db[bad] = DB_NODATA
+        db[empty | (v <= 0)] = DB_NODATA
         return db
 
 
@@ -274,6 +325,10 @@ def open_sar(ds, channel: ChannelPlan, sign: Callable[[str], str], grids: dict |
     ``grids`` shares one ``GcpGrid`` between the assets of an item with the same GCPs (its polarisations)."""
     gcps, gcp_crs = ds.gcps
     grid = None
+    if channel.assumes_dn and np.dtype(ds.dtypes[channel.index - 1]).kind not in "ui":
+        raise ItemError(f"asset {channel.asset!r} holds {ds.dtypes[channel.index - 1]} values, not the integer digital "
+                        "numbers the collection's files hold, and the item states no unit (raster:bands unit "
+                        "dB/linear/amplitude): which quantity they are cannot be told")
     if not has_georeferencing(ds):
         if not gcps:
             raise ItemError(f"asset {channel.asset!r} has neither a geotransform nor GCPs: it cannot be geocoded")
@@ -281,9 +336,10 @@ def open_sar(ds, channel: ChannelPlan, sign: Callable[[str], str], grids: dict |
             raise ItemError(f"asset {channel.asset!r} has GCPs without a CRS: it cannot be geocoded")
         if len(gcps) < 3:
             raise ItemError(f"asset {channel.asset!r} has {len(gcps)} GCPs: at least 3 are needed to geocode it")
-        key = (tuple((g.row, g.col, g.x, g.y) for g in gcps), str(gcp_crs), ds.width, ds.height, channel.gsd)
+        key = (tuple((g.row, g.col, g.x, g.y) for g in gcps), str(gcp_crs), ds.width, ds.height, channel.spacing)
         try:
-            grid = (grids if grids is not None else {}).get(key) or GcpGrid(gcps, gcp_crs, ds.width, ds.height, channel.gsd)
+            grid = (grids if grids is not None else {}).get(key) or GcpGrid(gcps, gcp_crs, ds.width, ds.height,
+                                                                            channel.spacing)
             if grids is not None:
                 grids[key] = grid
         except Exception as exc:  # noqa: BLE001 - GDAL could not fit or invert the GCP transform
@@ -297,7 +353,7 @@ def open_sar(ds, channel: ChannelPlan, sign: Callable[[str], str], grids: dict |
                             f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
     if grid is None and channel.convert is None:
         return ds
-    return SarDataset(ds, grid, _Convert(channel.convert, lut, channel.source_nodata))
+    return SarDataset(ds, grid, _Convert(channel.convert, lut, channel.source_nodata), channel.nodata)
 
 
 class SarReader(RasterioReader):
@@ -307,6 +363,17 @@ class SarReader(RasterioReader):
         super().__init__(sign_href)
         self.plan = plan
         self.gcp_grids: dict = {}
+
+    def verify(self) -> None:
+        """Refuse an item whose conversion turned most of its valid pixels into no data: negative values
+        are not linear power or amplitude, so the item's values were something else (dB, most likely)."""
+        for href, ds in self.datasets.items():
+            convert = getattr(ds, "convert", None)
+            if convert is not None and convert.kind and convert.valid and convert.lost * 2 > convert.valid:
+                raise ItemError(
+                    f"asset {self.names[href]!r}: the {_CONVERSIONS[convert.kind]} turned {convert.lost} of its "
+                    f"{convert.valid} valid pixels ({100.0 * convert.lost / convert.valid:.0f}%) into no data (negative "
+                    "values: already in dB?); the item should state raster:bands unit dB, linear or amplitude")
 
     def _dataset(self, href: str, ds: Any) -> Any:
         channel = next((c for c in self.plan.channels if c.valid and c.href == href), None)

@@ -143,8 +143,9 @@ SENTINEL_1 = SensorSpec(
     bands=(
         # channel 1 is the co-polarisation, channel 2 the cross-polarisation: VV/VH, or HH/HV for
         # dual-pol scenes acquired in HH (polar and sea-ice modes); the asset key says which
-        BandSpec("VV", 5.405, 10.0, keys=("vv", "VV", "hh", "HH"), nodata=0),
-        # single-polarisation scenes (VV or HH only) carry this channel zero-filled and invalid
+        # single-polarisation scenes carry the polarisation they lack zero-filled and invalid, either way
+        # round (VV or HH only: no cross-polarisation; VH or HV only: no co-polarisation)
+        BandSpec("VV", 5.405, 10.0, keys=("vv", "VV", "hh", "HH"), nodata=0, optional=True),
         BandSpec("VH", 5.405, 10.0, keys=("vh", "VH", "hv", "HV"), nodata=0, optional=True),
     ),
     sar=True,

@@ -33,6 +33,15 @@ def catalog(tmp_path_factory) -> Iterator[Catalog]:
         yield Catalog(url, items)
 
 
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The shared real-data folder (``real/``, ``stac/``, ``raster/``) named by ``OFA_REAL_DATA``; tests that
+    need it carry the ``real`` marker and are skipped, with the reason, when it is not set."""
+    from real_data import real_data_root
+
+    return real_data_root()
+
+
 @pytest.fixture(scope="module")
 def geobench_root(tmp_path_factory) -> Path:
     """A toy GEO-Bench tree (``geobench_fixtures.write_toy_geobench``): classification and segmentation tasks."""

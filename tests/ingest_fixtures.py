@@ -4,6 +4,10 @@ Each COG is written with the item's own CRS, dtype and nodata and the top-left w
 ``proj:transform``; ``proj:shape``, bbox and geometry shrink with it. Pixels are synthetic and
 seeded: a nodata triangle in the lower-left corner and, for mask assets, a cloud blob in the
 upper-left quadrant (S2 SCL class 9, Landsat QA_PIXEL cloud bit).
+
+The items come from PyPI packages that ship them (tests/data/SOURCES.md); two are written here in a
+catalog's form from those: an Earth Search ``sentinel-2-l2a`` Item (common-name keys, ``raster:bands``)
+and a single-polarisation (HH) Earth Search ``sentinel-1-grd`` Item.
 """
 from __future__ import annotations
 
@@ -23,33 +27,82 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 STAC_DIR = DATA_DIR / "stac"
 RASTER_DIR = STAC_DIR.parent / "raster"
 
-#: the real items the ingest tests use (collection folder, file stem)
+PC_S2 = "S2B_MSIL2A_20190629T212529_R043_T06VVN_20201006T080531"     # Planetary Computer keys, baseline 02.12
+ES_S2 = "S2B_47XMJ_20240419_0_L2A"                                    # Earth Search form of T47XMJ (written here)
+LEGACY_S2 = "S2A_28QCH_20200714_0_L2A"                                # Earth Search v0 sentinel-s2-l2a-cogs, B01.. keys
+CLOUDY_LANDSAT = "LC09_L2SP_089089_20240417_02_T1"                   # eo:cloud_cover 42.93
+S1_HH = "S1B_IW_GRDH_1SSH_20211223T051122_20211223T051147_030148_039993"   # HH-only form of the S1B product
+#: the items the ingest tests use (collection folder, file stem); ES_S2 and S1_HH are written by ``load_item``
 REAL_ITEMS = (
-    ("sentinel-2-l2a", "S2A_MSIL2A_20190101T000001_R116_T58VFH_20201007T214652"),   # Planetary Computer keys
-    ("sentinel-2-l2a", "S2A_13TDE_20231008_0_L2A"),                                 # Earth Search keys
-    ("sentinel-s2-l2a-cogs", "S2B_20EPT_20250731_0_L2A"),                           # legacy B01..B12 keys
-    ("landsat-8-c2-l2", "LC08_L2SP_044034_20161204_02_T1"),
-    ("landsat-8-c2-l2", "LC08_L2SP_197022_20201028_02_T1"),
-    ("naip", "id_m_4711655_sw_11_060_20231117_20240103"),
-    ("naip", "vt_m_4407307_ne_18_1_20140711_20141006"),
-    ("sentinel-1-grd", "S1A_IW_GRDH_1SSH_20250731T135637_20250731T135702_060328_077F7E"),  # hh only: VH invalid
+    ("sentinel-2-l2a", PC_S2),
+    ("sentinel-2-l2a", ES_S2),
+    ("sentinel-s2-l2a-cogs", LEGACY_S2),
+    ("landsat-c2-l2", CLOUDY_LANDSAT),
+    ("landsat-c2-l2", "LC09_L2SP_089087_20240417_02_T2"),
+    ("naip", "pr_m_1806551_nw_20_030_20221212_20230329"),
+    ("naip", "pr_m_1806544_ne_20_030_20221212_20230329"),
+    ("sentinel-1-grd", S1_HH),   # hh only: VH invalid
 )
-COLLECTIONS = ("sentinel-2-l2a", "sentinel-s2-l2a-cogs", "landsat-8-c2-l2", "naip", "sentinel-1-grd")
+COLLECTIONS = ("sentinel-2-l2a", "sentinel-s2-l2a-cogs", "landsat-c2-l2", "naip", "sentinel-1-grd")
 
 #: assets worth writing: every band/mask key of the registry (others keep their remote href)
 _S2_KEYS = {"coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08", "nir09", "swir16",
             "swir22", "scl", "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12", "SCL"}
 _KEYS = {
     "sentinel-2-l2a": _S2_KEYS, "sentinel-s2-l2a-cogs": _S2_KEYS,
-    "landsat-8-c2-l2": {f"SR_B{i}" for i in range(1, 8)} | {"QA_PIXEL"},
+    "landsat-c2-l2": {"coastal", "blue", "green", "red", "nir08", "swir16", "swir22", "qa_pixel"},
     "naip": {"image"}, "sentinel-1-grd": {"vv", "vh", "hh", "hv"},
 }
-_DTYPE = {"sentinel-2-l2a": "uint16", "sentinel-s2-l2a-cogs": "uint16", "landsat-8-c2-l2": "uint16", "naip": "uint8",
+_DTYPE = {"sentinel-2-l2a": "uint16", "sentinel-s2-l2a-cogs": "uint16", "landsat-c2-l2": "uint16", "naip": "uint8",
           "sentinel-1-grd": "uint16"}
-_NODATA = {"sentinel-2-l2a": 0, "sentinel-s2-l2a-cogs": 0, "landsat-8-c2-l2": 0, "naip": None, "sentinel-1-grd": 0}
+_NODATA = {"sentinel-2-l2a": 0, "sentinel-s2-l2a-cogs": 0, "landsat-c2-l2": 0, "naip": None, "sentinel-1-grd": 0}
+#: Planetary Computer Sentinel-2 band -> Earth Search's common-name key
+ES_KEYS = {"B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1", "B06": "rededge2",
+           "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B09": "nir09", "B11": "swir16", "B12": "swir22", "SCL": "scl"}
+
+
+def earth_search_s2(pc: dict) -> dict:
+    """A Planetary Computer ``sentinel-2-l2a`` Item in Earth Search v1's form: id ``S2B_47XMJ_20240419_0_L2A``,
+    common-name asset keys, ``raster:bands`` with scale 0.0001 and the baseline's offset -0.1, and
+    ``earthsearch:boa_offset_applied`` true (Earth Search's DNs with the offset already taken out)."""
+    item = copy.deepcopy(pc)
+    props = item["properties"]
+    tile = props["s2:mgrs_tile"] if "s2:mgrs_tile" in props else pc["id"].split("_")[4][1:]
+    item["id"] = f"{pc['id'][:3]}_{tile}_{props['datetime'][:10].replace('-', '')}_0_L2A"
+    assets = {}
+    for key, asset in item["assets"].items():
+        if key not in ES_KEYS:
+            continue
+        asset = copy.deepcopy(asset)
+        if key == "SCL":
+            asset["raster:bands"] = [{"nodata": 0, "data_type": "uint8", "unit": "class"}]
+        else:
+            asset["raster:bands"] = [{"nodata": 0, "data_type": "uint16", "scale": 0.0001, "offset": -0.1}]
+        assets[ES_KEYS[key]] = asset
+    item["assets"] = assets
+    props["earthsearch:boa_offset_applied"] = True
+    return item
+
+
+def hh_only_grd(item: dict) -> dict:
+    """The Earth Search form of the S1B GRD product as a single-polarisation HH scene: its VV measurement under
+    the key ``hh``, no VH, no calibration annotations (amplitude digital numbers)."""
+    item = copy.deepcopy(item)
+    item["id"] = S1_HH
+    hh = item["assets"].pop("vv")
+    hh["href"] = hh["href"].replace("iw-vv", "iw-hh")
+    item["assets"] = {k: a for k, a in item["assets"].items() if k != "vh" and not k.startswith("schema-")}
+    item["assets"]["hh"] = hh
+    item["properties"]["sar:polarizations"] = ["HH"]
+    return item
 
 
 def load_item(collection: str, stem: str) -> dict:
+    """An item of tests/data/stac (or one of the two written from them: ``ES_S2``, ``S1_HH``)."""
+    if stem == ES_S2:
+        return earth_search_s2(load_item("sentinel-2-l2a", "S2B_MSIL2A_20240419T095549_R122_T47XMJ_20240419T122756"))
+    if stem == S1_HH:
+        return hh_only_grd(load_item("sentinel-1-grd", "S1B_IW_GRDH_1SDV_20211223T051122_20211223T051147_030148_039993"))
     return json.loads((STAC_DIR / collection / f"{stem}.json").read_text())
 
 
@@ -72,7 +125,7 @@ def _pixels(key: str, dtype: str, count: int, size: int, nodata, seed: int) -> n
         data[blob] = 9
         data[collar] = 0
         return data[None].astype(dtype)
-    if key == "QA_PIXEL":
+    if key in ("QA_PIXEL", "qa_pixel"):
         data = np.full((size, size), 21824, dtype=np.uint16)
         data[blob] = 22280
         data[collar] = 1
@@ -114,7 +167,8 @@ def localize_item(item: dict, root: Path, size: int = 240) -> dict:
         n = max(1, round(size * finest / res[key]))
         raster = (asset.get("raster:bands") or [{}])[0]
         dtype = raster.get("data_type") or ("uint8" if key in ("scl", "SCL") else _DTYPE[collection])
-        nodata = raster.get("nodata", _NODATA[collection] if key not in ("scl", "SCL", "QA_PIXEL") else (0 if key in ("scl", "SCL") else 1))
+        nodata = raster.get("nodata", _NODATA[collection] if key not in ("scl", "SCL", "QA_PIXEL", "qa_pixel")
+                            else (0 if key in ("scl", "SCL") else 1))
         count = len(asset.get("eo:bands") or [0]) if key == "image" else 1
         href = root / item["id"] / f"{key}.tif"
         _write_cog(href, _pixels(key, dtype, count, n, nodata, seed + i), crs, tf, nodata)
@@ -186,9 +240,26 @@ def real_l1c_item(baseline: str = "02.04", item_id: str = "S2A_33UUU_20170216_0_
     }
 
 
+def corrupt_cog(path: Path) -> Path:
+    """A 3-band EPSG:3857 deflate COG whose header and tile index are intact but whose tile data is not deflate:
+    it opens, and every pixel read fails (as a file damaged in transfer or storage)."""
+    if path.exists():
+        return path
+    data = np.random.default_rng(7).integers(1, 4000, size=(3, 256, 256), dtype=np.uint16)
+    _write_cog(path, data, "EPSG:3857", Affine(30.0, 0.0, 1113194.9, 0.0, -30.0, 6446275.8), 0)
+    with rasterio.open(path) as ds:
+        blocks = [(int(ds.get_tag_item(f"BLOCK_OFFSET_{j}_{i}", "TIFF", bidx=1)),
+                   int(ds.get_tag_item(f"BLOCK_SIZE_{j}_{i}", "TIFF", bidx=1))) for i in range(2) for j in range(2)]
+    raw = bytearray(path.read_bytes())
+    for offset, size in blocks:
+        raw[offset:offset + size] = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    path.write_bytes(bytes(raw))
+    return path
+
+
 def bad_items(good: list[dict], root: Path, stac_port: int) -> list[dict]:
     """Broken variants of good items: a missing asset, a 404 href, a corrupt COG, an unknown CRS, no assets."""
-    s2 = next(it for it in good if it["id"].startswith("S2A_13TDE"))
+    s2 = next(it for it in good if it["id"] == ES_S2)
     naip = next(it for it in good if it["collection"] == "naip")
     out = []
 
@@ -202,15 +273,17 @@ def bad_items(good: list[dict], root: Path, stac_port: int) -> list[dict]:
     gone["assets"]["nir"]["href"] = f"http://127.0.0.1:{stac_port}/no/such/B08.tif"
     out.append(gone)
 
-    # every band of a Sentinel-2 item on the real corrupt COG: it opens, some tiles fail to decode
+    # every band of a Sentinel-2 item on a corrupt COG: it opens, its tiles fail to decode
     corrupt = copy.deepcopy(s2)
     corrupt["id"] = "BAD_corrupt_cog"
+    bad = corrupt_cog(root / "corrupt" / "corrupt.tif")
     for asset in corrupt["assets"].values():
         if asset["href"].startswith(str(root)):
-            asset["href"] = str(RASTER_DIR / "corrupt.tif")
+            asset["href"] = str(bad)
             asset.pop("proj:shape", None)
             asset.pop("proj:transform", None)
-    with rasterio.open(RASTER_DIR / "corrupt.tif") as ds:
+            asset.pop("raster:bands", None)
+    with rasterio.open(bad) as ds:
         w, s, e, n = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
     corrupt["properties"]["proj:epsg"] = 3857
     corrupt["bbox"] = [w, s, e, n]

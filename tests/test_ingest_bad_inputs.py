@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from ingest_fixtures import bad_items, collections_for, localized_items
+from ingest_fixtures import ES_S2, bad_items, collections_for, localized_items
 
 from ofa.infra.localstack import free_port, stac_server
 from ofa.ingest.job import IngestConfig, IngestError, run_ingest
@@ -28,7 +28,7 @@ def catalog(tmp_path_factory):
     root = tmp_path_factory.mktemp("catalog")
     good = [it for it in localized_items(root) if it["collection"] in ("sentinel-2-l2a", "naip")]
     port = free_port()
-    items = [it for it in good if it["id"] == "S2A_13TDE_20231008_0_L2A"] + bad_items(good, root, port)
+    items = [it for it in good if it["id"] == ES_S2] + bad_items(good, root, port)
     with stac_server(collections_for(items), items, port=port) as url:
         yield url, items
 

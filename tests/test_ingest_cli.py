@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest_fixtures import COLLECTIONS
+from ingest_fixtures import CLOUDY_LANDSAT, COLLECTIONS, ES_S2, LEGACY_S2, PC_S2
 
 from ofa.infra.localstack import s3_server
 from ofa.ingest.contract import META_KEYS, MANIFEST_KEYS
@@ -82,8 +82,7 @@ def test_cli_folder_end_to_end(catalog, tmp_path, capsys):
                 if meta["sensor"] == "sentinel-1":   # the zero-filled channel
                     assert meta["quantity"] == "amplitude_dn" and not pixels[1].any()
     # both Sentinel-2 asset conventions (Planetary Computer B04, Earth Search red) and the legacy one gave chips
-    assert {"S2A_MSIL2A_20190101T000001_R116_T58VFH_20201007T214652", "S2A_13TDE_20231008_0_L2A",
-            "S2B_20EPT_20250731_0_L2A"} <= seen_items
+    assert {PC_S2, ES_S2, LEGACY_S2} <= seen_items
     assert dtypes == {"sentinel-2": "uint16", "landsat": "uint16", "naip": "uint8", "sentinel-1": "uint16"}
     s2 = manifest["statistics"]["sentinel-2"]
     assert s2["bands"][3] == "B04" and len(s2["mean"]) == 12 and all(c > 0 for c in s2["count"])
@@ -151,7 +150,7 @@ def test_max_cloud_client_side_and_config_file(catalog, tmp_path):
     url, items = catalog
     config = tmp_path / "ingest.yaml"
     config.write_text(
-        f"catalog: {url}\ncollection: [sentinel-2-l2a, landsat-8-c2-l2, naip]\nmax-cloud: 30\n"
+        f"catalog: {url}\ncollection: [sentinel-2-l2a, landsat-c2-l2, naip]\nmax-cloud: 30\n"
         f"chip_size: 80\nbands: B04,B08,red,nir\nout: {tmp_path / 'ds'}\nworkers: 1\n"
     )
     assert main(["ingest", "--config", str(config), "--no-progress"]) == 0
@@ -159,11 +158,11 @@ def test_max_cloud_client_side_and_config_file(catalog, tmp_path):
     chosen = {i["id"] for i in manifest["items"]}
     expected = {
         it["id"] for it in items
-        if it["collection"] in ("sentinel-2-l2a", "landsat-8-c2-l2", "naip")
+        if it["collection"] in ("sentinel-2-l2a", "landsat-c2-l2", "naip")
         and (it["properties"].get("eo:cloud_cover") is None or it["properties"]["eo:cloud_cover"] <= 30)
     }
     assert chosen == expected
-    assert "S2A_MSIL2A_20190101T000001_R116_T58VFH_20201007T214652" not in chosen  # 93.6 % cloudy
+    assert CLOUDY_LANDSAT not in chosen  # 42.93 % cloudy
     assert any(i["collection"] == "naip" for i in manifest["items"])  # no eo:cloud_cover: kept
     assert manifest["search"]["max_cloud"] == 30
     # bands left out keep their channel (zero-filled, band_valid false) and get no statistics
@@ -216,7 +215,7 @@ def test_bbox_datetime_and_intersects(catalog, tmp_path):
     from ofa.ingest.search import SearchParams, search_items
 
     url, items = catalog
-    naip = next(it for it in items if it["id"].startswith("id_m_"))
+    naip = next(it for it in items if it["id"].startswith("pr_m_1806551"))
     w, s, e, n = naip["bbox"]
     found = search_items(url, SearchParams(tuple(COLLECTIONS), bbox=(w, s, e, n)))
     assert [it["id"] for it in found] == [naip["id"]]
@@ -227,11 +226,11 @@ def test_bbox_datetime_and_intersects(catalog, tmp_path):
     assert len(capped) == 1 and capped[0]["properties"]["eo:cloud_cover"] <= 50  # filter first, then the cap
     assert len(search_items(url, SearchParams(tuple(COLLECTIONS), max_items=3))) == 3
 
-    landsat = next(it for it in items if it["id"].startswith("LC08_L2SP_197022"))
+    landsat = next(it for it in items if it["id"] == "LC09_L2SP_089087_20240417_02_T2")
     aoi = tmp_path / "aoi.geojson"
     aoi.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": landsat["geometry"]}))
     out = tmp_path / "ds"
-    assert main(["ingest", "--catalog", url, "--collection", "landsat-8-c2-l2", "--intersects", str(aoi), "--out", str(out),
+    assert main(["ingest", "--catalog", url, "--collection", "landsat-c2-l2", "--intersects", str(aoi), "--out", str(out),
                  "--chip-size", CHIP, "--workers", "1", "--no-progress"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert [i["id"] for i in manifest["items"]] == [landsat["id"]]
@@ -265,7 +264,7 @@ def test_chips_stay_inside_the_search_bbox(catalog, tmp_path):
     from ofa.ingest.job import IngestConfig, run_ingest
 
     url, items = catalog
-    naip = next(it for it in items if it["id"].startswith("id_m_"))
+    naip = next(it for it in items if it["id"].startswith("pr_m_1806551"))
     w, s, e, n = naip["bbox"]
     aoi = [w, s, w + (e - w) * 0.4, s + (n - s) * 0.4]   # the lower-left corner of the item
     whole = run_ingest(IngestConfig(catalog=url, collections=["naip"], out=str(tmp_path / "whole"), chip_size=40,

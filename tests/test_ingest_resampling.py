@@ -31,7 +31,7 @@ def test_coarse_bands_are_nearest_resampled_at_pixel_centres(tmp_path, chip):
     import io
     import json
 
-    item = localize_item(load_item("sentinel-s2-l2a-cogs", "S2B_20EPT_20250731_0_L2A"), tmp_path, size=240)
+    item = localize_item(load_item("sentinel-s2-l2a-cogs", "S2A_28QCH_20200714_0_L2A"), tmp_path, size=240)
     plan = plan_item(item)
     result = process_item(plan, ChipOptions(chip_size=chip, max_nodata=1.0, max_cloud=1.0))
     assert result.kept >= 4

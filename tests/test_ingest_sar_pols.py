@@ -11,11 +11,26 @@ from ingest_fixtures import load_item
 
 from ofa.ingest.items import ItemError, plan_item
 
-S1 = ("sentinel-1-grd", "S1A_IW_GRDH_1SSH_20250731T135637_20250731T135702_060328_077F7E")
+#: the Earth Search form of a dual-pol IW GRDH product (tests/data/SOURCES.md)
+S1 = ("sentinel-1-grd", "S1B_IW_GRDH_1SDV_20211223T051122_20211223T051147_030148_039993")
+
+
+def _single(pol: str) -> dict:
+    """The product as a single-polarisation scene: only its VV measurement, under the key ``pol`` (no
+    calibration annotations linked: the values stay amplitude digital numbers)."""
+    item = load_item(*S1)
+    for key in [k for k in item["assets"] if k.startswith("schema-")]:
+        del item["assets"][key]
+    template = item["assets"].pop("vv")
+    item["assets"].pop("vh")
+    template["href"] = template["href"].replace("iw-vv", f"iw-{pol}")
+    item["assets"][pol] = template
+    item["properties"]["sar:polarizations"] = [pol.upper()]
+    return item
 
 
 def _with_pols(item: dict, pols: list[str]) -> dict:
-    """The real HH item with its measurement asset repeated under each of ``pols``."""
+    """An HH-only item with its measurement asset repeated under each of ``pols``."""
     item = copy.deepcopy(item)
     template = item["assets"].pop("hh")
     for pol in pols:
@@ -28,7 +43,7 @@ def _with_pols(item: dict, pols: list[str]) -> dict:
 
 @pytest.mark.parametrize("pols", [["vv", "vh"], ["hh", "hv"]])
 def test_dual_pol_scenes_fill_both_channels(pols):
-    plan = plan_item(_with_pols(load_item(*S1), pols))
+    plan = plan_item(_with_pols(_single("hh"), pols))
     assert plan.sensor == "sentinel-1"
     assert [c.name for c in plan.channels] == ["VV", "VH"]
     assert [c.asset for c in plan.channels] == pols
@@ -37,12 +52,24 @@ def test_dual_pol_scenes_fill_both_channels(pols):
 
 
 def test_vv_wins_over_hh_and_single_pol_keeps_two_channels():
-    plan = plan_item(_with_pols(load_item(*S1), ["hh", "hv", "vv", "vh"]))
+    plan = plan_item(_with_pols(_single("hh"), ["hh", "hv", "vv", "vh"]))
     assert [c.asset for c in plan.channels] == ["vv", "vh"]
-    single = plan_item(load_item(*S1))
+    single = plan_item(_single("hh"))
     assert [(c.name, c.asset, c.valid) for c in single.channels] == [("VV", "hh", True), ("VH", "", False)]
-    assert plan_item(load_item(*S1), bands=["VV"]).channels == single.channels   # --bands uses the same rule
-    item = load_item(*S1)
+    assert plan_item(_single("hh"), bands=["VV"]).channels == single.channels   # --bands uses the same rule
+    item = _single("hh")
     del item["assets"]["hh"]
-    with pytest.raises(ItemError, match=r"VV .*tried vv, VV, hh, HH"):
+    with pytest.raises(ItemError, match=r"no band of sensor sentinel-1 .*tried vv, VV, hh, HH, vh, VH, hv, HV"):
         plan_item(item)
+
+
+@pytest.mark.parametrize("pol", ["vh", "hv"])
+def test_cross_pol_only_scenes_are_symmetric(pol):
+    """A VH-only (or HV-only) scene, such as a stripmap product distributed with one polarisation, keeps the
+    co-polarisation channel zero-filled and invalid, as a VV-only scene keeps the cross-polarisation."""
+    plan = plan_item(_single(pol))
+    assert [(c.name, c.asset, c.valid) for c in plan.channels] == [("VV", "", False), ("VH", pol, True)]
+    assert plan.channels[1].href.endswith(f"iw-{pol}.tiff") and plan.quantity == "amplitude_dn"
+    # --bands VV on a VH-only scene leaves nothing to read: refused with the reason
+    with pytest.raises(ItemError, match="no band of sensor sentinel-1"):
+        plan_item(_single(pol), bands=["VV"])

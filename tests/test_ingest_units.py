@@ -12,7 +12,7 @@ import fsspec
 import numpy as np
 import pytest
 
-from ingest_fixtures import RASTER_DIR, STAC_DIR
+from ingest_fixtures import CLOUDY_LANDSAT, ES_S2, STAC_DIR, load_item
 
 from ofa.ingest.chips import BandStats, ChipOptions, _masks, encode_npy, process_item
 from ofa.ingest.items import ItemError, clean_href, item_etag, plan_item
@@ -21,6 +21,8 @@ from ofa.ingest.shards import ShardWriter, tar_bytes
 from ofa.model.config import DEFAULT_MODALITIES, DEFAULT_WAVELENGTHS
 
 REAL = sorted(STAC_DIR.glob("*/*.json"))
+#: the real STAC Items of the shared data folder (OFA_REAL_DATA/stac): the names of those tests' ids
+SHARED_STAC = ("landsat-8-c2-l2", "naip", "sentinel-1-grd", "sentinel-2-l2a", "sentinel-s2-l2a-cogs")
 
 
 #: modalities the model knows by default that no ingest sensor reads yet
@@ -40,7 +42,21 @@ def test_registry_matches_the_model_modalities():
 
 @pytest.mark.parametrize("path", REAL, ids=[p.stem[:40] for p in REAL])
 def test_every_real_item_resolves_or_says_why(path):
-    item = json.loads(path.read_text())
+    _check_plan(json.loads(path.read_text()))
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("collection", SHARED_STAC)
+def test_every_shared_real_item_resolves(real_data, collection):
+    """The 62 real catalog documents of OFA_REAL_DATA/stac (Planetary Computer and Earth Search, both
+    conventions), planned the same way."""
+    paths = sorted((real_data / "stac" / collection).glob("*.json"))
+    assert paths
+    for path in paths:
+        _check_plan(json.loads(path.read_text()))
+
+
+def _check_plan(item: dict) -> None:
     plan = plan_item(item)
     spec = sensor_for_collection(item["collection"])
     assert [c.name for c in plan.channels] == spec.band_names
@@ -48,15 +64,18 @@ def test_every_real_item_resolves_or_says_why(path):
     if plan.sensor == "sentinel-1":
         pols = [p.lower() for p in item["properties"]["sar:polarizations"]]
         assert [c.asset for c in plan.channels if c.valid] == pols   # single-pol: VH carried invalid
-        assert plan.quantity == "sigma0_db"   # every present polarisation links its calibration annotation
-        assert all(c.calibration.endswith(f"calibration-iw-{c.asset}.xml") for c in plan.channels if c.valid)
+        if item["collection"] == "sentinel-1-rtc":                    # linear gamma0, no unit stated
+            assert plan.quantity == "gamma0_db" and {c.convert for c in plan.channels} == {"db"}
+        else:                                                         # every polarisation links its calibration
+            assert plan.quantity == "sigma0_db"
+            assert all(c.calibration.endswith(f"calibration-iw-{c.asset}.xml") for c in plan.channels if c.valid)
     if plan.sensor == "sentinel-2":
         b04 = plan.channels[3]
         assert b04.asset in ("red", "B04") and b04.wavelength == pytest.approx(0.665, abs=0.001)
         assert plan.mask_asset in ("scl", "SCL") and plan.mask_cloud == (3, 8, 9, 10)
         assert {c.gsd for c in plan.channels} == {10.0, 20.0, 60.0}
         assert b04.offset == _expected_s2_offset(item, b04.asset)
-    if plan.sensor == "landsat":  # landsat-8-c2-l2 has no raster:bands: registry scale/offset
+    if plan.sensor == "landsat":  # raster:bands (landsat-c2-l2) or the registry (landsat-8-c2-l2): the same values
         assert plan.channels[0].scale == 2.75e-05 and plan.channels[0].offset == -0.2 and plan.mask_rule == "bits"
     if plan.sensor == "naip":
         assert [c.index for c in plan.channels] == [1, 2, 3, 4] and {c.asset for c in plan.channels} == {"image"}
@@ -72,11 +91,11 @@ def _expected_s2_offset(item: dict, asset: str) -> float:
     if raster:
         return raster[0]["offset"]
     baseline = props.get("s2:processing_baseline") or props.get("sentinel:processing_baseline")
-    return -0.1 if float(baseline) >= 4.0 else 0.0
+    return -0.1 if baseline is not None and float(baseline) >= 4.0 else 0.0   # none stated (2020): the registry's 0
 
 
 def test_bands_option_and_hrefs_without_secrets():
-    item = json.loads((STAC_DIR / "sentinel-2-l2a" / "S2A_13TDE_20231008_0_L2A.json").read_text())
+    item = load_item("sentinel-2-l2a", ES_S2)
     plan = plan_item(item, bands=["B04", "nir08"])   # the sensor's 12 channels stay; the others are invalid
     assert [c.name for c in plan.channels] == SENSORS["sentinel-2"].band_names
     assert [c.name for c in plan.channels if c.valid] == ["B04", "B8A"]
@@ -91,14 +110,14 @@ def test_bands_option_and_hrefs_without_secrets():
 
 
 def test_cloud_mask_rules():
-    s2 = plan_item(json.loads((STAC_DIR / "sentinel-2-l2a" / "S2A_13TDE_20231008_0_L2A.json").read_text()))
+    s2 = plan_item(load_item("sentinel-2-l2a", ES_S2))
     pixels = np.ones((12, 2, 3), dtype=np.uint16)
     pixels[:, 0, 0] = 0
     scl = np.array([[4, 9, 3], [0, 10, 8]], dtype=np.uint8)
     nodata, border, cloud = _masks(pixels, s2.channels, scl, s2)
     assert nodata.tolist() == [[True, False, False], [True, False, False]]
     assert cloud.tolist() == [[False, True, True], [False, True, True]] and not border.any()
-    ls = plan_item(json.loads((STAC_DIR / "landsat-8-c2-l2" / "LC08_L2SP_044034_20161204_02_T1.json").read_text()))
+    ls = plan_item(load_item("landsat-c2-l2", CLOUDY_LANDSAT))
     qa = np.array([[21824, 22280, 1 | 2, 1 << 4, 1 << 2, 21952]], dtype=np.uint16)
     nodata, _, cloud = _masks(np.ones((7, 1, 6), dtype=np.uint16), ls.channels, qa, ls)
     assert cloud.tolist() == [[False, True, True, True, False, False]]
@@ -146,8 +165,10 @@ def test_band_stats_merge_matches_numpy():
     assert (total.min, total.max) == (every.min(), every.max())
 
 
-def test_a_new_sensor_is_a_registry_entry_real_pixels_with_a_collar():
-    """Landsat-7 ETM+ (RGB.byte.tif, real pixels, nodata 0 around the swath) through a spec, no new code."""
+@pytest.mark.real
+def test_a_new_sensor_is_a_registry_entry_real_pixels_with_a_collar(real_data):
+    """Landsat-7 ETM+ (rasterio's RGB.byte.tif in OFA_REAL_DATA/raster: real pixels, nodata 0 around the swath)
+    through a spec, no new code."""
     import rasterio
     from rasterio.warp import transform_bounds
 
@@ -156,7 +177,7 @@ def test_a_new_sensor_is_a_registry_entry_real_pixels_with_a_collar():
         bands=tuple(BandSpec(n, w, 30.0, keys=("data",), index=i + 1, nodata=0)
                     for i, (n, w) in enumerate((("R", 0.66), ("G", 0.56), ("B", 0.48)))),
     )
-    href = str(RASTER_DIR / "RGB.byte.tif")
+    href = str(real_data / "raster" / "RGB.byte.tif")
     with rasterio.open(href) as ds:
         w, s, e, n = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
         full = ds.read()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest_fixtures import collections_for, dataset_snapshot, localized_items
+from ingest_fixtures import CLOUDY_LANDSAT, ES_S2, PC_S2, collections_for, dataset_snapshot, load_item, localize_item, localized_items
 from zarr_fixtures import write_datacube
 
 from support.eopf_scene import eopf_item, write_eopf_product
@@ -31,10 +31,10 @@ from ofa.pipeline.cli import main
 KILL = str(Path(__file__).parent / "ingest_kill.py")
 CHUNKS = 4   # per side of each product array (EOPF cuts 6): 80 px chips straddle chunk rows
 
-S2_EOPF_V2 = "S2A_13TDE_20231008_0_L2A"                                # Earth Search item: offset -0.1
-S2_EOPF_V3 = "S2A_MSIL2A_20190101T000001_R116_T58VFH_20201007T214652"   # Planetary Computer item: registry scale
-LANDSAT = "LC08_L2SP_044034_20161204_02_T1"
-NAIP = "vt_m_4407307_ne_18_1_20140711_20141006"
+S2_EOPF_V2 = ES_S2            # Earth Search item: offset -0.1
+S2_EOPF_V3 = PC_S2            # Planetary Computer item: registry scale
+LANDSAT = CLOUDY_LANDSAT
+NAIP = "pr_m_1806551_nw_20_030_20221212_20230329"
 BUCKET = "ofa-zarr"
 
 
@@ -68,6 +68,11 @@ def scenes(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("zarr")
     cogs = {it["id"]: it for it in localized_items(root / "cogs")}
+    # NAIP on a 1 m grid: the cube's grid comes from float pixel-centre coordinates, which for this item's 0.3 m
+    # pixels at 2,020 km northing carry ~1e-10 of rounding into the transform (the COG's is exact)
+    naip = load_item("naip", NAIP)
+    naip["properties"]["proj:transform"] = [1.0, 0.0, 208796.0, 0.0, -1.0, 2020332.0]
+    cogs[NAIP] = localize_item(naip, root / "naip-1m")
     # as an Earth Search item whose DNs still hold the baseline-04.00 offset (raster:bands says -0.1):
     # the EOPF product carries it as add_offset, the way the products do
     cogs[S2_EOPF_V2]["properties"].pop("earthsearch:boa_offset_applied")
@@ -91,7 +96,7 @@ def scenes(tmp_path_factory):
             yield {"cog": cog_url, "zarr": zarr_url, "s3": s3, "cogs": cogs, "zarr_items": zarr_items, "bad": bad}
 
 
-COLLECTIONS = ("sentinel-2-l2a", "landsat-8-c2-l2", "naip")
+COLLECTIONS = ("sentinel-2-l2a", "landsat-c2-l2", "naip")
 
 
 def _ingest(url: str, out: Path, ids: list[str], **extra) -> dict:

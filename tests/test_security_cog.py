@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from ingest_fixtures import _write_cog, localized_items
+from ingest_fixtures import ES_S2, _write_cog, localized_items
 
 from ofa.ingest.chips import ChipOptions, process_item
 from ofa.ingest.items import plan_item
@@ -22,7 +22,7 @@ from ofa.ingest.items import plan_item
 @pytest.fixture(scope="module")
 def s2_item(tmp_path_factory) -> tuple[dict, Path]:
     root = tmp_path_factory.mktemp("catalog")
-    item = next(it for it in localized_items(root) if it["id"].startswith("S2A_13TDE"))
+    item = next(it for it in localized_items(root) if it["id"] == ES_S2)
     return item, root
 
 
