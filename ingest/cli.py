@@ -139,7 +139,29 @@ def _show(args: argparse.Namespace) -> int:
 
     with storage_access(args.url):  # a bad manifest (ManifestError) or storage: one line from the ofa command
         manifest = read_manifest(args.url, args.storage_options)
+        if args.map:
+            from ofa.ingest.manifest import dataset_url
+            from ofa.ingest.sample_map import read_index, render_map
+
+            table = read_index(dataset_url(args.url), manifest, args.storage_options)
+            Path(args.map).write_bytes(render_map(table, f"{dataset_url(args.url)}: {table.num_rows} samples"))
     print(json.dumps(manifest, indent=1) if args.json else summary(manifest))
+    if args.map:
+        print(f"map: {args.map}", file=sys.stderr)
+    return 0
+
+
+def _stac(args: argparse.Namespace) -> int:
+    from ofa.ingest.dataset_stac import write_dataset_stac
+    from ofa.ingest.manifest import dataset_url, read_manifest
+    from ofa.ingest.storage import storage_access
+
+    _setup_logging()
+    with storage_access(args.url):
+        manifest = read_manifest(args.url, args.storage_options)
+        written = write_dataset_stac(dataset_url(args.url), manifest, args.storage_options)
+    for kind, url in written.items():
+        print(f"{kind}: {url}")
     return 0
 
 
@@ -186,15 +208,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars or summary")
     p.set_defaults(func=_ingest)
 
-    m = subparsers.add_parser("manifest", help="verify or show a dataset's manifest",
-                              description="Check or summarise a dataset's manifest.json.")
+    m = subparsers.add_parser("manifest", help="verify, show or describe (STAC) a dataset's manifest",
+                              description="Check or summarise a dataset's manifest.json, or write its STAC.")
     msub = m.add_subparsers(dest="manifest_command", metavar="ACTION")
     for name, fn, text in (("verify", _verify, "exit 0 only if every shard exists with its recorded sha256 and sample count"),
-                           ("show", _show, "print a summary of the manifest")):
+                           ("show", _show, "print a summary of the manifest"),
+                           ("stac", _stac, "write the dataset's index.parquet (GeoParquet sample index) and "
+                                           "stac/collection.json (STAC Collection), as ofa ingest does")):
         q = msub.add_parser(name, help=text, description=text)
         q.add_argument("url", help="dataset URL or its manifest.json (folder, file://, s3://)")
         q.add_argument("--storage-options", type=json_object, help="fsspec options as JSON")
         if name == "show":
             q.add_argument("--json", action="store_true", help="print the manifest itself")
+            q.add_argument("--map", metavar="PNG", help="also plot every sample's footprint on longitude/latitude, "
+                                                        "one colour per sensor, into this PNG")
         q.set_defaults(func=fn)
     m.set_defaults(func=lambda args: (m.print_help(), 2)[1])
