@@ -30,8 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                       "and print its parameter counts: backbone (blocks + final norm), embeddings, "
                                       "decoder (with heads), total. With --checkpoint: print its configuration, per "
                                       "sensor the bands, wavelengths, GSD and normalisation, and its training data.")
-    info.add_argument("--checkpoint", metavar="URL", help="a saved model (folder, file:// or s3://; a training "
-                                                          "checkpoint folder works too)")
+    info.add_argument("--checkpoint", metavar="URL", help="a saved model, a training run folder (its last complete "
+                                                          "checkpoint), a step-NNNNNNNN folder or its model/ folder "
+                                                          "(local, file:// or s3://)")
     info.add_argument("--size", choices=["tiny", "small", "base", "large"], default="base",
                       help="backbone size (default: base)")
     info.add_argument("--embedding", choices=["ofa", "wavelength"], default="ofa",
@@ -48,15 +49,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _register_export(sub: argparse._SubParsersAction) -> None:
     ex = sub.add_parser("export", help="write a checkpoint as timm weights or a Hugging Face Hub folder",
                         description="timm: model.safetensors under timm's ViT names + timm's config.json, for "
-                                    "timm.create_model('vit_SIZE_patch16_224', in_chans=C, num_classes=0, "
-                                    "class_token=False, global_pool='avg', fc_norm=False, img_size=S) with "
-                                    "load_state_dict(strict=True), or timm.create_model('local-dir:OUT', pretrained=True). "
+                                    "timm.create_model('local-dir:OUT', pretrained=True), or "
+                                    "timm.create_model('vit_SIZE_patch16_224', **model_args) with "
+                                    "load_state_dict(strict=True) (model_args: patch_size, img_size, in_chans, "
+                                    "class_token=False, global_pool='avg', fc_norm=False, num_classes=0); without "
+                                    "--sensor one folder per sensor, OUT/SENSOR. "
                                     "hf: the checkpoint with config.json and a model card (README.md with YAML "
-                                    "metadata), ready for huggingface_hub's upload_folder.")
-    ex.add_argument("--checkpoint", required=True, metavar="URL", help="a saved model (folder, file:// or s3://)")
+                                    "metadata), ready for huggingface_hub's upload_folder. Both also write "
+                                    "mlm-item.json, the model as a STAC Item (Machine Learning Model extension v1.4).")
+    ex.add_argument("--checkpoint", required=True, metavar="URL",
+                    help="a saved model, a training run folder (its last complete checkpoint), a step-NNNNNNNN "
+                         "folder or its model/ folder (local, file:// or s3://)")
     ex.add_argument("--format", required=True, choices=["timm", "hf"], help="timm weights or a Hub folder")
     ex.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    ex.add_argument("--sensor", help="timm: the sensor whose patch embedding to export (default: the only one)")
+    ex.add_argument("--sensor", help="timm: the sensor whose patch embedding to export into OUT (default: every "
+                                     "sensor, each into OUT/SENSOR)")
     ex.add_argument("--geobench", metavar="FILE.md", help="hf: a geobench_results.md from ofa eval geobench for the card")
     ex.add_argument("--license", default="apache-2.0", help="hf: licence id for the card (default: apache-2.0)")
     ex.add_argument("--storage-options", metavar="JSON", help="fsspec options for s3:// URLs")

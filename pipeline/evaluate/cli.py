@@ -25,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "geobench_results.png into --out.",
     )
     p.add_argument("--root", required=True, help="GEO-Bench folder (holding classification_v1.0/, segmentation_v1.0/)")
-    p.add_argument("--checkpoint", help="checkpoint path or URL (file://, s3://), or 'random' for a random init")
+    p.add_argument("--checkpoint", help="a saved model, a training run folder (its last complete checkpoint), a "
+                                        "step-NNNNNNNN folder or its model/ folder (local, file://, s3://), or "
+                                        "'random' for a random init")
     p.add_argument("--compare", nargs="+", metavar="LABEL=CHECKPOINT",
                    help="several checkpoints side by side, e.g. random=random s2=ckpt/s2 multi=s3://b/multi")
     p.add_argument("--tasks", default="all", help="'all' or comma-separated task names (default: all)")
