@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from datetime import datetime, timezone
 from typing import Any
 
@@ -88,6 +89,7 @@ def training_links(info: dict[str, Any], storage_options: dict[str, Any] | None 
         url = str(data.get("url") or "").rstrip("/")
         if not url:
             continue
+        url = url if "://" in url else "file://" + os.path.abspath(url)  # as recorded: relative to where training ran
         href = f"{url}/{DATASET_COLLECTION}"
         links.append({"rel": "derived_from", "href": href, "type": "application/json",
                       "title": f"training dataset {url} (manifest sha256 {data.get('manifest_sha256')})"})

@@ -134,7 +134,9 @@ class ParquetWriter:
             if box is not None:
                 boxes.append(box)
         meta = {b"geo": json.dumps(geo_metadata(union_bbox(boxes))).encode(),
-                b"ofa_embed": json.dumps({**self.attrs, "ofa_embed_status": "complete"}, sort_keys=True).encode()}
+                b"ofa_embed": json.dumps({**self.attrs, "ofa_embed_status": "complete"}, sort_keys=True).encode(),
+                # the geo-embeddings convention's facts, one key each, as the Zarr layout's root attributes
+                **{k.encode(): json.dumps(v).encode() for k, v in self.attrs.items() if k.startswith("geoemb:")}}
         t = self.target
         final = f"{t.root}.tmp" if t.local else t.root
         with t.fs.open(final, "wb") as out, pq.ParquetWriter(out, schema(self.dim, meta), compression="zstd") as writer:
