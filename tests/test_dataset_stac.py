@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import shutil
-import tarfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from ofa.infra.demo_catalog import DEMO_COLLECTIONS, write_demo_catalog
 from ofa.infra.localstack import stac_server
 from ofa.ingest.job import IngestConfig, run_ingest
 from ofa.pipeline.cli import main
+from support.samples import read_metas
 
 LICENCES = {"sentinel-2-l2a": "CC-BY-4.0", "sentinel-1-grd": "CC-BY-4.0", "landsat-c2-l2": "PDDL-1.0",
             "naip": "PDDL-1.0"}
@@ -38,18 +38,6 @@ def _collections(collections: list[dict]) -> list[dict]:
                           {"name": "the host", "roles": ["host"]}]
         c["links"] = [{"rel": "license", "href": f"https://example.org/licences/{c['id']}", "type": "text/html"}]
     return collections
-
-
-def read_metas(dataset: Path) -> dict[str, tuple[str, dict]]:
-    """key -> (shard path, meta.json) of every sample, in manifest order."""
-    manifest = json.loads((dataset / "manifest.json").read_text())
-    out = {}
-    for shard in manifest["shards"]:
-        with tarfile.open(dataset / shard["path"]) as tar:
-            for m in tar.getmembers():
-                if m.name.endswith(".meta.json"):
-                    out[m.name[: -len(".meta.json")]] = (shard["path"], json.loads(tar.extractfile(m).read()))
-    return out
 
 
 @pytest.fixture(scope="module")
