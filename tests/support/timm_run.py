@@ -1,9 +1,13 @@
-"""Run the real timm (installed with ``pip install --no-deps timm==1.0.31``, as the README's setup line does)
-in a subprocess. timm imports torchvision at import time for things these tests never use (data
-transforms, datasets, a frozen batch norm), and torchvision has no CPU build beside this torch; the
-subprocess installs a stand-in for ``torchvision.*`` whose every attribute is an inert class, so
-``import timm`` succeeds and any real use of torchvision would fail loudly. The test process itself
-never imports the stand-in."""
+"""Run the real timm in a subprocess.
+
+The README's setup line installs timm 1.0.31 without its dependencies into its own folder,
+``.venv/timm`` (``pip install --no-deps --target .venv/timm timm==1.0.31``), not into site-packages:
+timm imports torchvision at import time, torchvision has no CPU build beside this torch, and an
+importable timm without torchvision would break ``accelerate`` (its CLI imports timm whenever it is
+installed). The subprocess puts that folder on its path and installs a stand-in for ``torchvision.*``
+whose every attribute is an inert class, for the things timm imports and these tests never use (data
+transforms, datasets, a frozen batch norm); any real use of torchvision would fail loudly. A timm
+installed the ordinary way (with torchvision) is used as it is. The test process never imports either."""
 from __future__ import annotations
 
 import importlib.util
@@ -47,16 +51,23 @@ sys.meta_path.insert(0, _StandIn())
 '''
 
 
+#: where the README's setup line puts timm
+TIMM_DIR = Path(sys.prefix) / "timm"
+
+
 def need_timm() -> None:
     """Skip (with the install line) where timm is not installed."""
-    if importlib.util.find_spec("timm") is None:
-        pytest.skip("timm is not installed: pip install --no-deps timm==1.0.31 (the README's setup line does)")
+    if importlib.util.find_spec("timm") is None and not (TIMM_DIR / "timm").is_dir():
+        pytest.skip(f"timm is not installed: pip install --no-deps --target {TIMM_DIR} timm==1.0.31 "
+                    "(the README's setup line does)")
 
 
 def run_timm(script: str, cwd: Path, timeout: float = 300) -> dict:
     """Run ``script`` (Python that prints one JSON object on its last line) with timm importable; return it."""
     need_timm()
-    done = subprocess.run([sys.executable, "-c", _STANDIN + script], cwd=cwd, capture_output=True, text=True,
+    path = f"import sys\nsys.path.insert(0, {str(TIMM_DIR)!r})\n" if (TIMM_DIR / "timm").is_dir() else ""
+    standin = "" if importlib.util.find_spec("torchvision") else _STANDIN
+    done = subprocess.run([sys.executable, "-c", path + standin + script], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
