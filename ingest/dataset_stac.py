@@ -16,6 +16,7 @@ from typing import Any
 
 from ofa.ingest.contract import MANIFEST_NAME, statistics_for
 from ofa.ingest.geoparquet import PARQUET_MEDIA_TYPE, union_bbox
+from ofa.ingest.items import clean_href, redact
 from ofa.ingest.sample_index import INDEX_NAME, index_bytes, index_table, read_metas
 from ofa.ingest.sensors import SENSORS
 from ofa.ingest.storage import get_fs, join
@@ -47,7 +48,7 @@ def fetch_source_collections(catalog: str | None, ids: list[str]) -> dict[str, d
         return {cid: client.get_collection(cid).to_dict(transform_hrefs=False) for cid in ids}
     except Exception as exc:  # noqa: BLE001 - the collection is still written, without the sources' licence
         log.warning("%s: source collections not read (%s: %s); licence 'other', no providers", catalog,
-                    type(exc).__name__, exc)
+                    type(exc).__name__, redact(str(exc)))
         return {}
 
 
@@ -78,15 +79,15 @@ def _source_links(manifest: dict, sources: dict[str, dict]) -> list[dict]:
         coll = sources.get(cid, {})
         self_link = next((ln["href"] for ln in coll.get("links") or [] if ln.get("rel") == "self"), None)
         href = self_link or (f"{str(catalog).rstrip('/')}/collections/{cid}" if catalog else None)
-        if href:
-            links.append({"rel": "derived_from", "href": href, "type": "application/json",
+        if href:  # hrefs copied from a catalog never carry its query strings (signed-URL tokens) or credentials
+            links.append({"rel": "derived_from", "href": clean_href(href), "type": "application/json",
                           "title": coll.get("title") or f"source collection {cid}"})
     seen = set()
     for coll in sources.values():
         for link in coll.get("links") or []:
-            if link.get("rel") == "license" and link.get("href") not in seen:
-                seen.add(link["href"])
-                links.append(link)
+            if link.get("rel") == "license" and link.get("href") and clean_href(link["href"]) not in seen:
+                seen.add(clean_href(link["href"]))
+                links.append({**link, "href": clean_href(link["href"])})
     return links
 
 
