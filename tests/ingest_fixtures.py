@@ -276,15 +276,14 @@ def stall_naip(href: str) -> str:
     return href
 
 
-def dataset_snapshot(root: Path) -> tuple[dict[str, bytes], dict]:
+def dataset_snapshot(root: Path) -> tuple[dict[str, bytes], dict, dict]:
     """Every file of a local dataset by relative path, and its manifest without ``created`` (the one
-    field two builds of the same dataset may differ in); ``stac/collection.json`` without the manifest's
-    checksum, which ``created`` changes, and its id and title, the dataset folder's name
-    (``index.parquet`` and the shards stay byte for byte)."""
+    field two builds of the same dataset may differ in), and ``stac/collection.json`` as
+    ``comparable_collection`` makes it (``index.parquet`` and the shards stay byte for byte)."""
     files = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
     manifest = json.loads(files.pop("manifest.json"))
     manifest.pop("created")
-    return files, {"manifest": manifest, "collection": comparable_collection(files.pop("stac/collection.json"))}
+    return files, manifest, comparable_collection(files.pop("stac/collection.json"))
 
 
 def comparable_collection(raw: bytes) -> dict:
