@@ -76,6 +76,10 @@ def _local_snapshot(root: Path) -> tuple[dict[str, bytes], dict]:
     files = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
     manifest = json.loads(files.pop("manifest.json")) if "manifest.json" in files else {}
     manifest.pop("created", None)
+    if "stac/collection.json" in files:  # differs from a rebuild's in the manifest checksum and the folder name only
+        collection = json.loads(files.pop("stac/collection.json"))
+        collection["assets"]["manifest"].pop("file:checksum")
+        manifest["_stac_collection"] = {k: v for k, v in collection.items() if k not in ("id", "title")}
     return files, manifest
 
 

@@ -101,5 +101,28 @@ def show_command(args: argparse.Namespace) -> int:
 
     with storage_access(args.url):  # a bad manifest (ManifestError) or storage: one line from the ofa command
         manifest = read_manifest(args.url, args.storage_options)
+        if args.map:
+            from ofa.ingest.manifest import dataset_url
+            from ofa.ingest.sample_map import read_index, render_map
+
+            table = read_index(dataset_url(args.url), manifest, args.storage_options)
+            Path(args.map).write_bytes(render_map(table, f"{dataset_url(args.url)}: {table.num_rows} samples"))
     print(json.dumps(manifest, indent=1) if args.json else summary(manifest))
+    if args.map:
+        print(f"map: {args.map}", file=sys.stderr)
+    return 0
+
+
+def stac_command(args: argparse.Namespace) -> int:
+    """``ofa manifest stac``: a dataset's index.parquet and stac/collection.json, as ``ofa ingest`` writes them."""
+    from ofa.ingest.dataset_stac import write_dataset_stac
+    from ofa.ingest.manifest import dataset_url, read_manifest
+    from ofa.ingest.storage import storage_access
+
+    _setup_logging()
+    with storage_access(args.url):
+        manifest = read_manifest(args.url, args.storage_options)
+        written = write_dataset_stac(dataset_url(args.url), manifest, args.storage_options)
+    for kind, url in written.items():
+        print(f"{kind}: {url}")
     return 0

@@ -177,3 +177,11 @@ class ManifestShowOptions(ManifestOptions):
 
     json: bool = False
     """print the manifest itself"""
+    map: str | None = field(default=None, metadata={"metavar": "PNG"})
+    """also plot every sample's footprint on longitude/latitude, one colour per sensor, into this PNG"""
+
+
+@dataclass
+class ManifestStacOptions(ManifestOptions):
+    """Write the dataset's index.parquet (GeoParquet sample index) and stac/collection.json (STAC Collection), as
+    ofa ingest does, for a dataset written before they existed."""

@@ -436,6 +436,7 @@ def run_ingest(cfg: IngestConfig) -> dict:
         if ok:
             _remove_staging(fs, root)
             log.info("%s is complete; reusing it", cfg.out)
+            _publish_stac(cfg, done, only_missing=True)
             return done
         log.warning("%s: manifest present but %s; rebuilding", cfg.out, problems[0])
         fs.rm_file(f"{root}/{MANIFEST_NAME}")
@@ -472,6 +473,7 @@ def run_ingest(cfg: IngestConfig) -> dict:
         reasons = "; ".join(f"{s['item_id']}: {s['reason']}" for s in manifest["skipped"])
         raise IngestError(f"--strict: {len(manifest['skipped'])} item(s) skipped: {reasons}")
     _write_manifest(fs, root, manifest)
+    _publish_stac(cfg, manifest)
     _remove_staging(fs, root)
     _print_summary(manifest, cfg, time.monotonic() - started)
     return manifest
@@ -520,6 +522,17 @@ def _manifest(cfg: IngestConfig, items: list[dict], by_sensor: dict[str, list[It
 def _write_manifest(fs, root: str, manifest: dict) -> None:
     """Publish the manifest: from here on the dataset is complete."""
     write_atomic(fs, f"{root}/{MANIFEST_NAME}", json.dumps(manifest, indent=1, sort_keys=True).encode())
+
+
+def _publish_stac(cfg: IngestConfig, manifest: dict, only_missing: bool = False) -> None:
+    """Write the dataset's ``index.parquet`` and ``stac/collection.json`` (``ingest.dataset_stac``)."""
+    from ofa.ingest.dataset_stac import COLLECTION_PATH, write_dataset_stac
+    from ofa.ingest.sample_index import INDEX_NAME
+
+    fs, root = get_fs(cfg.out, cfg.storage_options)
+    if only_missing and all(fs.exists(join(root, name)) for name in (INDEX_NAME, COLLECTION_PATH)):
+        return
+    write_dataset_stac(cfg.out, manifest, cfg.storage_options)
 
 
 def _remove_stale_shards(fs, root: str, stale: set[str]) -> None:

@@ -19,6 +19,8 @@ Public API (the contract other packages code against)::
     facts = read_info("s3://bucket/ckpt")["sensors"]["sentinel-2"] # bands, wavelengths, GSD, scale/offset, mean/std
     x = normalise(raw_pixels, facts)                              # native dtype -> model input
     sd = export_timm_state_dict(mae)            # backbone under timm ViT key names
+    resolve_checkpoint("runs/tiny")             # a run/step/model folder -> the save_pretrained folder
+    mlm_item(read_info(url), "id", ["naip"], assets, n_params)  # the model as a STAC MLM Item
     flops_per_image(cfg)                        # training FLOPs of one image (MFU)
 """
 from __future__ import annotations
@@ -35,6 +37,7 @@ _EXPORTS = {
     "read_info": "io", "model_url": "io", "normalise": "io",
     "MAEOutput": "mae", "MaskedAutoencoder": "mae",
     "export_timm_state_dict": "timm_export",
+    "resolve_checkpoint": "checkpoints", "mlm_item": "mlm",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -20,7 +20,8 @@ class InfoOptions:
     configuration, per sensor the bands, wavelengths, GSD and normalisation, and its training data."""
 
     checkpoint: str | None = field(default=None, metadata={"metavar": "URL"})
-    """a saved model (folder, file:// or s3://; a training checkpoint folder works too)"""
+    """a saved model, a training run folder (its last complete checkpoint), a step-NNNNNNNN folder or its model/
+    folder (local, file:// or s3://)"""
     size: Size = "base"
     """backbone size"""
     embedding: Literal["ofa", "wavelength"] = "ofa"
@@ -37,19 +38,22 @@ class InfoOptions:
 
 @dataclass
 class ExportOptions:
-    """timm: model.safetensors under timm's ViT names + timm's config.json, for timm.create_model('vit_SIZE_patch16_224',
-    in_chans=C, num_classes=0, class_token=False, global_pool='avg', fc_norm=False, img_size=S) with
-    load_state_dict(strict=True), or timm.create_model('local-dir:OUT', pretrained=True). hf: the checkpoint with
-    config.json and a model card (README.md with YAML metadata), ready for huggingface_hub's upload_folder."""
+    """timm: model.safetensors under timm's ViT names + timm's config.json, for timm.create_model('local-dir:OUT',
+    pretrained=True), or timm.create_model('vit_SIZE_patch16_224', **model_args) with load_state_dict(strict=True)
+    (model_args: patch_size, img_size, in_chans, class_token=False, global_pool='avg', fc_norm=False, num_classes=0);
+    without --sensor one folder per sensor, OUT/SENSOR. hf: the checkpoint with config.json and a model card
+    (README.md with YAML metadata), ready for huggingface_hub's upload_folder. Both also write mlm-item.json, the
+    model as a STAC Item (Machine Learning Model extension v1.4)."""
 
     checkpoint: str = field(metadata={"metavar": "URL"})
-    """a saved model (folder, file:// or s3://)"""
+    """a saved model, a training run folder (its last complete checkpoint), a step-NNNNNNNN folder or its model/
+    folder (local, file:// or s3://)"""
     format: Literal["timm", "hf"] = field()
     """timm weights or a Hub folder"""
     out: str = field(metadata={"metavar": "DIR"})
     """output folder"""
     sensor: str | None = None
-    """timm: the sensor whose patch embedding to export (default: the only one)"""
+    """timm: the sensor whose patch embedding to export into OUT (default: every sensor, each into OUT/SENSOR)"""
     geobench: str | None = field(default=None, metadata={"metavar": "FILE.md"})
     """hf: a geobench_results.md from ofa eval geobench for the card"""
     license: str = "apache-2.0"

@@ -15,7 +15,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from .checkpoints import resolve_checkpoint
 from .config import ModelConfig
+from .errors import CheckpointError
 from .mae import MaskedAutoencoder
 
 WEIGHTS_NAME = "model.safetensors"
@@ -24,8 +26,8 @@ FORMAT = "ofa-model"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded: missing, corrupt, or not made by ``save_pretrained``."""
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "CheckpointError", "from_pretrained", "load_config", "model_url",
+           "normalise", "read_info", "save_pretrained"]
 
 
 def _fs(url: str, storage_options: dict[str, Any] | None) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -91,11 +93,9 @@ def read_info(url: str, storage_options: dict[str, Any] | None = None) -> dict[s
 
 
 def model_url(url: str, storage_options: dict[str, Any] | None = None) -> str:
-    """``url`` if it holds a ``config.json``, else ``url/model`` if that does (a training checkpoint folder)."""
-    fs, root = _fs(url, storage_options)
-    if not fs.exists(f"{root}/{CONFIG_NAME}") and fs.exists(f"{root}/model/{CONFIG_NAME}"):
-        return f"{url.rstrip('/')}/model"
-    return url
+    """The ``save_pretrained`` folder behind ``url``: itself, its ``model/`` (a training step folder), or a
+    training run folder's last complete checkpoint (``checkpoints.resolve_checkpoint``)."""
+    return resolve_checkpoint(url, storage_options)
 
 
 def normalise(pixels: torch.Tensor, sensor: dict[str, Any]) -> torch.Tensor:

@@ -17,18 +17,16 @@ from __future__ import annotations
 import io
 import json
 import random
-import re
 from typing import Any
 
 import numpy as np
 import torch
 
-from ofa.ingest.storage import get_fs, join
+from ofa.ingest.storage import fs_options, get_fs, join
+from ofa.model.checkpoints import MARKER, MODEL_DIR, resolve_checkpoint
+from ofa.model.checkpoints import latest_checkpoint as _latest
 
-MARKER = "COMPLETE"
 STATE_NAME = "train_state.pt"
-MODEL_DIR = "model"
-_STEP_RE = re.compile(r"(?:^|/)step-(\d{8})$")  # not ".tmp-step-..." (a local write not yet renamed)
 
 
 def checkpoint_name(step: int) -> str:
@@ -91,21 +89,7 @@ def save_checkpoint(out: str, step: int, model: torch.nn.Module, state: dict[str
 
 def latest_checkpoint(out: str, storage_options: dict[str, Any] | None = None) -> tuple[int, str] | None:
     """``(step, url)`` of the last complete checkpoint under ``out``, or None."""
-    fs, root = get_fs(out, storage_options)
-    base = join(root, "checkpoints")
-    if not fs.exists(base):
-        return None
-    found = []
-    for path in fs.ls(base, detail=False):
-        m = _STEP_RE.search(path.rstrip("/"))
-        if m and fs.exists(join(path, MARKER)):
-            found.append((int(m.group(1)), path.rstrip("/")))
-    if not found:
-        return None
-    step, path = max(found)
-    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
-    prefix = out.split("://", 1)[0] + "://" if "://" in out and not local else ""
-    return step, prefix + path
+    return _latest(out, fs_options(out, storage_options))
 
 
 def load_state(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -143,16 +127,6 @@ def load_optimizer_shard(checkpoint_url: str, rank: int, storage_options: dict[s
 
 def model_dir(url: str, storage_options: dict[str, Any] | None = None) -> str:
     """The ``save_pretrained`` folder behind ``url``: a training run folder (its last complete
-    checkpoint), a ``step-NNNNNNNN`` folder, or that folder's ``model/`` folder itself."""
-    from ofa.model import CheckpointError
-    from ofa.model.io import CONFIG_NAME, model_url
-
-    direct = model_url(url, storage_options)  # the model folder, or the step folder holding one
-    fs, root = get_fs(direct, storage_options)
-    if fs.exists(join(root, CONFIG_NAME)):
-        return direct.rstrip("/")
-    found = latest_checkpoint(url, storage_options)
-    if found:
-        return f"{found[1]}/{MODEL_DIR}"
-    raise CheckpointError(f"{url}: no checkpoint here (expected a training run folder, a step-NNNNNNNN folder "
-                          f"or its {MODEL_DIR}/ folder)")
+    checkpoint), a ``step-NNNNNNNN`` folder, or that folder's ``model/`` folder itself (one resolver for
+    every ``--checkpoint``: ``ofa.model.checkpoints.resolve_checkpoint``)."""
+    return resolve_checkpoint(url, fs_options(url, storage_options))

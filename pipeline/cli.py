@@ -42,14 +42,14 @@ class Command:
 
 
 #: commands that only group others: name -> help
-GROUPS = {"manifest": "verify or show a dataset's manifest", "eval": "evaluate checkpoints on downstream benchmarks",
+GROUPS = {"manifest": "verify, show or describe (STAC) a dataset's manifest", "eval": "evaluate checkpoints on downstream benchmarks",
           "model": "inspect and export OFA-Net models"}
 
 
 def commands() -> list[Command]:
     """Every ``ofa`` command, in the order ``ofa --help`` lists them."""
     from ofa.ingest.config import (INGEST_DESCRIPTION, INGEST_EXAMPLES, IngestConfig, ManifestOptions,
-                                   ManifestShowOptions, RebuildOptions)
+                                   ManifestShowOptions, ManifestStacOptions, RebuildOptions)
     from ofa.model.cli import ExportOptions, InfoOptions
     from ofa.pipeline.config import DemoConfig, TrainConfig
     from ofa.pipeline.embed.config import DESCRIPTION as EMBED_DESCRIPTION, EmbedConfig
@@ -63,6 +63,8 @@ def commands() -> list[Command]:
         Command("manifest verify", "exit 0 only if every shard exists with its recorded sha256 and sample count",
                 (ManifestOptions,), "ofa.ingest.cli:verify_command"),
         Command("manifest show", "print a summary of the manifest", (ManifestShowOptions,), "ofa.ingest.cli:show_command"),
+        Command("manifest stac", "write the dataset's index.parquet (GeoParquet sample index) and stac/collection.json",
+                (ManifestStacOptions,), "ofa.ingest.cli:stac_command"),
         Command("train", "pretrain the MAE on WebDataset shards (Accelerate)", (TrainConfig,),
                 "ofa.pipeline.train:run_command"),
         Command("eval geobench", "GEO-Bench classification and segmentation tasks",

@@ -349,10 +349,20 @@ def stall_naip(href: str) -> str:
     return href
 
 
-def dataset_snapshot(root: Path) -> tuple[dict[str, bytes], dict]:
+def dataset_snapshot(root: Path) -> tuple[dict[str, bytes], dict, dict]:
     """Every file of a local dataset by relative path, and its manifest without ``created`` (the one
-    field two builds of the same dataset may differ in)."""
+    field two builds of the same dataset may differ in), and ``stac/collection.json`` as
+    ``comparable_collection`` makes it (``index.parquet`` and the shards stay byte for byte)."""
     files = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
     manifest = json.loads(files.pop("manifest.json"))
     manifest.pop("created")
-    return files, manifest
+    return files, manifest, comparable_collection(files.pop("stac/collection.json"))
+
+
+def comparable_collection(raw: bytes) -> dict:
+    """A dataset's ``stac/collection.json`` without what differs between two builds of the same dataset: the
+    manifest's checksum (``created`` changes it) and the id and title (the dataset folder's name)."""
+    collection = json.loads(raw)
+    collection["assets"]["manifest"].pop("file:checksum")
+    collection.pop("id"), collection.pop("title")
+    return collection

@@ -371,3 +371,25 @@ def test_a_damaged_shard_stops_the_job_in_one_line(tmp_path, capsys):
     partial = xr.open_zarr(out, consolidated=False)
     assert partial.attrs["ofa_embed_status"] == "writing" and list(partial["_ofa_progress"].values) == [1, 0]
     assert np.isfinite(partial["embedding"].values[:4]).all() and np.isnan(partial["embedding"].values[4:]).all()
+
+
+def test_s3_dataset_has_its_stac_and_index_and_an_s3_run_folder_resolves(demo, capsys):
+    """On object storage too: ingest wrote index.parquet and stac/collection.json beside the manifest, and a
+    training run folder copied to s3:// works as --checkpoint (the last complete checkpoint's model/)."""
+    from stac_pydantic import Collection
+
+    from ofa.pipeline.cli import main
+
+    root = demo.dataset[5:]
+    collection = json.loads(demo.fs.cat(f"{root}/stac/collection.json"))
+    Collection.model_validate(collection)
+    index = demo.fs.cat(f"{root}/index.parquet")
+    assert collection["assets"]["index"]["file:checksum"] == "1220" + hashlib.sha256(index).hexdigest()
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(io.BytesIO(index)).column("key").to_pylist() == list(demo.metas)
+    demo.fs.put(str(demo.train / "checkpoints"), f"{BUCKET}/run/checkpoints", recursive=True)
+    capsys.readouterr()
+    assert main(["model", "info", "--checkpoint", f"s3://{BUCKET}/run", "--json", "--storage-options",
+                 json.dumps(demo.so)]) == 0
+    assert json.loads(capsys.readouterr().out)["checkpoint"] == f"s3://{BUCKET}/run/checkpoints/step-00000020/model"

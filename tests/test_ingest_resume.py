@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest_fixtures import COLLECTIONS
+from ingest_fixtures import COLLECTIONS, comparable_collection
 from ingest_fixtures import dataset_snapshot as _snapshot
 
 
@@ -121,11 +121,11 @@ def test_resume_on_s3_after_sigkill(catalog, tmp_path):
         bucket = s3.make_bucket("ofa-resume")
         fs = s3fs.S3FileSystem(**s3.storage_options)
 
-        def snapshot(prefix: str) -> tuple[dict[str, bytes], dict]:
+        def snapshot(prefix: str) -> tuple[dict[str, bytes], dict, dict]:
             files = {p.split(prefix, 1)[1]: fs.cat_file(p) for p in sorted(fs.find(prefix))}
             manifest = json.loads(files.pop("/manifest.json"))
             manifest.pop("created")
-            return files, manifest
+            return files, manifest, comparable_collection(files.pop("/stac/collection.json"))
 
         ref = subprocess.run(_cmd(catalog.url, f"{bucket}/reference"), env=_env(**s3.env), capture_output=True, text=True, timeout=300)
         assert ref.returncode == 0, ref.stderr[-3000:]

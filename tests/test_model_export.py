@@ -83,16 +83,22 @@ def test_timm_names_and_shapes_for_every_size(size: str) -> None:
 
 
 def test_cli_timm_export_has_identical_features(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    every = tmp_path / "every"  # no --sensor: one folder per sensor the checkpoint describes (its training data's)
+    assert main(["model", "export", "--checkpoint", str(checkpoint), "--format", "timm", "--out", str(every)]) == 0
+    assert sorted(p.name for p in every.iterdir()) == ["naip"]
+    assert sorted(p.name for p in (every / "naip").iterdir()) == ["config.json", "mlm-item.json", "model.safetensors"]
     out = tmp_path / "timm"
-    assert main(["model", "export", "--checkpoint", str(checkpoint), "--format", "timm", "--out", str(out)]) == 2
-    assert "--sensor is needed" in capsys.readouterr().err  # two sensors: say which
     assert main(["model", "export", "--checkpoint", str(checkpoint), "--format", "timm", "--sensor", "naip",
                  "--out", str(out)]) == 0
+    assert (out / "model.safetensors").read_bytes() == (every / "naip" / "model.safetensors").read_bytes()
+    assert main(["model", "export", "--checkpoint", str(checkpoint), "--format", "timm", "--sensor", "landsat",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--sensor 'landsat': the checkpoint has naip, sentinel-1" in capsys.readouterr().err
     sd = load_file(out / "model.safetensors")
     config = json.loads((out / "config.json").read_text())
     assert config["architecture"] == "vit_tiny_patch16_224" and config["num_features"] == 192
-    assert config["model_args"] == {"img_size": 32, "in_chans": 4, "num_classes": 0, "class_token": False,
-                                    "global_pool": "avg", "fc_norm": False}
+    assert config["model_args"] == {"img_size": 32, "patch_size": 16, "in_chans": 4, "num_classes": 0,
+                                    "class_token": False, "global_pool": "avg", "fc_norm": False}
     assert config["ofa"]["input"]["bands"] == ["R", "G", "B", "NIR"]
     assert {k: tuple(v.shape) for k, v in sd.items()} == timm_names_and_shapes(192, 12, 4, 16, 32)
     mae = from_pretrained(str(checkpoint))
@@ -103,19 +109,80 @@ def test_cli_timm_export_has_identical_features(checkpoint: Path, tmp_path: Path
     assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()
 
 
-def test_timm_loads_the_export_strictly(checkpoint: Path, tmp_path: Path) -> None:
-    timm = pytest.importorskip("timm")
+def test_timm_loads_every_exported_folder(tmp_path: Path) -> None:
+    """The real timm: ``local-dir:`` and a strict load into the registered architecture, on every folder of a
+    per-sensor export of a patch-8 model (an architecture timm does not register under its own name)."""
+    from support.timm_run import run_timm
+
+    torch.manual_seed(1)
+    ckpt = tmp_path / "ckpt"
+    mae = MaskedAutoencoder(ModelConfig(size="tiny", img_size=32, patch_size=8, modalities={"naip": 4, "sentinel-1": 2}))
+    save_pretrained(mae, str(ckpt))
+    assert main(["model", "export", "--checkpoint", str(ckpt), "--format", "timm", "--out", str(tmp_path / "t")]) == 0
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["naip", "sentinel-1"]  # no sensor facts: every modality
+    x = {"naip": torch.randn(3, 4, 32, 32), "sentinel-1": torch.randn(3, 2, 32, 32)}
+    for sensor, batch in x.items():
+        torch.save(batch, tmp_path / f"{sensor}.pt")
+    got = run_timm("""
+import json, torch, timm
+from safetensors.torch import load_file
+out = {}
+for sensor in ("naip", "sentinel-1"):
+    folder = f"t/{sensor}"
+    config = json.load(open(f"{folder}/config.json"))
+    hub = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    vit = timm.create_model(config["architecture"], pretrained=False, **config["model_args"]).eval()
+    vit.load_state_dict(load_file(f"{folder}/model.safetensors"), strict=True)
+    x = torch.load(f"{sensor}.pt")
+    with torch.no_grad():
+        torch.save(hub(x), f"{sensor}.hub.pt")
+        out[sensor] = {"strict_vs_hub": (vit(x) - hub(x)).abs().max().item(), "arch": config["architecture"],
+                       "patch": hub.patch_embed.patch_size[0]}
+print(json.dumps({"timm": timm.__version__, **out}))
+""", tmp_path)
+    for sensor, batch in x.items():
+        with torch.no_grad():
+            ours = mae.encode(batch, modality=sensor)[1]
+        theirs = torch.load(tmp_path / f"{sensor}.hub.pt")
+        assert torch.equal(theirs, ours), (theirs - ours).abs().max()
+        assert got[sensor] == {"strict_vs_hub": 0.0, "arch": "vit_tiny_patch16_224", "patch": 8}
+
+
+def test_export_writes_a_valid_mlm_item(checkpoint: Path, tmp_path: Path) -> None:
+    """stac-model (MLM v1.4.0) and stac-pydantic accept the item; its input z-scores raw pixels exactly as
+    ``normalise`` does, its weights asset is the folder's file."""
+    import hashlib
+
+    from stac_model.schema import SCHEMA_URI, MLModelProperties
+    from stac_pydantic import Item
+
+    from ofa.model import normalise
+
     out = tmp_path / "timm"
     assert main(["model", "export", "--checkpoint", str(checkpoint), "--format", "timm", "--sensor", "naip",
                  "--out", str(out)]) == 0
-    config = json.loads((out / "config.json").read_text())
-    vit = timm.create_model(config["architecture"], pretrained=False, **config["model_args"])
-    vit.load_state_dict(load_file(out / "model.safetensors"), strict=True)
-    x = torch.randn(2, 4, 32, 32)
-    with torch.no_grad():
-        assert torch.allclose(vit.eval()(x), from_pretrained(str(checkpoint)).encode(x, modality="naip")[1], atol=1e-5)
-        hub = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
-        assert torch.allclose(hub(x), vit(x), atol=1e-6)
+    doc = json.loads((out / "mlm-item.json").read_text())
+    Item.model_validate(doc)
+    props = MLModelProperties.model_validate(doc["properties"])
+    assert SCHEMA_URI == "https://stac-extensions.github.io/mlm/v1.4.0/schema.json" and SCHEMA_URI in doc["stac_extensions"]
+    assert props.framework == "PyTorch" and props.framework_version == torch.__version__.split("+")[0]
+    assert [i.name for i in props.input] == ["naip"] and list(props.input[0].bands) == FACTS["naip"]["bands"]
+    assert props.input[0].input.shape == [-1, 4, 32, 32] and props.output[0].result.shape == [-1, 192]
+    asset = doc["assets"]["model"]
+    assert "mlm:model" in asset["roles"] and asset["href"] == "./model.safetensors"
+    assert asset["file:checksum"] == "1220" + hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
+    assert {b["name"] for b in doc["properties"]["bands"]} == set(FACTS["naip"]["bands"])
+    assert doc["links"] == [{"rel": "derived_from", "href": "s3://bucket/naip-ds/stac/collection.json",
+                             "type": "application/json", "title": doc["links"][0]["title"]}]
+    raw = torch.randint(0, 255, (4, 8, 8)).to(torch.uint8)
+    scaling = props.input[0].value_scaling
+    mine = torch.stack([(raw[c].double() - z.mean) / z.stddev for c, z in enumerate(scaling)]).float()
+    assert torch.allclose(mine, normalise(raw, FACTS["naip"]), atol=1e-6)
+    hf = tmp_path / "hf"
+    assert main(["model", "export", "--checkpoint", str(checkpoint), "--format", "hf", "--out", str(hf)]) == 0
+    item = json.loads((hf / "mlm-item.json").read_text())
+    assert [i.name for i in MLModelProperties.model_validate(item["properties"]).input] == ["naip"]
+    assert item["properties"]["mlm:total_parameters"] == from_pretrained(str(checkpoint)).parameter_counts()["total"]
 
 
 def test_cli_hf_export_with_model_card(checkpoint: Path, tmp_path: Path) -> None:
@@ -124,7 +191,7 @@ def test_cli_hf_export_with_model_card(checkpoint: Path, tmp_path: Path) -> None
     out = tmp_path / "hf"
     assert main(["model", "export", "--checkpoint", str(checkpoint), "--format", "hf", "--out", str(out),
                  "--geobench", str(table)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "mlm-item.json", "model.safetensors"]
     card = (out / "README.md").read_text()
     head, body = card.split("---\n", 2)[1:]
     meta = yaml.safe_load(head)

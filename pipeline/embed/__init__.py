@@ -3,8 +3,9 @@
 Modules: ``plan`` (every sample numbered from the manifests, cut into regions), ``encode`` (decode and
 normalise as in training, encode, pool; the checkpoint/dataset fit check), ``footprint`` (chip
 polygons in WGS84, WKB), ``zarr_out`` and ``parquet_out`` (the two layouts, written region by region,
-resumable), ``preview`` (PCA map), ``job`` (processes, resume, finish), ``config`` (the options,
-light: ``ofa --help`` imports it), ``cli``.
+resumable), ``preview`` (PCA map), ``stac_out`` (geo-embeddings attributes; the STAC Collection, Item and
+MLM Item written beside the output), ``job`` (processes, resume, finish), ``config`` (the options, light:
+``ofa --help`` imports it), ``cli``.
 
 ``EmbedConfig`` and ``run_embed`` are loaded on first use, so importing this package does not load torch.
 """

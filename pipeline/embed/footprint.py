@@ -1,28 +1,13 @@
 """Chip footprints in WGS84 longitude/latitude, and their WKB encoding (OGC simple features)."""
 from __future__ import annotations
 
-import struct
 from typing import Sequence
 
 import numpy as np
 
-#: little-endian WKB polygon with one ring of five points
-_WKB_HEADER = struct.pack("<BIII", 1, 3, 1, 5)
+from ofa.ingest.geoparquet import bbox_rings, ccw, wkb_polygons
 
-
-def _ccw(rings: np.ndarray) -> np.ndarray:
-    """Rings [n, 5, 2] turned counterclockwise (positive shoelace area), as GeoParquet's orientation says."""
-    x, y = rings[..., 0], rings[..., 1]
-    area = (x[:, :-1] * y[:, 1:] - x[:, 1:] * y[:, :-1]).sum(axis=1)
-    flip = area < 0
-    rings[flip] = rings[flip, ::-1]
-    return rings
-
-
-def _bbox_rings(bbox: np.ndarray) -> np.ndarray:
-    w, s, e, n = bbox[:, 0], bbox[:, 1], bbox[:, 2], bbox[:, 3]
-    return np.stack([np.stack([w, s], -1), np.stack([e, s], -1), np.stack([e, n], -1),
-                     np.stack([w, n], -1), np.stack([w, s], -1)], axis=1)
+__all__ = ["footprints", "wkb_polygons"]
 
 
 def footprints(crs: Sequence[str], transform: np.ndarray, shapes: Sequence[tuple[int, int]],
@@ -35,7 +20,7 @@ def footprints(crs: Sequence[str], transform: np.ndarray, shapes: Sequence[tuple
     from rasterio.warp import transform as warp
 
     n = len(crs)
-    rings = _bbox_rings(bbox) if n else np.zeros((0, 5, 2))
+    rings = bbox_rings(bbox) if n else np.zeros((0, 5, 2))
     hw = np.asarray(shapes, dtype=np.float64).reshape(n, 2)
     cols = np.array([0.0, 1.0, 1.0, 0.0, 0.0])[None] * hw[:, 1:2]   # bottom-left, bottom-right, top-right, top-left
     rows = np.array([1.0, 1.0, 0.0, 0.0, 1.0])[None] * hw[:, 0:1]
@@ -51,11 +36,5 @@ def footprints(crs: Sequence[str], transform: np.ndarray, shapes: Sequence[tuple
             lon, lat = warp(name, "EPSG:4326", xs[pick].ravel(), ys[pick].ravel())
             lon, lat = np.asarray(lon).reshape(-1, 5), np.asarray(lat).reshape(-1, 5)
         rings[pick] = np.stack([lon, lat], axis=-1)
-    return _ccw(rings)
+    return ccw(rings)
 
-
-def wkb_polygons(rings: np.ndarray) -> list[bytes | None]:
-    """WKB (little-endian, 2D) of each ring [n, 5, 2] as a one-ring Polygon; None where a ring is not finite."""
-    coords = np.ascontiguousarray(rings, dtype="<f8")
-    good = np.isfinite(coords).all(axis=(1, 2))
-    return [_WKB_HEADER + coords[i].tobytes() if good[i] else None for i in range(len(coords))]

@@ -16,6 +16,7 @@ from .config import EmbedConfig
 from .encode import Encoder, check_fit, encode_region
 from .killpoint import kill_point
 from .plan import Plan, make_plan, region_samples
+from .stac_out import geoemb_attrs, write_stac
 from .storage import Target
 
 FORMATS = ("zarr", "geoparquet")
@@ -102,7 +103,9 @@ def _setup(cfg: EmbedConfig) -> tuple[Any, Encoder, Plan, Any]:
     check_fit(model.config, streams, cfg.checkpoint)
     encoder = Encoder(model, state.device, cfg.pool)
     plan = make_plan(streams, cfg.chunk_size)
-    writer = make_writer(cfg, plan, encoder.dim, job_attrs(cfg, model_url, model.config, encoder.dim))
+    attrs = {**job_attrs(cfg, model_url, model.config, encoder.dim),
+             **geoemb_attrs(cfg.data, model_url, encoder.dim, cfg.storage_options)}
+    writer = make_writer(cfg, plan, encoder.dim, attrs)
     return state, encoder, plan, writer
 
 
@@ -133,9 +136,12 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     bar.close()
     state.wait_for_everyone()
     preview = None
+    stac = None
     if state.is_main_process:
         writer.finish()
         preview = write_preview(cfg, writer, plan)
+        sensors = sorted({s.sensor for s in plan.streams})
+        stac = write_stac(cfg, writer.attrs, writer.attrs["model_dir"], sensors, preview)
     state.wait_for_everyone()
     return {**summary, "status": "resumed" if done else "written", "encoded": sum(r.size for r in mine),
-            "skipped_regions": len(done), "preview": preview}
+            "skipped_regions": len(done), "preview": preview, "stac": stac}

@@ -13,16 +13,15 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ofa.ingest.geoparquet import BBOX_FIELDS, bbox_type, geo_metadata, union_bbox, wkb_polygons
+
 from .encode import Columns
-from .footprint import wkb_polygons
 from .killpoint import kill_point
 from .plan import Plan, Region
 from .storage import Target
 from .zarr_out import OutputError
 
-GEO_VERSION = "1.1.0"
 JOB_FILE = "_job.json"
-BBOX_FIELDS = ("xmin", "ymin", "xmax", "ymax")
 
 
 def schema(dim: int, metadata: dict[bytes, bytes] | None = None) -> Any:
@@ -34,7 +33,7 @@ def schema(dim: int, metadata: dict[bytes, bytes] | None = None) -> Any:
         ("dataset", pa.string()), ("datetime", pa.timestamp("us", tz="UTC")),
         ("crs", pa.string()), ("transform", pa.list_(pa.float64(), 6)),
         ("embedding", pa.list_(pa.float32(), dim)),
-        ("bbox", pa.struct([(name, pa.float64()) for name in BBOX_FIELDS])),
+        ("bbox", bbox_type()),
         ("geometry", pa.binary()),
     ], metadata=metadata)
 
@@ -61,24 +60,6 @@ def table(cols: Columns, dim: int) -> Any:
         "bbox": pa.array(bounds, schema(dim).field("bbox").type) if n else pa.array([], schema(dim).field("bbox").type),
         "geometry": pa.array(wkb_polygons(cols.footprint), pa.binary()),
     }, schema=schema(dim))
-
-
-def geo_metadata(bbox: list[float] | None) -> dict:
-    """GeoParquet 1.1 ``geo`` metadata: WKB polygons in OGC:CRS84 (no ``crs`` key means exactly that)."""
-    column: dict[str, Any] = {
-        "encoding": "WKB", "geometry_types": ["Polygon"], "orientation": "counterclockwise", "edges": "planar",
-        "covering": {"bbox": {name: ["bbox", name] for name in BBOX_FIELDS}},
-    }
-    if bbox is not None:
-        column["bbox"] = bbox
-    return {"version": GEO_VERSION, "primary_column": "geometry", "columns": {"geometry": column}}
-
-
-def _union(boxes: list[list[float]]) -> list[float] | None:
-    if not boxes:
-        return None
-    b = np.asarray(boxes)
-    return [float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 2].max()), float(b[:, 3].max())]
 
 
 class ParquetWriter:
@@ -135,7 +116,7 @@ class ParquetWriter:
             raise RuntimeError(f"region {region.index}: {len(cols)} samples encoded, {region.size} planned")
         tab = table(cols, self.dim)
         boxes = [list(b.values()) for b in tab.column("bbox").to_pylist() if b is not None]
-        tab = tab.replace_schema_metadata({b"ofa_part_bbox": json.dumps(_union(boxes)).encode()})
+        tab = tab.replace_schema_metadata({b"ofa_part_bbox": json.dumps(union_bbox(boxes)).encode()})
         buf = io.BytesIO()
         pq.write_table(tab, buf, compression="zstd")
         kill_point("chunks")
@@ -152,8 +133,10 @@ class ParquetWriter:
                 box = json.loads(pq.read_metadata(f).metadata[b"ofa_part_bbox"])
             if box is not None:
                 boxes.append(box)
-        meta = {b"geo": json.dumps(geo_metadata(_union(boxes))).encode(),
-                b"ofa_embed": json.dumps({**self.attrs, "ofa_embed_status": "complete"}, sort_keys=True).encode()}
+        meta = {b"geo": json.dumps(geo_metadata(union_bbox(boxes))).encode(),
+                b"ofa_embed": json.dumps({**self.attrs, "ofa_embed_status": "complete"}, sort_keys=True).encode(),
+                # the geo-embeddings convention's facts, one key each, as the Zarr layout's root attributes
+                **{k.encode(): json.dumps(v).encode() for k, v in self.attrs.items() if k.startswith("geoemb:")}}
         t = self.target
         final = f"{t.root}.tmp" if t.local else t.root
         with t.fs.open(final, "wb") as out, pq.ParquetWriter(out, schema(self.dim, meta), compression="zstd") as writer:

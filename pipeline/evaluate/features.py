@@ -15,13 +15,14 @@ from .options import BackboneSpec
 def load_mae(spec: BackboneSpec, seed: int = 0) -> nn.Module:
     """The MAE of ``spec``: ``from_pretrained`` for a checkpoint, a seeded fresh one for "random"."""
     from ofa.model import DEFAULT_MODALITIES, MaskedAutoencoder, ModelConfig, from_pretrained
+    from ofa.pipeline.checkpoint import model_dir
 
     if spec.checkpoint == "random":
         torch.manual_seed(seed)
         cfg = ModelConfig(size=spec.size, embedding=spec.embedding or "ofa", img_size=spec.img_size or 224,
                           patch_size=spec.patch_size, modalities=dict(DEFAULT_MODALITIES))
         return MaskedAutoencoder(cfg)
-    mae = from_pretrained(spec.checkpoint, storage_options=spec.storage_options)
+    mae = from_pretrained(model_dir(spec.checkpoint, spec.storage_options), storage_options=spec.storage_options)
     cfg = model_config(mae)
     if spec.embedding is not None and spec.embedding != cfg.embedding:
         raise ValueError(

@@ -19,7 +19,8 @@ class GeoBenchOptions:
     root: str
     """GEO-Bench folder (holding classification_v1.0/, segmentation_v1.0/)"""
     checkpoint: str | None = None
-    """checkpoint path or URL (file://, s3://), or 'random' for a random init"""
+    """a saved model, a training run folder (its last complete checkpoint), a step-NNNNNNNN folder or its model/
+    folder (local, file://, s3://), or 'random' for a random init"""
     compare: list[str] | None = field(default=None, metadata={"nargs": "+", "type": str, "metavar": "LABEL=CHECKPOINT"})
     """several checkpoints side by side, e.g. random=random s2=ckpt/s2 multi=s3://b/multi"""
     tasks: str = "all"
