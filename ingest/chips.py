@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ofa.ingest.config import ChipOptions
-from ofa.ingest.contract import pixels_checksum, sample_key
+from ofa.ingest.dataset.contract import pixels_checksum, sample_key
 from ofa.ingest.grid import apply, bounds_window, chip_offsets, grid_bounds
 from ofa.ingest.items import ChannelPlan, ItemError, ItemPlan, identity_href
 from ofa.ingest.readers import GridReader, reader_for, short_error

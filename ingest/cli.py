@@ -67,7 +67,7 @@ def _setup_logging() -> None:
 def _ingest(args: argparse.Namespace) -> int:
     _setup_logging()
     from ofa.ingest.job import IngestConfig, config_from_manifest, run_ingest
-    from ofa.ingest.manifest import read_manifest
+    from ofa.ingest.dataset.manifest import read_manifest
 
     cli = {k: v for k, v in vars(args).items() if v is not None and k in CONFIG_KEYS}
     options: dict[str, Any] = _load_config(args.config) if args.config else {}
@@ -118,7 +118,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from ofa.ingest.manifest import read_manifest, verify_dataset
+    from ofa.ingest.dataset.manifest import read_manifest, verify_dataset
     from ofa.ingest.storage import storage_access
 
     with storage_access(args.url):
@@ -134,7 +134,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from ofa.ingest.manifest import read_manifest, summary
+    from ofa.ingest.dataset.manifest import read_manifest, summary
     from ofa.ingest.storage import storage_access
 
     with storage_access(args.url):  # a bad manifest (ManifestError) or storage: one line from the ofa command

@@ -25,10 +25,10 @@ from typing import Any, Callable, Iterator
 
 from ofa.ingest.chips import DROP_REASONS, BandStats, ChipOptions
 from ofa.ingest.config import IngestConfig
-from ofa.ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, ManifestError, item_shard_path, statistics_key
+from ofa.ingest.dataset.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, ManifestError, item_shard_path, statistics_key
 from ofa.ingest.items import ItemError, ItemPlan, clean_href, identity_href, item_etag, plan_item, redact
 from ofa.ingest.sensors import SENSORS
-from ofa.ingest.shards import (
+from ofa.ingest.dataset.shard_writer import (
     STAGING_DIR, ShardWriter, is_local_fs, remove_temporaries, sample_block,
     write_atomic, write_full_shards,
 )
@@ -123,7 +123,7 @@ def write_item_shards(target: ShardTarget, plan: ItemPlan, blocks: list) -> tupl
 
 # ------------------------------------------------------------------ the run
 def _existing_manifest(fs, root: str, cfg: IngestConfig) -> dict | None:
-    from ofa.ingest.contract import parse_manifest
+    from ofa.ingest.dataset.contract import parse_manifest
 
     path = f"{root}/{MANIFEST_NAME}"
     if not fs.exists(path):
@@ -430,7 +430,7 @@ def run_ingest(cfg: IngestConfig) -> dict:
     remove_temporaries(fs, root)
     done = _existing_manifest(fs, root, cfg)
     if done is not None:
-        from ofa.ingest.manifest import verify_dataset
+        from ofa.ingest.dataset.manifest import verify_dataset
 
         ok, problems = verify_dataset(cfg.out, cfg.storage_options)
         if ok:
@@ -480,7 +480,7 @@ def run_ingest(cfg: IngestConfig) -> dict:
 def _manifest(cfg: IngestConfig, items: list[dict], by_sensor: dict[str, list[ItemPlan]],
               shards: dict[str, list[dict]], records: dict[str, dict], skipped: list[dict]) -> dict:
     """The manifest dict: counts and statistics merged in item order, so they never depend on timing."""
-    from ofa.ingest.manifest import finalize_stats
+    from ofa.ingest.dataset.manifest import finalize_stats
 
     stats: dict[str, tuple[list[str], list[BandStats], str | None]] = {}   # statistics key -> (bands, sums, quantity)
     kept, dropped = 0, {r: 0 for r in DROP_REASONS}

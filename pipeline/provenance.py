@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ofa.ingest.contract import MANIFEST_NAME, META_EXT
+from ofa.ingest.dataset.contract import MANIFEST_NAME, META_EXT
 from ofa.ingest.storage import get_fs, join, storage_access
 
 log = logging.getLogger("ofa.train")

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ofa.ingest.contract import MANIFEST_NAME, parse_manifest, statistics_for
+from ofa.ingest.dataset.contract import MANIFEST_NAME, parse_manifest, statistics_for
 from ofa.ingest.storage import get_fs, join
 
 
@@ -70,7 +70,7 @@ def read_streams(data: list[str], storage_options: dict[str, Any] | None = None)
         for shard in manifest["shards"]:
             by_sensor.setdefault(shard["sensor"], []).append(shard)
         for sensor, shards in sorted(by_sensor.items()):
-            # the sensor's entry and its "{sensor}/{quantity}" ones (ingest.contract.statistics_key)
+            # the sensor's entry and its "{sensor}/{quantity}" ones (ingest.dataset.contract.statistics_key)
             entries = {k: v for k, v in manifest["statistics"].items() if k == sensor or k.startswith(f"{sensor}/")}
             if not entries:
                 raise ValueError(f"{url}: manifest has shards but no statistics for sensor {sensor!r}")

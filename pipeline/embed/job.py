@@ -55,7 +55,7 @@ def _sha256(url: str, storage_options: dict[str, Any] | None) -> str:
 def job_attrs(cfg: EmbedConfig, model_url: str, model_config: Any, dim: int) -> dict[str, Any]:
     """What the output records about its making (attributes), including the fingerprint that a resumed
     or repeated job must match: weights, model config, manifests and every option that changes bits."""
-    from ofa.ingest.contract import MANIFEST_NAME
+    from ofa.ingest.dataset.contract import MANIFEST_NAME
     from ofa.model.io import WEIGHTS_NAME
     from ofa.ingest.version import package_version
 

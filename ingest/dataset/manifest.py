@@ -8,7 +8,7 @@ import tarfile
 from typing import Any
 
 from ofa.ingest.chips import BandStats
-from ofa.ingest.contract import MANIFEST_NAME, META_EXT, PIXELS_EXT, ManifestError, parse_manifest
+from ofa.ingest.dataset.contract import MANIFEST_NAME, META_EXT, PIXELS_EXT, ManifestError, parse_manifest
 from ofa.ingest.storage import get_fs, join
 
 
