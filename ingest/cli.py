@@ -118,16 +118,21 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from ofa.ingest.dataset.manifest import read_manifest, verify_dataset
+    from ofa.ingest.dataset.contract import ManifestError
+    from ofa.ingest.dataset.manifest import read_manifest, verify_shards
     from ofa.ingest.storage import storage_access
 
     with storage_access(args.url):
-        ok, problems = verify_dataset(args.url, args.storage_options)
+        try:
+            manifest = read_manifest(args.url, args.storage_options)
+        except ManifestError as exc:
+            print(f"FAIL {exc}")
+            return 1
+        problems = verify_shards(args.url, manifest, args.storage_options)
         for problem in problems:
             print(f"FAIL {problem}")
-        if not ok:
+        if problems:
             return 1
-        manifest = read_manifest(args.url, args.storage_options)
         n = sum(s["count"] for s in manifest["shards"])
     print(f"OK {len(manifest['shards'])} shards, {n} samples: every shard present with its sha256 and sample count")
     return 0

@@ -25,13 +25,16 @@ from typing import Any, Callable, Iterator
 
 from ofa.ingest.chips import DROP_REASONS, BandStats, ChipOptions
 from ofa.ingest.config import IngestConfig
-from ofa.ingest.dataset.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, ManifestError, item_shard_path, statistics_key
-from ofa.ingest.items import ItemError, ItemPlan, clean_href, identity_href, item_etag, plan_item, redact
-from ofa.ingest.sensors import SENSORS
+from ofa.ingest.dataset.contract import (
+    FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, ManifestError, item_shard_path, parse_manifest, statistics_key,
+)
+from ofa.ingest.dataset.manifest import finalize_stats, verify_shards, write_manifest
 from ofa.ingest.dataset.shard_writer import (
     STAGING_DIR, ShardWriter, is_local_fs, remove_temporaries, sample_block,
     write_atomic, write_full_shards,
 )
+from ofa.ingest.items import ItemError, ItemPlan, clean_href, identity_href, item_etag, plan_item, redact
+from ofa.ingest.sensors import SENSORS
 from ofa.ingest.storage import get_fs, join
 from ofa.ingest.version import package_version
 
@@ -123,8 +126,6 @@ def write_item_shards(target: ShardTarget, plan: ItemPlan, blocks: list) -> tupl
 
 # ------------------------------------------------------------------ the run
 def _existing_manifest(fs, root: str, cfg: IngestConfig) -> dict | None:
-    from ofa.ingest.dataset.contract import parse_manifest
-
     path = f"{root}/{MANIFEST_NAME}"
     if not fs.exists(path):
         return None
@@ -430,10 +431,8 @@ def run_ingest(cfg: IngestConfig) -> dict:
     remove_temporaries(fs, root)
     done = _existing_manifest(fs, root, cfg)
     if done is not None:
-        from ofa.ingest.dataset.manifest import verify_dataset
-
-        ok, problems = verify_dataset(cfg.out, cfg.storage_options)
-        if ok:
+        problems = verify_shards(cfg.out, done, cfg.storage_options)
+        if not problems:
             _remove_staging(fs, root)
             log.info("%s is complete; reusing it", cfg.out)
             return done
@@ -480,8 +479,6 @@ def run_ingest(cfg: IngestConfig) -> dict:
 def _manifest(cfg: IngestConfig, items: list[dict], by_sensor: dict[str, list[ItemPlan]],
               shards: dict[str, list[dict]], records: dict[str, dict], skipped: list[dict]) -> dict:
     """The manifest dict: counts and statistics merged in item order, so they never depend on timing."""
-    from ofa.ingest.dataset.manifest import finalize_stats
-
     stats: dict[str, tuple[list[str], list[BandStats], str | None]] = {}   # statistics key -> (bands, sums, quantity)
     kept, dropped = 0, {r: 0 for r in DROP_REASONS}
     for sensor in sorted(by_sensor):
@@ -519,7 +516,7 @@ def _manifest(cfg: IngestConfig, items: list[dict], by_sensor: dict[str, list[It
 
 def _write_manifest(fs, root: str, manifest: dict) -> None:
     """Publish the manifest: from here on the dataset is complete."""
-    write_atomic(fs, f"{root}/{MANIFEST_NAME}", json.dumps(manifest, indent=1, sort_keys=True).encode())
+    write_manifest(fs, root, manifest)
 
 
 def _remove_stale_shards(fs, root: str, stale: set[str]) -> None:

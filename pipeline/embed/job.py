@@ -13,6 +13,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from ofa.ingest.dataset.manifest import Manifest, load_manifest
+
 from .encode import Encoder, check_fit, encode_region
 from .killpoint import kill_point
 from .plan import Plan, make_plan, region_samples
@@ -52,16 +54,15 @@ def _sha256(url: str, storage_options: dict[str, Any] | None) -> str:
     return hashlib.sha256(data.fs.cat_file(data.root)).hexdigest()
 
 
-def job_attrs(cfg: EmbedConfig, model_url: str, model_config: Any, dim: int) -> dict[str, Any]:
+def job_attrs(cfg: EmbedConfig, model_url: str, model_config: Any, dim: int, data: list[Manifest]) -> dict[str, Any]:
     """What the output records about its making (attributes), including the fingerprint that a resumed
-    or repeated job must match: weights, model config, manifests and every option that changes bits."""
-    from ofa.ingest.dataset.contract import MANIFEST_NAME
+    or repeated job must match: weights, model config, manifests (``data``, as read for the plan) and every
+    option that changes bits."""
     from ofa.model.io import WEIGHTS_NAME
     from ofa.ingest.version import package_version
 
-    so = cfg.storage_options
-    manifests = {url: _sha256(f"{url.rstrip('/')}/{MANIFEST_NAME}", so) for url in cfg.data}
-    weights = _sha256(f"{model_url}/{WEIGHTS_NAME}", so)
+    manifests = {m.url: m.sha256 for m in data}
+    weights = _sha256(f"{model_url}/{WEIGHTS_NAME}", cfg.storage_options)
     config = json.dumps(model_config.to_dict(), sort_keys=True)
     key = {"layout": LAYOUT_VERSION, "weights": weights, "config": config, "manifests": list(manifests.items()),
            "pool": cfg.pool, "batch_size": cfg.batch_size, "chunk_size": cfg.chunk_size, "format": cfg.format}
@@ -108,18 +109,19 @@ def _setup(cfg: EmbedConfig) -> tuple[Any, Encoder, Plan, Any]:
 
     from ofa.model import from_pretrained
     from ofa.pipeline.checkpoint import model_dir
-    from ofa.pipeline.data import read_streams
+    from ofa.pipeline.data import streams_from
 
     if cfg.batch_size <= 0:
         raise ValueError(f"--batch-size {cfg.batch_size}: must be positive")
     state = PartialState(cpu=cfg.cpu)
     model_url = model_dir(cfg.checkpoint, cfg.storage_options)
-    streams = read_streams(cfg.data, cfg.storage_options)
+    manifests = [load_manifest(url, cfg.storage_options) for url in cfg.data]   # read once per process
+    streams = streams_from(manifests)
     model = from_pretrained(model_url, cfg.storage_options)
     check_fit(model.config, streams, cfg.checkpoint)
     encoder = Encoder(model, state.device, cfg.pool)
     plan = make_plan(streams, cfg.chunk_size)
-    writer = make_writer(cfg, plan, encoder.dim, job_attrs(cfg, model_url, model.config, encoder.dim))
+    writer = make_writer(cfg, plan, encoder.dim, job_attrs(cfg, model_url, model.config, encoder.dim, manifests))
     return state, encoder, plan, writer
 
 
