@@ -17,8 +17,9 @@ import numpy as np
 from ofa.ingest.config import ChipOptions
 from ofa.ingest.dataset.contract import pixels_checksum, sample_key
 from ofa.ingest.grid import apply, bounds_window, chip_offsets, grid_bounds
-from ofa.ingest.items import ChannelPlan, ItemError, ItemPlan, identity_href
-from ofa.ingest.readers import GridReader, reader_for, short_error
+from ofa.ingest.formats import reader_for
+from ofa.ingest.plans import ChannelPlan, ItemError, ItemPlan, identity_href
+from ofa.ingest.readers import GridReader, short_error
 
 #: drop reasons. Order of the checks: the cloud mask's fill and cloud fractions (before the bands
 #: are read), then SAR border zeros (all polarisations 0) over their own threshold, then no data

@@ -33,7 +33,8 @@ from ofa.ingest.dataset.shard_writer import (
     STAGING_DIR, ShardWriter, is_local_fs, remove_temporaries, sample_block,
     write_atomic, write_full_shards,
 )
-from ofa.ingest.items import ItemError, ItemPlan, clean_href, identity_href, item_etag, plan_item, redact
+from ofa.ingest.items import item_etag, plan_item
+from ofa.ingest.plans import ItemError, ItemPlan, clean_href, identity_href, redact
 from ofa.ingest.sensors import SENSORS
 from ofa.ingest.storage import get_fs, join
 from ofa.ingest.version import package_version

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ofa.ingest.grid import bounds_window, grid_bounds, north_up
-from ofa.ingest.items import ItemError, read_href, redact
+from ofa.ingest.plans import ItemError, read_href, redact
 
 #: GDAL configuration for every COG read (``rasterio.Env``); each saves requests against object stores.
 GDAL_OPTIONS = {
@@ -208,16 +208,3 @@ class RasterioReader(GridReader):
             kwargs.update(boundless=True, fill_value=ds.nodata if ds.nodata is not None else 0)
         return ds.read(**kwargs)
 
-
-def reader_for(plan: Any, sign_href: Callable[[str], str]) -> GridReader:
-    """The reader for an item plan's assets: Zarr arrays (hrefs ``store#array``), SAR (geocoded and
-    converted by ``ingest.sar``) or GeoTIFFs."""
-    if any("#" in ch.href for ch in plan.channels):
-        from ofa.ingest.zarr_reader import ZarrReader
-
-        return ZarrReader(plan, sign_href)
-    if getattr(plan, "sar", False):
-        from ofa.ingest.sar import SarReader
-
-        return SarReader(plan, sign_href)
-    return RasterioReader(sign_href)

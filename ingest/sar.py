@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ofa.ingest.items import ChannelPlan, ItemError
+from ofa.ingest.plans import DB_NODATA, ChannelPlan, ItemError
 from ofa.ingest.readers import RasterioReader
 
 #: quantity names a sample's ``meta.json`` may carry for SAR sensors, and what they mean
@@ -30,9 +30,6 @@ QUANTITIES = {
     "gamma0_db": "radar backscatter gamma0 (terrain-flattened where the product says so), 10*log10 of linear power",
     "amplitude_dn": "uncalibrated GRD amplitude digital numbers (no calibration annotation linked)",
 }
-
-#: float32 fill for dB pixels without a value (finite, so meta.json stays plain JSON)
-DB_NODATA = -9999.0
 
 #: lattice step (pixels) at which the GCP transform is evaluated exactly; bilinear in between
 _STEP = 16

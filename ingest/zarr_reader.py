@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ofa.ingest.items import ItemError
+from ofa.ingest.plans import ItemError
 from ofa.ingest.readers import Grid, GridReader, short_error
 from ofa.ingest.storage import fs_options
 

@@ -25,7 +25,7 @@ from s1_fixtures import S1_DIR, local_items  # noqa: E402
 from ofa.infra.localstack import stac_server  # noqa: E402
 from ofa.ingest.chips import ChipOptions, process_item  # noqa: E402
 from ofa.ingest.items import ItemError, plan_item  # noqa: E402
-from ofa.ingest.sar import DB_NODATA  # noqa: E402
+from ofa.ingest.plans import DB_NODATA  # noqa: E402
 from ofa.pipeline.cli import main  # noqa: E402
 
 CHIP = 64
