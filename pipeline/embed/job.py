@@ -16,7 +16,6 @@ from typing import Any
 from ofa.ingest.dataset.manifest import Manifest, load_manifest
 
 from .encode import Encoder, check_fit, encode_region
-from .killpoint import kill_point
 from .plan import Plan, make_plan, region_samples
 from .storage import Target
 
@@ -148,7 +147,6 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     for region in mine:
         cols = encode_region(encoder, region_samples(plan, region, cfg.storage_options), cfg.batch_size, bar)
         writer.write(region, cols)
-        kill_point("region")
     bar.close()
     state.wait_for_everyone()
     preview = None
