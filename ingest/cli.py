@@ -4,11 +4,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
 
+# only light modules at the top: `ofa --help` imports this one; the run functions import the ingest stack
 from ofa.ingest.config import IngestConfig
+from ofa.ingest.dataset.contract import ManifestError
 from ofa.ingest.options import Flag, add_options, json_object
 
 INGEST_DESCRIPTION = """Search a STAC API, cut each item into chips on its finest band's grid, drop chips by no data,
@@ -54,8 +57,6 @@ def _load_config(path: str) -> dict[str, Any]:
 
 
 def _setup_logging() -> None:
-    import logging
-
     logger = logging.getLogger("ofa.ingest")
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
@@ -66,7 +67,7 @@ def _setup_logging() -> None:
 
 def _ingest(args: argparse.Namespace) -> int:
     _setup_logging()
-    from ofa.ingest.job import IngestConfig, config_from_manifest, run_ingest
+    from ofa.ingest.job import config_from_manifest, run_ingest
     from ofa.ingest.dataset.manifest import read_manifest
 
     cli = {k: v for k, v in vars(args).items() if v is not None and k in CONFIG_KEYS}
@@ -118,7 +119,6 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from ofa.ingest.dataset.contract import ManifestError
     from ofa.ingest.dataset.manifest import read_manifest, verify_shards
     from ofa.ingest.storage import storage_access
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import importlib
 import json
 import logging
 import os
@@ -23,7 +24,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
-from ofa.ingest.chips import DROP_REASONS, BandStats, ChipOptions
+import numpy
+import rasterio
+from dask.distributed import Client, LocalCluster, Worker, as_completed
+from tqdm.auto import tqdm
+
+from ofa.ingest.chips import DROP_REASONS, BandStats, ChipOptions, process_item
 from ofa.ingest.config import IngestConfig
 from ofa.ingest.dataset.contract import (
     FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, ManifestError, item_shard_path, parse_manifest, statistics_key,
@@ -35,6 +41,7 @@ from ofa.ingest.dataset.shard_writer import (
 )
 from ofa.ingest.items import item_etag, plan_item
 from ofa.ingest.plans import ItemError, ItemPlan, clean_href, identity_href, redact
+from ofa.ingest.search import search_items
 from ofa.ingest.sensors import SENSORS
 from ofa.ingest.storage import get_fs, join
 from ofa.ingest.version import package_version
@@ -62,8 +69,6 @@ def resolve_hook(hook: Callable[[str], str] | str | None) -> Callable[[str], str
         return identity_href
     if callable(hook):
         return hook
-    import importlib
-
     module, _, name = str(hook).partition(":")
     try:
         fn = getattr(importlib.import_module(module), name)
@@ -75,9 +80,6 @@ def resolve_hook(hook: Callable[[str], str] | str | None) -> Callable[[str], str
 
 
 def software_versions() -> dict[str, str]:
-    import numpy
-    import rasterio
-
     return {"ofa": package_version(), "format_version": str(FORMAT_VERSION), "numpy": numpy.__version__,
             "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__}
 
@@ -98,8 +100,6 @@ def ingest_item_task(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[
     """Read one item (runs on a Dask worker). Returns its record, the shards its samples fill on their
     own (written here, with ``target``, so the pixels do not all pass through the client) and its
     remaining samples as tar blocks, which the client packs in item order."""
-    from ofa.ingest.chips import process_item
-
     record: dict[str, Any] = {"item_id": plan.item_id, "collection": plan.collection, "sensor": plan.sensor,
                               "bands": [c.name for c in plan.channels]}
     blocks: list = []
@@ -143,8 +143,6 @@ def _existing_manifest(fs, root: str, cfg: IngestConfig) -> dict | None:
 
 def _select_items(fs, root: str, cfg: IngestConfig) -> list[dict]:
     """The search result, saved on the first run and reused by a resumed one."""
-    from ofa.ingest.search import search_items
-
     path = f"{root}/{SEARCH_RECORD}"
     key = {"catalog": clean_href(cfg.catalog),  # never credentials: a killed run leaves this file behind
            "search": cfg.search_params().to_dict(), "ids": cfg.ids, "chips": cfg.chips_record()}
@@ -245,8 +243,6 @@ def shard_sizes(fs, root: str) -> dict[str, int]:
 @contextmanager
 def _dask_client(cfg: IngestConfig, tasks: int) -> Iterator[Any]:
     """A Dask client: on ``cfg.scheduler``, or on a local cluster of ``cfg.workers`` workers."""
-    from dask.distributed import Client, LocalCluster
-
     if cfg.scheduler:
         with Client(cfg.scheduler) as client:
             yield client
@@ -266,8 +262,6 @@ def _stop_workers_now(cluster: Any) -> None:
     tasks still running (a slow read, a write in retries against a dead store): Dask would otherwise
     wait for each; their threads are daemons and end with the process. Worker processes are killed
     by the cluster's own close."""
-    from dask.distributed import Worker
-
     for worker in list(cluster.workers.values()):
         if isinstance(worker, Worker):
             try:
@@ -355,8 +349,6 @@ def _results_in_order(client: Any, tasks: int, window: int, submit: Callable[[in
 
     At most ``window`` tasks are in flight or finished but not yet handed over: results arriving out
     of order wait on the workers (memory stays bounded) and each is released once handed over."""
-    from dask.distributed import as_completed
-
     futures = as_completed()
     index_of: dict[str, int] = {}
     arrived: dict[int, Any] = {}
@@ -380,8 +372,6 @@ def _write_items(fs, root: str, cfg: IngestConfig, by_sensor: dict[str, list[Ite
     """Run the item tasks on Dask and stream their samples into each sensor's shards, in item order
     (``_InOrderWriter``), resuming from the saved progress. Returns the shards per sensor and the
     record of every item."""
-    from tqdm.auto import tqdm
-
     progress = _Progress.load(fs, root)
     queue = _queue(by_sensor, progress)
     total = sum(map(len, by_sensor.values()))

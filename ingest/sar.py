@@ -15,14 +15,20 @@ Planetary Computer RTC linear gamma0 becomes dB. Calibrated pixels are float32 w
 from __future__ import annotations
 
 import math
+import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+from rasterio import warp
+from rasterio.crs import CRS
+from rasterio.transform import Affine, GCPTransformer
+from rasterio.windows import Window
 
 from ofa.ingest.plans import DB_NODATA, ChannelPlan, ItemError
 from ofa.ingest.readers import RasterioReader
+from ofa.ingest.storage import get_fs
 
 #: quantity names a sample's ``meta.json`` may carry for SAR sensors, and what they mean
 QUANTITIES = {
@@ -96,10 +102,6 @@ class GcpGrid:
     """The north-up grid a GCP-only raster is geocoded onto, and the source pixel under each of its pixels."""
 
     def __init__(self, gcps: list, gcp_crs, width: int, height: int, spacing: float):
-        from rasterio.crs import CRS
-        from rasterio.transform import Affine, GCPTransformer
-        from rasterio.warp import transform
-
         lons = np.array([g.x for g in gcps])
         if lons.max() - lons.min() > 180.0:   # a scene across the antimeridian: centre on it
             lons = np.where(lons < 0, lons + 360.0, lons)
@@ -113,7 +115,7 @@ class GcpGrid:
         rows = np.concatenate([np.zeros_like(t), t, np.ones_like(t), t[::-1]]) * height
         cols = np.concatenate([t, np.ones_like(t), t[::-1], np.zeros_like(t)]) * width
         edge_lon, edge_lat = self._gcp.xy(rows, cols, offset="ul")
-        xs, ys = transform(gcp_crs, self.crs, list(edge_lon), list(edge_lat))
+        xs, ys = warp.transform(gcp_crs, self.crs, list(edge_lon), list(edge_lat))
         left, right = math.floor(min(xs) / spacing) * spacing, math.ceil(max(xs) / spacing) * spacing
         bottom, top = math.floor(min(ys) / spacing) * spacing, math.ceil(max(ys) / spacing) * spacing
         self.width, self.height = int(round((right - left) / spacing)), int(round((top - bottom) / spacing))
@@ -129,15 +131,13 @@ class GcpGrid:
         return self._last[1]
 
     def _source_pixels(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-        from rasterio.warp import transform
-
         rs = np.unique(np.r_[np.arange(0, height, _STEP), height - 1]).astype(np.float64)
         cs = np.unique(np.r_[np.arange(0, width, _STEP), width - 1]).astype(np.float64)
         gr, gc = np.meshgrid(rs, cs, indexing="ij")
         t = self.transform
         xs = t.c + (col + gc + 0.5) * t.a
         ys = t.f + (row + gr + 0.5) * t.e
-        lon, lat = transform(self.crs, self.src_crs, xs.ravel(), ys.ravel())
+        lon, lat = warp.transform(self.crs, self.src_crs, xs.ravel(), ys.ravel())
         # op: a ufunc applied in place; np.positive keeps the fractional rows/cols
         src_r, src_c = self._gcp.rowcol(np.asarray(lon), np.asarray(lat), op=np.positive)
         src_r = np.asarray(src_r, dtype=np.float64).reshape(gr.shape)
@@ -217,8 +217,6 @@ class SarDataset:
         n = len(indexes)
         if not inside.any():
             return np.full((n, height, width), self.nodata, dtype=self.dtypes[0])
-        from rasterio.windows import Window
-
         r0, r1, c0, c1 = int(r[inside].min()), int(r[inside].max()) + 1, int(c[inside].min()), int(c[inside].max()) + 1
         src = self.ds.read(indexes=indexes, window=Window(c0, r0, c1 - c0, r1 - r0))
         # converted on the source window (dense, vectorised), then sampled: the LUT is the source grid's
@@ -249,10 +247,6 @@ class SarDataset:
 
 
 def _read_bytes(href: str, sign: Callable[[str], str]) -> bytes:
-    import os
-
-    from ofa.ingest.storage import get_fs
-
     # Earth Search's annotations are in a requester-pays bucket: the same variable GDAL honours for the rasters
     pays = href.startswith("s3://") and os.environ.get("AWS_REQUEST_PAYER", "").lower() == "requester"
     fs, path = get_fs(sign(href), {"requester_pays": True} if pays else None)

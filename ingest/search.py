@@ -7,6 +7,8 @@ from typing import Any, Iterator
 
 from ofa.ingest.plans import clean_href
 
+# pystac_client is imported where a search runs: `ofa --help` imports this module (for SearchParams)
+
 
 @dataclass(frozen=True)
 class SearchParams:

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 
 from ofa.ingest.storage import get_fs, join
+from ofa.model import CheckpointError, save_pretrained
+from ofa.model.io import CONFIG_NAME, model_url
 
 MARKER = "COMPLETE"
 STATE_NAME = "train_state.pt"
@@ -64,8 +66,6 @@ def save_checkpoint(out: str, step: int, model: torch.nn.Module, state: dict[str
     """Write checkpoint ``step`` under ``out/checkpoints``; return its URL. Call on the main process only.
 
     ``metadata`` goes into the model's config.json (``sensors``, ``training``: see ``pipeline.provenance``)."""
-    from ofa.model import save_pretrained
-
     fs, root = get_fs(out, storage_options)
     final = join(root, "checkpoints", checkpoint_name(step))
     local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
@@ -144,9 +144,6 @@ def load_optimizer_shard(checkpoint_url: str, rank: int, storage_options: dict[s
 def model_dir(url: str, storage_options: dict[str, Any] | None = None) -> str:
     """The ``save_pretrained`` folder behind ``url``: a training run folder (its last complete
     checkpoint), a ``step-NNNNNNNN`` folder, or that folder's ``model/`` folder itself."""
-    from ofa.model import CheckpointError
-    from ofa.model.io import CONFIG_NAME, model_url
-
     direct = model_url(url, storage_options)  # the model folder, or the step folder holding one
     fs, root = get_fs(direct, storage_options)
     if fs.exists(join(root, CONFIG_NAME)):

@@ -13,11 +13,22 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from accelerate import PartialState
+from tqdm import tqdm
+
 from ofa.ingest.dataset.manifest import Manifest, load_manifest
+from ofa.ingest.version import package_version
+from ofa.model import from_pretrained
+from ofa.model.io import WEIGHTS_NAME
+from ofa.pipeline.checkpoint import model_dir
+from ofa.pipeline.data import streams_from
 
 from .encode import Encoder, check_fit, encode_region
+from .parquet_out import ParquetWriter
 from .plan import Plan, make_plan, region_samples
+from .preview import MAX_POINTS, render
 from .storage import Target
+from .zarr_out import ZarrWriter
 
 FORMATS = ("zarr", "geoparquet")
 #: bump when the same inputs would give other bytes (layout, decoding, pooling)
@@ -57,9 +68,6 @@ def job_attrs(cfg: EmbedConfig, model_url: str, model_config: Any, dim: int, dat
     """What the output records about its making (attributes), including the fingerprint that a resumed
     or repeated job must match: weights, model config, manifests (``data``, as read for the plan) and every
     option that changes bits."""
-    from ofa.model.io import WEIGHTS_NAME
-    from ofa.ingest.version import package_version
-
     manifests = {m.url: m.sha256 for m in data}
     weights = _sha256(f"{model_url}/{WEIGHTS_NAME}", cfg.storage_options)
     config = json.dumps(model_config.to_dict(), sort_keys=True)
@@ -78,20 +86,14 @@ def job_attrs(cfg: EmbedConfig, model_url: str, model_config: Any, dim: int, dat
 def make_writer(cfg: EmbedConfig, plan: Plan, dim: int, attrs: dict[str, Any]) -> Any:
     """The writer of ``cfg.format`` at ``cfg.out``."""
     if cfg.format == "zarr":
-        from .zarr_out import ZarrWriter
-
         return ZarrWriter(cfg.out, cfg.storage_options, plan, dim, cfg.chunk_size, attrs)
     if cfg.format == "geoparquet":
-        from .parquet_out import ParquetWriter
-
         return ParquetWriter(cfg.out, cfg.storage_options, plan, dim, attrs)
     raise ValueError(f"--format {cfg.format}: expected one of {list(FORMATS)}")
 
 
 def write_preview(cfg: EmbedConfig, writer: Any, plan: Plan) -> str | None:
     """Render the PCA map of the written output to ``preview_url(cfg)``."""
-    from .preview import MAX_POINTS, render
-
     url = preview_url(cfg)
     if url is None or plan.total == 0:
         return None
@@ -104,12 +106,6 @@ def write_preview(cfg: EmbedConfig, writer: Any, plan: Plan) -> str | None:
 
 def _setup(cfg: EmbedConfig) -> tuple[Any, Encoder, Plan, Any]:
     """Processes, model, plan and writer; every check that can refuse the job runs here, in each process."""
-    from accelerate import PartialState
-
-    from ofa.model import from_pretrained
-    from ofa.pipeline.checkpoint import model_dir
-    from ofa.pipeline.data import streams_from
-
     if cfg.batch_size <= 0:
         raise ValueError(f"--batch-size {cfg.batch_size}: must be positive")
     state = PartialState(cpu=cfg.cpu)
@@ -126,8 +122,6 @@ def _setup(cfg: EmbedConfig) -> tuple[Any, Encoder, Plan, Any]:
 
 def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     """Run (or resume, or confirm done) an embedding job; return a summary."""
-    from tqdm import tqdm
-
     state, encoder, plan, writer = _setup(cfg)
     summary = {"out": cfg.out, "format": cfg.format, "samples": plan.total, "regions": len(plan.regions),
                "dim": encoder.dim, "processes": state.num_processes}
