@@ -67,8 +67,8 @@ def _setup_logging() -> None:
 
 def _ingest(args: argparse.Namespace) -> int:
     _setup_logging()
-    from ofa.ingest.job import config_from_manifest, run_ingest
     from ofa.ingest.dataset.manifest import read_manifest
+    from ofa.ingest.job import config_from_manifest, run_ingest
 
     cli = {k: v for k, v in vars(args).items() if v is not None and k in CONFIG_KEYS}
     options: dict[str, Any] = _load_config(args.config) if args.config else {}

@@ -236,10 +236,10 @@ def setup(cfg: TrainConfig, accelerator: Any, resume: Resume) -> Run:
     import torch
     from accelerate.utils import DistributedType
 
+    from ofa.ingest.dataset.manifest import load_manifest
     from ofa.ingest.storage import storage_access
     from ofa.model import MaskedAutoencoder, ModelConfig
     from ofa.pipeline.checkpoint import load_optimizer_shard
-    from ofa.ingest.dataset.manifest import load_manifest
     from ofa.pipeline.data import modalities, streams_from
     from ofa.pipeline.provenance import checkpoint_metadata
     from ofa.pipeline.runs import run_options
