@@ -46,7 +46,8 @@ def baseline(items: list[dict], chip_size: int, reopen: bool = False) -> int:
     from rasterio.enums import Resampling
 
     from ofa.ingest.grid import bounds_window, chip_windows, grid_bounds
-    from ofa.ingest.items import plan_item, read_href
+    from ofa.ingest.items import plan_item
+    from ofa.ingest.plans import read_href
 
     def read(ds, index: int, bounds) -> None:
         c0, r0, w, h = bounds_window(ds.transform, bounds)

@@ -2,7 +2,7 @@
 
 One synthetic 12-band uint16 scene (smooth fields + noise, Sentinel-2-like levels) is stored twice:
 
-- as WebDataset shards of 256 px chips (``ingest.contract`` layout, uncompressed ``pixels.npy``),
+- as WebDataset shards of 256 px chips (``ingest.dataset.contract`` layout, uncompressed ``pixels.npy``),
   read by ``pipeline.data`` (one DataLoader worker process; decode, scale/offset, normalise,
   random resized crop to 224, flips), from a local folder and from the local S3 server; each
   chip's meta records ``pixels_crc32`` as ``ofa ingest`` writes it, and the loader verifies every
@@ -75,7 +75,7 @@ def write_cogs(scene: np.ndarray, folder: Path) -> list[Path]:
 def write_shards(scene: np.ndarray, root: Path, chip: int, per_shard: int, checksum: bool = True) -> int:
     """The scene's non-overlapping chips as shards + manifest (statistics of scaled values); with ``checksum``
     each meta.json records ``pixels_crc32`` as ``ofa ingest`` writes it, so the loader verifies every sample."""
-    from ofa.ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, pixels_checksum, sample_key, shard_path
+    from ofa.ingest.dataset.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, pixels_checksum, sample_key, shard_path
 
     def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)

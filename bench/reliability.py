@@ -331,7 +331,7 @@ def train_sigkill(work: Path, n: int, rng: random.Random, steps: int = 6) -> Row
 
 # ------------------------------------------------------------------ shard damage
 def shard_damage(reference: Path, work: Path, n: int, rng: random.Random) -> Row:
-    from ofa.ingest.manifest import verify_dataset
+    from ofa.ingest.dataset.manifest import verify_dataset
     from ofa.pipeline.data import Counter, decode, iter_shard, read_streams
 
     row = Row("bit flips / truncation in a shard")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import rasterio
@@ -295,13 +295,32 @@ _WRITERS: dict[str, Callable[[DemoScene, Path, np.random.Generator], dict]] = {
 }
 
 
+def collection_for(collection_id: str, items: Sequence[dict], description: str = "") -> dict:
+    """A minimal valid STAC Collection whose extent covers ``items``."""
+    bboxes = [it["bbox"] for it in items if it.get("bbox")] or [[-180, -90, 180, 90]]
+    times = sorted(it["properties"].get("datetime") for it in items if it["properties"].get("datetime"))
+    return {
+        "type": "Collection",
+        "stac_version": "1.0.0",
+        "id": collection_id,
+        "description": description or collection_id,
+        "license": "other",
+        "extent": {
+            "spatial": {"bbox": [[
+                min(b[0] for b in bboxes), min(b[1] for b in bboxes),
+                max(b[2] for b in bboxes), max(b[3] for b in bboxes),
+            ]]},
+            "temporal": {"interval": [[times[0] if times else None, times[-1] if times else None]]},
+        },
+        "links": [],
+    }
+
+
 def write_demo_catalog(root: str | Path, scenes: tuple[DemoScene, ...] = DEMO_SCENES) -> tuple[list[dict], list[dict]]:
     """Write COGs and STAC Items under ``root``; return ``(collections, items)``.
 
     Idempotent: a finished catalog (``root/items.json``) is read back instead of rewritten.
     """
-    from ofa.infra.localstack import collection_for
-
     root = Path(root)
     done = root / "items.json"
     if done.exists():

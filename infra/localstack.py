@@ -8,6 +8,7 @@ port and is stopped (process group killed) when its context manager exits, even 
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -23,6 +24,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
+
+import s3fs
+
+from ofa.infra.demo_catalog import write_demo_catalog
 
 # moto accepts any credentials; these are the conventional fake ones, never real secrets.
 FAKE_KEY_ID = "testing"
@@ -123,8 +128,6 @@ class S3Server:
 
     def make_bucket(self, name: str) -> str:
         """Create a bucket and return its ``s3://`` URL."""
-        import s3fs
-
         fs = s3fs.S3FileSystem(**self.storage_options)
         fs.mkdir(name)
         return f"s3://{name}"
@@ -166,42 +169,16 @@ def stac_server(
             yield url
 
 
-def collection_for(collection_id: str, items: Sequence[dict], description: str = "") -> dict:
-    """A minimal valid STAC Collection whose extent covers ``items``."""
-    bboxes = [it["bbox"] for it in items if it.get("bbox")] or [[-180, -90, 180, 90]]
-    times = sorted(it["properties"].get("datetime") for it in items if it["properties"].get("datetime"))
-    return {
-        "type": "Collection",
-        "stac_version": "1.0.0",
-        "id": collection_id,
-        "description": description or collection_id,
-        "license": "other",
-        "extent": {
-            "spatial": {"bbox": [[
-                min(b[0] for b in bboxes), min(b[1] for b in bboxes),
-                max(b[2] for b in bboxes), max(b[3] for b in bboxes),
-            ]]},
-            "temporal": {"interval": [[times[0] if times else None, times[-1] if times else None]]},
-        },
-        "links": [],
-    }
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m infra.localstack``: run the dev stack (S3 + the demo catalog's STAC API) until Ctrl-C."""
-    import argparse
-
+    """``python -m ofa.infra.localstack``: run the dev stack (S3 + the demo catalog's STAC API) until Ctrl-C."""
     parser = argparse.ArgumentParser(
-        prog="python -m infra.localstack",
+        prog="python -m ofa.infra.localstack",
         description="Run a local S3-compatible server and a STAC API serving the embedded demo catalog on 127.0.0.1.",
     )
     parser.add_argument("--catalog-dir", default="ofa-demo/catalog", help="where the demo catalog is written (default: %(default)s)")
     parser.add_argument("--s3-port", type=int, default=None, help="S3 port (default: a free one)")
     parser.add_argument("--stac-port", type=int, default=None, help="STAC API port (default: a free one)")
     args = parser.parse_args(argv)
-
-    from ofa.infra.demo_catalog import write_demo_catalog
-
     collections, items = write_demo_catalog(args.catalog_dir)
     # SIGTERM (kill, timeout, docker stop) must also stop the servers: turn it into a clean exit
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

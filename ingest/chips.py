@@ -8,17 +8,22 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import numpy as np
+from rasterio import warp
+from rasterio.crs import CRS
+from rasterio.features import bounds as geom_bounds
 
 from ofa.ingest.config import ChipOptions
-from ofa.ingest.contract import pixels_checksum, sample_key
+from ofa.ingest.dataset.contract import pixels_checksum, sample_key
+from ofa.ingest.formats import reader_for
 from ofa.ingest.grid import apply, bounds_window, chip_offsets, grid_bounds
-from ofa.ingest.items import ChannelPlan, ItemError, ItemPlan, identity_href
-from ofa.ingest.readers import GridReader, reader_for, short_error
+from ofa.ingest.plans import ChannelPlan, ItemError, ItemPlan, identity_href
+from ofa.ingest.readers import GridReader, short_error
 
 #: drop reasons. Order of the checks: the cloud mask's fill and cloud fractions (before the bands
 #: are read), then SAR border zeros (all polarisations 0) over their own threshold, then no data
@@ -133,8 +138,6 @@ def _round(values, ndigits: int = 9) -> list[float]:
 
 def _warn_nodata_mismatch(plan: ItemPlan, reader: GridReader) -> None:
     """One warning per asset whose file nodata disagrees with the item's (the item's value is used)."""
-    import logging
-
     seen = set()
     for ch in present(plan.channels):
         file_nodata = reader.grids[ch.href].nodatavals[ch.index - 1]
@@ -153,10 +156,7 @@ def _geometry_range(geometry: dict | None, crs, transform, height: int, width: i
     if not geometry:
         return 0, height, 0, width
     try:
-        from rasterio.features import bounds as geom_bounds
-        from rasterio.warp import transform_geom
-
-        geom = transform_geom("EPSG:4326", crs, geometry)
+        geom = warp.transform_geom("EPSG:4326", crs, geometry)
         col, row, w, h = bounds_window(transform, geom_bounds(geom))
     except Exception:  # noqa: BLE001 - a geometry we cannot use just means "no restriction"
         return 0, height, 0, width
@@ -276,21 +276,19 @@ class _ChipBoxes:
         return self.boxes[col]
 
     def _project_row(self, row: int) -> dict[int, tuple[float, float, float, float]]:
-        from rasterio.warp import transform, transform_bounds
-
         e, size = self.EDGE * self.size, self.size
         ring_c = np.concatenate([e, np.full_like(e, size), e[::-1], np.zeros_like(e)])
         ring_r = np.concatenate([np.zeros_like(e), e, np.full_like(e, size), e[::-1]]) + row
         cs = np.concatenate([ring_c + col for col in self.cols])
         rs = np.tile(ring_r, len(self.cols))
         t = self.t
-        lon, lat = transform(self.crs, "EPSG:4326", t.a * cs + t.b * rs + t.c, t.d * cs + t.e * rs + t.f)
+        lon, lat = warp.transform(self.crs, "EPSG:4326", t.a * cs + t.b * rs + t.c, t.d * cs + t.e * rs + t.f)
         lon, lat = np.asarray(lon).reshape(len(self.cols), -1), np.asarray(lat).reshape(len(self.cols), -1)
         boxes = {}
         for i, col in enumerate(self.cols):
             x, y = lon[i], lat[i]
             if not (np.isfinite(x).all() and np.isfinite(y).all()) or x.max() - x.min() > 180.0 or abs(y).max() > 89.0:
-                boxes[col] = transform_bounds(self.crs, "EPSG:4326", *grid_bounds(t, col, row, size, size), densify_pts=21)
+                boxes[col] = warp.transform_bounds(self.crs, "EPSG:4326", *grid_bounds(t, col, row, size, size), densify_pts=21)
             else:
                 boxes[col] = (float(x.min()), float(y.min()), float(x.max()), float(y.max()))
         return boxes
@@ -315,8 +313,6 @@ class ItemGrid:
 
 def _grid_crs(plan: ItemPlan, reader: GridReader, ref) -> Any:
     """The reference asset's CRS (the item's proj:code/proj:epsg when the asset has none); all assets must share it."""
-    from rasterio.crs import CRS
-
     crs = ref.crs
     if crs is None and plan.crs:
         try:

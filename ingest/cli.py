@@ -6,19 +6,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
 
+# only light modules at the top: `ofa --help` imports this one; the run functions import the ingest stack
 from ofa.ingest.config import IngestConfig
+from ofa.ingest.dataset.contract import ManifestError
 
 #: option pairs that exclude each other
 EXCLUSIVE = (("bbox", "intersects"), ("workers", "scheduler"))
 
 
 def _setup_logging() -> None:
-    import logging
-
     logger = logging.getLogger("ofa.ingest")
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
@@ -40,7 +41,7 @@ def ingest_command(args: argparse.Namespace) -> int:
     """``ofa ingest``: a search (or ``--from-manifest``) -> ``run_ingest``."""
     _setup_logging()
     from ofa.ingest.job import config_from_manifest, run_ingest
-    from ofa.ingest.manifest import read_manifest
+    from ofa.ingest.dataset.manifest import read_manifest
     from ofa.ingest.storage import StorageError, is_storage_error, storage_access
 
     options = _options(args)
@@ -81,29 +82,33 @@ def _print_plan(cfg: IngestConfig) -> int:
 
 
 def verify_command(args: argparse.Namespace) -> int:
-    from ofa.ingest.manifest import read_manifest, verify_dataset
+    from ofa.ingest.dataset.manifest import read_manifest, verify_shards
     from ofa.ingest.storage import storage_access
 
     with storage_access(args.url):
-        ok, problems = verify_dataset(args.url, args.storage_options)
+        try:
+            manifest = read_manifest(args.url, args.storage_options)
+        except ManifestError as exc:
+            print(f"FAIL {exc}")
+            return 1
+        problems = verify_shards(args.url, manifest, args.storage_options)
         for problem in problems:
             print(f"FAIL {problem}")
-        if not ok:
+        if problems:
             return 1
-        manifest = read_manifest(args.url, args.storage_options)
         n = sum(s["count"] for s in manifest["shards"])
     print(f"OK {len(manifest['shards'])} shards, {n} samples: every shard present with its sha256 and sample count")
     return 0
 
 
 def show_command(args: argparse.Namespace) -> int:
-    from ofa.ingest.manifest import read_manifest, summary
+    from ofa.ingest.dataset.manifest import read_manifest, summary
     from ofa.ingest.storage import storage_access
 
     with storage_access(args.url):  # a bad manifest (ManifestError) or storage: one line from the ofa command
         manifest = read_manifest(args.url, args.storage_options)
         if args.map:
-            from ofa.ingest.manifest import dataset_url
+            from ofa.ingest.dataset.manifest import dataset_url
             from ofa.ingest.sample_map import read_index, render_map
 
             table = read_index(dataset_url(args.url), manifest, args.storage_options)
@@ -117,7 +122,7 @@ def show_command(args: argparse.Namespace) -> int:
 def stac_command(args: argparse.Namespace) -> int:
     """``ofa manifest stac``: a dataset's index.parquet and stac/collection.json, as ``ofa ingest`` writes them."""
     from ofa.ingest.dataset_stac import write_dataset_stac
-    from ofa.ingest.manifest import dataset_url, read_manifest
+    from ofa.ingest.dataset.manifest import dataset_url, read_manifest
     from ofa.ingest.storage import storage_access
 
     _setup_logging()

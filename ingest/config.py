@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ofa.ingest.search import SearchParams
-from ofa.ingest.shards import SHARD_MAX_BYTES, SHARD_MAX_SAMPLES
+from ofa.ingest.dataset.shard_writer import SHARD_MAX_BYTES, SHARD_MAX_SAMPLES
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import json
 import logging
 from typing import Any
 
-from ofa.ingest.contract import MANIFEST_NAME, statistics_for
+from ofa.ingest.dataset.contract import MANIFEST_NAME, statistics_for
 from ofa.ingest.geoparquet import PARQUET_MEDIA_TYPE, union_bbox
-from ofa.ingest.items import clean_href, redact
+from ofa.ingest.plans import clean_href, redact
 from ofa.ingest.sample_index import INDEX_NAME, index_bytes, index_table, read_metas
 from ofa.ingest.sensors import SENSORS
 from ofa.ingest.storage import get_fs, join
@@ -189,7 +189,7 @@ def write_dataset_stac(url: str, manifest: dict, storage_options: dict | None = 
     """Write ``index.parquet`` and ``stac/collection.json`` for the dataset at ``url``; ``sources`` (the
     source collections' JSON) are fetched from the manifest's catalog when not given, and fall back on
     what an earlier collection.json said when the catalog cannot be reached."""
-    from ofa.ingest.shards import write_atomic
+    from ofa.ingest.dataset.shard_writer import write_atomic
 
     fs, root = get_fs(url, storage_options)
     root = root.rstrip("/")

@@ -3,88 +3,13 @@ its scale, offset, nodata and wavelength (item metadata first, registry fallback
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
-import re
 from dataclasses import dataclass
-from typing import Any, Callable
-from urllib.parse import urlsplit, urlunsplit
 
-from ofa.ingest.sensors import BandSpec, BaselineOffset, SensorSpec, sensor_for_collection
-
-#: a hook that turns a clean href into a readable one (e.g. Planetary Computer SAS signing);
-#: its result is only used to open the file and never written anywhere.
-SignHref = Callable[[str], str]
-
-
-class ItemError(ValueError):
-    """An item that cannot be ingested; the message says why."""
-
-
-@dataclass(frozen=True)
-class ChannelPlan:
-    """Where one output channel comes from."""
-
-    name: str
-    asset: str
-    href: str          # clean: no query string, no credentials
-    index: int         # 1-based band index in the asset
-    wavelength: float
-    gsd: float
-    scale: float
-    offset: float
-    nodata: float | None
-    valid: bool = True                 # False: not in the item (or left out by --bands): zero-filled, never read
-    calibration: str | None = None     # SAR: clean href of the calibration annotation the conversion needs
-    convert: str | None = None         # SAR: "sigma0_db" (DN + calibration LUT), "db" (linear power), None
-    source_nodata: float | None = None  # SAR: the file's no-data value when ``convert`` changes it
-    #: where scale, offset and nodata came from ("item raster:bands", "processing baseline ...", "registry"...)
-    origins: tuple[tuple[str, str], ...] = ()
-    unit: str | None = None            # the unit the item states for the band (raster:bands[].unit); SAR reads it
-    spacing: float | None = None       # SAR: the item's sar:pixel_spacing (m); GCP geocoding may only coarsen with it
-    assumes_dn: bool = False           # SAR: read as the collection's integer digital numbers (a float file refutes it)
-
-
-@dataclass(frozen=True)
-class ItemPlan:
-    """All an ingest task needs to read an item, as plain picklable data."""
-
-    item_id: str
-    collection: str
-    sensor: str
-    datetime: str
-    channels: tuple[ChannelPlan, ...]
-    mask_asset: str | None
-    mask_href: str | None
-    mask_rule: str | None
-    mask_cloud: tuple[int, ...]
-    mask_fill: tuple[int, ...]
-    sar: bool
-    crs: str | None      # from proj:code / proj:epsg when the item gives one
-    geometry: dict | None
-    shape: tuple[int, int] | None = None   # proj:shape of the finest band, when the item says
-    aoi: dict | None = None                # search area (WGS84 geometry): chips must touch it
-    quantity: str | None = None            # what the samples' pixels hold (registry/sar.py names)
-    quantity_from: str | None = None       # why: the item's stated unit, or the collection's default
-
-
-def clean_href(href: str) -> str:
-    """Drop the query string, fragment and any user:password from an href."""
-    parts = urlsplit(href)
-    if not parts.scheme or len(parts.scheme) == 1:  # a local path (or a Windows drive letter)
-        return href.split("?", 1)[0]
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-_QUERY = re.compile(r"(?<=[^\s?])\?(?=[^\s'\"()<>]*=)[^\s'\"()<>]*")
-_USERINFO = re.compile(r"(?<=://)[^/\s@]+@")
-
-
-def redact(text: str) -> str:
-    """Strip URL query strings (signed-URL tokens) and user:password@ from free text such as error messages."""
-    return _USERINFO.sub("", _QUERY.sub("?<redacted>", text))
+from ofa.ingest.formats import asset_format
+from ofa.ingest.plans import DB_NODATA, ChannelPlan, ItemError, ItemPlan, clean_href, offset_and_origin
+from ofa.ingest.sensors import BandSpec, BaselineOffset, CloudMask, SensorSpec, sensor_for_collection
 
 
 def item_etag(item: dict) -> str:
@@ -109,40 +34,6 @@ def item_crs(item: dict) -> str | None:
 def _band_meta(asset: dict, key: str, index: int) -> dict:
     entries = asset.get(key) or []
     return entries[index - 1] if isinstance(entries, list) and len(entries) >= index and isinstance(entries[index - 1], dict) else {}
-
-
-def processing_baseline(value: Any) -> tuple[int, int] | None:
-    """``"04.00"``, ``"05.09"``, ``"N0400"`` or ``4.0`` as (major, minor); None if it is none of these."""
-    text = str(value).strip().upper().lstrip("N") if value is not None else ""
-    if re.fullmatch(r"\d{4}", text):
-        text = f"{text[:2]}.{text[2:]}"
-    match = re.fullmatch(r"(\d{1,2})(?:\.(\d{1,2}))?", text)
-    return (int(match.group(1)), int(match.group(2) or 0)) if match else None
-
-
-def _baseline_offset(rule: BaselineOffset | None, props: dict, raster: dict, scale: float, default: float) -> float:
-    """A band's offset: 0 where the catalog says it took the DN offset out already, else the item's
-    ``raster:bands`` offset, else ``rule.dn * scale`` from the item's processing baseline on, else ``default``."""
-    return offset_and_origin(rule, props, raster, scale, default)[0]
-
-
-def offset_and_origin(rule: BaselineOffset | None, props: dict, raster: dict, scale: float,
-                      default: float) -> tuple[float, str]:
-    """``_baseline_offset`` and where the value came from, in words (for ``ofa ingest --plan``)."""
-    if rule:
-        flag = next((k for k in rule.removed if props.get(k) is True), None)
-        if flag:
-            return 0.0, f"0: {flag} is true (DN offset already removed)"
-    if raster.get("offset") is not None:
-        return float(raster["offset"]), "item raster:bands"
-    if rule:
-        key, baseline = next(((k, b) for k in rule.baseline_keys if (b := processing_baseline(props.get(k)))), (None, None))
-        if baseline is not None:
-            since = f"{rule.since[0]:02d}.{rule.since[1]:02d}"
-            if baseline >= rule.since:
-                return rule.dn * scale, f"processing baseline rule ({key} {props[key]} >= {since}: DN {rule.dn:g})"
-            return 0.0, f"processing baseline rule ({key} {props[key]} < {since}: none)"
-    return default, "registry"
 
 
 def _absent(band: BandSpec) -> ChannelPlan:
@@ -181,6 +72,22 @@ def _channel(assets: dict, band: BandSpec, props: dict, rule: BaselineOffset | N
     )
 
 
+@dataclass(frozen=True)
+class AssetKeys:
+    """Where an item with one asset per band (GeoTIFFs) keeps its bands and cloud mask: the assets the
+    registry's keys name (formats that keep bands inside an asset, such as Zarr, locate them themselves)."""
+
+    assets: dict
+
+    def channel(self, band: BandSpec, props: dict, rule: BaselineOffset | None) -> ChannelPlan:
+        return _channel(self.assets, band, props, rule)
+
+    def mask(self, mask: CloudMask | None) -> tuple[str | None, str | None]:
+        """(asset key, clean href) of the cloud mask; (None, None) without a rule or its asset."""
+        key = next((k for k in mask.keys if k in self.assets), None) if mask else None
+        return key, clean_href(str(self.assets[key]["href"])) if key else None
+
+
 def plan_item(item: dict, bands: list[str] | None = None, sensor: SensorSpec | None = None) -> ItemPlan:
     """Resolve ``item`` against the registry; raise ``ItemError`` naming what is wrong."""
     try:
@@ -211,23 +118,18 @@ def _plan_item(item: dict, bands: list[str] | None, sensor: SensorSpec | None) -
         wanted = tuple(b for b in sensor.bands if b.name in bands or (b.common_name and b.common_name in bands))
         if not wanted:
             raise ItemError(f"none of the requested bands {bands} belong to sensor {sensor.id} ({', '.join(sensor.band_names)})")
-    from ofa.ingest.zarr_items import zarr_assets, zarr_channel, zarr_mask
-
+    # the format registry says which kind of asset the item is and where its bands are in it
+    fmt = asset_format(assets, wanted, sensor)
+    where = fmt.locate(assets, wanted) if fmt.locate else AssetKeys(assets)
     # every sample keeps the sensor's channels: bands left out by --bands are carried invalid, like absent ones
-    zassets = zarr_assets(assets, wanted)   # EOPF products and Zarr datacubes
-    read = functools.partial(zarr_channel, zassets=zassets) if zassets else functools.partial(_channel, assets)
-    channels = tuple(read(b, props, sensor.baseline_offset) if b in wanted else _absent(b) for b in sensor.bands)
+    channels = tuple(where.channel(b, props, sensor.baseline_offset) if b in wanted else _absent(b) for b in sensor.bands)
     if not any(c.valid for c in channels):
         raise ItemError(f"no band of sensor {sensor.id} in the item (tried {', '.join(k for b in wanted for k in b.keys)})")
     quantity, quantity_from = sensor.quantity, "registry"
     if sensor.sar:
         quantity, quantity_from, channels = sar_channels(sensor, collection, assets, props, channels)
     mask = sensor.cloud_mask
-    if zassets:
-        mask_key, mask_href = zarr_mask(mask, zassets)
-    else:
-        mask_key = next((k for k in mask.keys if k in assets), None) if mask else None
-        mask_href = clean_href(str(assets[mask_key]["href"])) if mask_key else None
+    mask_key, mask_href = where.mask(mask)
     return ItemPlan(
         item_id=str(item["id"]), collection=collection, sensor=sensor.id,
         datetime=str(props.get("datetime") or props.get("start_datetime") or ""),
@@ -238,7 +140,7 @@ def _plan_item(item: dict, bands: list[str] | None, sensor: SensorSpec | None) -
         mask_cloud=tuple(mask.cloud) if mask_key else (),
         mask_fill=tuple(mask.fill) if mask_key else (),
         sar=sensor.sar, crs=item_crs(item), geometry=item.get("geometry"), shape=_finest_shape(item, channels),
-        quantity=quantity, quantity_from=quantity_from,
+        quantity=quantity, quantity_from=quantity_from, kind=fmt.kind,
     )
 
 
@@ -273,8 +175,6 @@ def sar_channels(sensor: SensorSpec, collection: str, assets: dict, props: dict,
     file refutes it at open); linear ``gamma0`` (RTC) becomes ``gamma0_db``. The item's
     ``sar:pixel_spacing_*`` is the channels' GSD, and a GCP-only raster is never geocoded finer than it
     (nor than its GCPs show: ``ingest.sar.geocoding_spacing``)."""
-    from ofa.ingest.sar import DB_NODATA
-
     spacing = [props.get(k) for k in ("sar:pixel_spacing_range", "sar:pixel_spacing_azimuth")]
     if all(isinstance(v, (int, float)) and v > 0 for v in spacing):
         channels = tuple(dataclasses.replace(c, gsd=float(max(spacing)), spacing=float(max(spacing))) for c in channels)
@@ -323,17 +223,3 @@ def _finest_shape(item: dict, channels: tuple[ChannelPlan, ...]) -> tuple[int, i
         return (int(shape[0]), int(shape[1])) if shape else None
     except (TypeError, ValueError, IndexError):
         return None
-
-
-def identity_href(href: str) -> str:
-    """The default ``SignHref``: read hrefs as they are."""
-    return href
-
-
-def read_href(href: str) -> str:
-    """What rasterio/GDAL should open for a clean href (``s3://`` goes through /vsis3/)."""
-    if href.startswith("s3://"):
-        return "/vsis3/" + href[len("s3://"):]
-    if href.startswith("file://"):
-        return href[len("file://"):]
-    return href

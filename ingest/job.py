@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import importlib
 import json
 import logging
 import os
@@ -23,15 +24,25 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
-from ofa.ingest.chips import DROP_REASONS, BandStats, ChipOptions
+import numpy
+import rasterio
+from dask.distributed import Client, LocalCluster, Worker, as_completed
+from tqdm.auto import tqdm
+
+from ofa.ingest.chips import DROP_REASONS, BandStats, ChipOptions, process_item
 from ofa.ingest.config import IngestConfig
-from ofa.ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, ManifestError, item_shard_path, statistics_key
-from ofa.ingest.items import ItemError, ItemPlan, clean_href, identity_href, item_etag, plan_item, redact
-from ofa.ingest.sensors import SENSORS
-from ofa.ingest.shards import (
+from ofa.ingest.dataset.contract import (
+    FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, ManifestError, item_shard_path, parse_manifest, statistics_key,
+)
+from ofa.ingest.dataset.manifest import finalize_stats, verify_shards, write_manifest
+from ofa.ingest.dataset.shard_writer import (
     STAGING_DIR, ShardWriter, is_local_fs, remove_temporaries, sample_block,
     write_atomic, write_full_shards,
 )
+from ofa.ingest.items import item_etag, plan_item
+from ofa.ingest.plans import ItemError, ItemPlan, clean_href, identity_href, redact
+from ofa.ingest.search import search_items
+from ofa.ingest.sensors import SENSORS
 from ofa.ingest.storage import get_fs, join
 from ofa.ingest.version import package_version
 
@@ -58,8 +69,6 @@ def resolve_hook(hook: Callable[[str], str] | str | None) -> Callable[[str], str
         return identity_href
     if callable(hook):
         return hook
-    import importlib
-
     module, _, name = str(hook).partition(":")
     try:
         fn = getattr(importlib.import_module(module), name)
@@ -71,9 +80,6 @@ def resolve_hook(hook: Callable[[str], str] | str | None) -> Callable[[str], str
 
 
 def software_versions() -> dict[str, str]:
-    import numpy
-    import rasterio
-
     return {"ofa": package_version(), "format_version": str(FORMAT_VERSION), "numpy": numpy.__version__,
             "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__}
 
@@ -94,8 +100,6 @@ def ingest_item_task(plan: ItemPlan, options: ChipOptions, sign_href: Callable[[
     """Read one item (runs on a Dask worker). Returns its record, the shards its samples fill on their
     own (written here, with ``target``, so the pixels do not all pass through the client) and its
     remaining samples as tar blocks, which the client packs in item order."""
-    from ofa.ingest.chips import process_item
-
     record: dict[str, Any] = {"item_id": plan.item_id, "collection": plan.collection, "sensor": plan.sensor,
                               "bands": [c.name for c in plan.channels]}
     blocks: list = []
@@ -123,8 +127,6 @@ def write_item_shards(target: ShardTarget, plan: ItemPlan, blocks: list) -> tupl
 
 # ------------------------------------------------------------------ the run
 def _existing_manifest(fs, root: str, cfg: IngestConfig) -> dict | None:
-    from ofa.ingest.contract import parse_manifest
-
     path = f"{root}/{MANIFEST_NAME}"
     if not fs.exists(path):
         return None
@@ -141,8 +143,6 @@ def _existing_manifest(fs, root: str, cfg: IngestConfig) -> dict | None:
 
 def _select_items(fs, root: str, cfg: IngestConfig) -> list[dict]:
     """The search result, saved on the first run and reused by a resumed one."""
-    from ofa.ingest.search import search_items
-
     path = f"{root}/{SEARCH_RECORD}"
     key = {"catalog": clean_href(cfg.catalog),  # never credentials: a killed run leaves this file behind
            "search": cfg.search_params().to_dict(), "ids": cfg.ids, "chips": cfg.chips_record()}
@@ -243,8 +243,6 @@ def shard_sizes(fs, root: str) -> dict[str, int]:
 @contextmanager
 def _dask_client(cfg: IngestConfig, tasks: int) -> Iterator[Any]:
     """A Dask client: on ``cfg.scheduler``, or on a local cluster of ``cfg.workers`` workers."""
-    from dask.distributed import Client, LocalCluster
-
     if cfg.scheduler:
         with Client(cfg.scheduler) as client:
             yield client
@@ -264,8 +262,6 @@ def _stop_workers_now(cluster: Any) -> None:
     tasks still running (a slow read, a write in retries against a dead store): Dask would otherwise
     wait for each; their threads are daemons and end with the process. Worker processes are killed
     by the cluster's own close."""
-    from dask.distributed import Worker
-
     for worker in list(cluster.workers.values()):
         if isinstance(worker, Worker):
             try:
@@ -353,8 +349,6 @@ def _results_in_order(client: Any, tasks: int, window: int, submit: Callable[[in
 
     At most ``window`` tasks are in flight or finished but not yet handed over: results arriving out
     of order wait on the workers (memory stays bounded) and each is released once handed over."""
-    from dask.distributed import as_completed
-
     futures = as_completed()
     index_of: dict[str, int] = {}
     arrived: dict[int, Any] = {}
@@ -378,8 +372,6 @@ def _write_items(fs, root: str, cfg: IngestConfig, by_sensor: dict[str, list[Ite
     """Run the item tasks on Dask and stream their samples into each sensor's shards, in item order
     (``_InOrderWriter``), resuming from the saved progress. Returns the shards per sensor and the
     record of every item."""
-    from tqdm.auto import tqdm
-
     progress = _Progress.load(fs, root)
     queue = _queue(by_sensor, progress)
     total = sum(map(len, by_sensor.values()))
@@ -430,10 +422,8 @@ def run_ingest(cfg: IngestConfig) -> dict:
     remove_temporaries(fs, root)
     done = _existing_manifest(fs, root, cfg)
     if done is not None:
-        from ofa.ingest.manifest import verify_dataset
-
-        ok, problems = verify_dataset(cfg.out, cfg.storage_options)
-        if ok:
+        problems = verify_shards(cfg.out, done, cfg.storage_options)
+        if not problems:
             _remove_staging(fs, root)
             log.info("%s is complete; reusing it", cfg.out)
             _publish_stac(cfg, done, only_missing=True)
@@ -482,8 +472,6 @@ def run_ingest(cfg: IngestConfig) -> dict:
 def _manifest(cfg: IngestConfig, items: list[dict], by_sensor: dict[str, list[ItemPlan]],
               shards: dict[str, list[dict]], records: dict[str, dict], skipped: list[dict]) -> dict:
     """The manifest dict: counts and statistics merged in item order, so they never depend on timing."""
-    from ofa.ingest.manifest import finalize_stats
-
     stats: dict[str, tuple[list[str], list[BandStats], str | None]] = {}   # statistics key -> (bands, sums, quantity)
     kept, dropped = 0, {r: 0 for r in DROP_REASONS}
     for sensor in sorted(by_sensor):
@@ -521,7 +509,7 @@ def _manifest(cfg: IngestConfig, items: list[dict], by_sensor: dict[str, list[It
 
 def _write_manifest(fs, root: str, manifest: dict) -> None:
     """Publish the manifest: from here on the dataset is complete."""
-    write_atomic(fs, f"{root}/{MANIFEST_NAME}", json.dumps(manifest, indent=1, sort_keys=True).encode())
+    write_manifest(fs, root, manifest)
 
 
 def _publish_stac(cfg: IngestConfig, manifest: dict, only_missing: bool = False) -> None:

@@ -109,7 +109,7 @@ def plan_one(item: dict, cfg: IngestConfig, sign: Callable[[str], str]) -> dict:
     """The plan of one item (``skipped`` with the reason where the run would skip it)."""
     from ofa.ingest.chips import chip_grid, open_grid
     from ofa.ingest.job import _aoi
-    from ofa.ingest.readers import reader_for
+    from ofa.ingest.formats import reader_for
 
     entry: dict[str, Any] = {"item_id": str(item.get("id")), "collection": str(item.get("collection"))}
     try:

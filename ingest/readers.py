@@ -12,9 +12,12 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.windows import Window
 
 from ofa.ingest.grid import bounds_window, grid_bounds, north_up
-from ofa.ingest.items import ItemError, read_href, redact
+from ofa.ingest.plans import ItemError, read_href, redact
 
 #: GDAL configuration for every COG read (``rasterio.Env``); each saves requests against object stores.
 GDAL_OPTIONS = {
@@ -78,8 +81,6 @@ class GridReader:
         self._env = contextlib.ExitStack()
 
     def __enter__(self) -> "GridReader":
-        import rasterio
-
         self._env.enter_context(rasterio.Env(**self.env_options))
         return self
 
@@ -168,10 +169,7 @@ class RasterioReader(GridReader):
     env_options = GDAL_OPTIONS
 
     def __init__(self, sign_href: Callable[[str], str]):
-        import rasterio
-
         super().__init__(sign_href)
-        self.rasterio = rasterio
         self.datasets: dict[str, Any] = {}
 
     def close(self) -> None:
@@ -179,7 +177,7 @@ class RasterioReader(GridReader):
             ds.close()
 
     def _open(self, href: str) -> Grid:
-        ds = self.datasets[href] = self._dataset(href, self.rasterio.open(read_href(self.sign(href))))
+        ds = self.datasets[href] = self._dataset(href, rasterio.open(read_href(self.sign(href))))
         return Grid(ds.crs, ds.transform, ds.width, ds.height, tuple(ds.dtypes), tuple(ds.nodatavals), ds.nodata)
 
     def _dataset(self, href: str, ds: Any) -> Any:
@@ -199,9 +197,6 @@ class RasterioReader(GridReader):
 
     def _read(self, href: str, indexes: list[int], col: float, row: float, width: float, height: float,
               out_shape: tuple[int, int, int] | None) -> np.ndarray:
-        from rasterio.enums import Resampling
-        from rasterio.windows import Window
-
         ds = self.datasets[href]
         inside = col >= 0 and row >= 0 and col + width <= ds.width and row + height <= ds.height
         kwargs: dict[str, Any] = {"indexes": indexes, "window": Window(col, row, width, height)}
@@ -211,16 +206,3 @@ class RasterioReader(GridReader):
             kwargs.update(boundless=True, fill_value=ds.nodata if ds.nodata is not None else 0)
         return ds.read(**kwargs)
 
-
-def reader_for(plan: Any, sign_href: Callable[[str], str]) -> GridReader:
-    """The reader for an item plan's assets: Zarr arrays (hrefs ``store#array``), SAR (geocoded and
-    converted by ``ingest.sar``) or GeoTIFFs."""
-    if any("#" in ch.href for ch in plan.channels):
-        from ofa.ingest.zarr_reader import ZarrReader
-
-        return ZarrReader(plan, sign_href)
-    if getattr(plan, "sar", False):
-        from ofa.ingest.sar import SarReader
-
-        return SarReader(plan, sign_href)
-    return RasterioReader(sign_href)

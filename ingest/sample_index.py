@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ofa.ingest.contract import META_EXT
+from ofa.ingest.dataset.contract import META_EXT
 from ofa.ingest.geoparquet import bbox_rings, bbox_structs, bbox_type, ccw, geo_metadata, union_bbox, wkb_polygons
 from ofa.ingest.storage import get_fs, join
 

@@ -15,14 +15,20 @@ Planetary Computer RTC linear gamma0 becomes dB. Calibrated pixels are float32 w
 from __future__ import annotations
 
 import math
+import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+from rasterio import warp
+from rasterio.crs import CRS
+from rasterio.transform import Affine, GCPTransformer
+from rasterio.windows import Window
 
-from ofa.ingest.items import ChannelPlan, ItemError
+from ofa.ingest.plans import DB_NODATA, ChannelPlan, ItemError
 from ofa.ingest.readers import RasterioReader
+from ofa.ingest.storage import get_fs
 
 #: quantity names a sample's ``meta.json`` may carry for SAR sensors, and what they mean
 QUANTITIES = {
@@ -30,9 +36,6 @@ QUANTITIES = {
     "gamma0_db": "radar backscatter gamma0 (terrain-flattened where the product says so), 10*log10 of linear power",
     "amplitude_dn": "uncalibrated GRD amplitude digital numbers (no calibration annotation linked)",
 }
-
-#: float32 fill for dB pixels without a value (finite, so meta.json stays plain JSON)
-DB_NODATA = -9999.0
 
 #: the conversions to dB, in words
 _CONVERSIONS = {"sigma0_db": "calibration (DN to sigma0 dB)", "db": "10*log10 conversion of linear power",
@@ -108,9 +111,7 @@ def gcp_sampling(gcps: list, gcp_crs, crs) -> tuple[float, float]:
     """Ground metres per source pixel along the columns (range) and the lines (azimuth), measured from the
     GCPs: the least-squares affine from (col, row) to map coordinates in ``crs`` (ground distance over
     pixel distance between the control points)."""
-    from rasterio.warp import transform
-
-    xs, ys = transform(gcp_crs, crs, [g.x for g in gcps], [g.y for g in gcps])
+    xs, ys = warp.transform(gcp_crs, crs, [g.x for g in gcps], [g.y for g in gcps])
     design = np.c_[[g.col for g in gcps], [g.row for g in gcps], np.ones(len(gcps))]
     fx = np.linalg.lstsq(design, np.asarray(xs), rcond=None)[0]
     fy = np.linalg.lstsq(design, np.asarray(ys), rcond=None)[0]
@@ -137,10 +138,6 @@ class GcpGrid:
     raster is never geocoded finer than its pixels sample the ground."""
 
     def __init__(self, gcps: list, gcp_crs, width: int, height: int, nominal: float | None = None):
-        from rasterio.crs import CRS
-        from rasterio.transform import Affine, GCPTransformer
-        from rasterio.warp import transform
-
         lons = np.array([g.x for g in gcps])
         if lons.max() - lons.min() > 180.0:   # a scene across the antimeridian: centre on it
             lons = np.where(lons < 0, lons + 360.0, lons)
@@ -156,7 +153,7 @@ class GcpGrid:
         rows = np.concatenate([np.zeros_like(t), t, np.ones_like(t), t[::-1]]) * height
         cols = np.concatenate([t, np.ones_like(t), t[::-1], np.zeros_like(t)]) * width
         edge_lon, edge_lat = self._gcp.xy(rows, cols, offset="ul")
-        xs, ys = transform(gcp_crs, self.crs, list(edge_lon), list(edge_lat))
+        xs, ys = warp.transform(gcp_crs, self.crs, list(edge_lon), list(edge_lat))
         # snapped outward to multiples of the spacing; an outline past a multiple by less than 1/100 px (the
         # curvature of the transform between GCPs) adds no pixel: its centre would be off the source anyway
         left, right = math.floor(min(xs) / spacing + 0.01) * spacing, math.ceil(max(xs) / spacing - 0.01) * spacing
@@ -174,15 +171,13 @@ class GcpGrid:
         return self._last[1]
 
     def _source_pixels(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-        from rasterio.warp import transform
-
         rs = np.unique(np.r_[np.arange(0, height, _STEP), height - 1]).astype(np.float64)
         cs = np.unique(np.r_[np.arange(0, width, _STEP), width - 1]).astype(np.float64)
         gr, gc = np.meshgrid(rs, cs, indexing="ij")
         t = self.transform
         xs = t.c + (col + gc + 0.5) * t.a
         ys = t.f + (row + gr + 0.5) * t.e
-        lon, lat = transform(self.crs, self.src_crs, xs.ravel(), ys.ravel())
+        lon, lat = warp.transform(self.crs, self.src_crs, xs.ravel(), ys.ravel())
         # op: a ufunc applied in place; np.positive keeps the fractional rows/cols
         src_r, src_c = self._gcp.rowcol(np.asarray(lon), np.asarray(lat), op=np.positive)
         src_r = np.asarray(src_r, dtype=np.float64).reshape(gr.shape)
@@ -266,8 +261,6 @@ class SarDataset:
         n = len(indexes)
         if not inside.any():
             return np.full((n, height, width), self.nodata, dtype=self.dtypes[0])
-        from rasterio.windows import Window
-
         r0, r1, c0, c1 = int(r[inside].min()), int(r[inside].max()) + 1, int(c[inside].min()), int(c[inside].max()) + 1
         src = self.ds.read(indexes=indexes, window=Window(c0, r0, c1 - c0, r1 - r0))
         # converted on the source window (dense, vectorised), then sampled: the LUT is the source grid's
@@ -303,10 +296,6 @@ class SarDataset:
 
 
 def _read_bytes(href: str, sign: Callable[[str], str]) -> bytes:
-    import os
-
-    from ofa.ingest.storage import get_fs
-
     # Earth Search's annotations are in a requester-pays bucket: the same variable GDAL honours for the rasters
     pays = href.startswith("s3://") and os.environ.get("AWS_REQUEST_PAYER", "").lower() == "requester"
     fs, path = get_fs(sign(href), {"requester_pays": True} if pays else None)

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from ofa.ingest.plans import clean_href
+
+# pystac_client is imported where a search runs: `ofa --help` imports this module (for SearchParams)
+
 
 @dataclass(frozen=True)
 class SearchParams:
@@ -88,8 +92,6 @@ def _iter_items(catalog: str, params: SearchParams, ids: list[str] | None) -> It
 def _clean_item(item: dict) -> dict:
     """The item with query strings and credentials stripped from its asset and link hrefs, so
     signed URLs never reach a file (signing happens at read time, through the hook)."""
-    from ofa.ingest.items import clean_href
-
     for asset in (item.get("assets") or {}).values():
         if isinstance(asset, dict) and isinstance(asset.get("href"), str):
             asset["href"] = clean_href(asset["href"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ofa.ingest.items import ChannelPlan, ItemError, _baseline_offset, clean_href
+from ofa.ingest.plans import ChannelPlan, ItemError, baseline_offset, clean_href
 from ofa.ingest.sensors import BandSpec, BaselineOffset, CloudMask
 
 #: asset media types of Zarr stores (the EOPF STAC items use the first)
@@ -162,7 +162,7 @@ def zarr_channel(band: BandSpec, props: dict, rule: BaselineOffset | None, zasse
     return ChannelPlan(
         name=band.name, asset=picks[0].asset.key, href=zarr_href(picks), index=picks[0].index,
         wavelength=float(entry.get("eo:center_wavelength") or entry.get("center_wavelength") or band.wavelength),
-        gsd=float(asset.get("gsd") or band.gsd), scale=scale, offset=_baseline_offset(rule, props, raster, scale, band.offset),
+        gsd=float(asset.get("gsd") or band.gsd), scale=scale, offset=baseline_offset(rule, props, raster, scale, band.offset),
         nodata=None if nodata is None else float(nodata),
     )
 
@@ -175,3 +175,22 @@ def zarr_mask(mask: CloudMask | None, zassets: list[ZarrAsset]) -> tuple[str | N
     if not picks:
         return None, None
     return picks[0].asset.key, zarr_href(picks)
+
+
+@dataclass(frozen=True)
+class ZarrBands:
+    """Where an item's bands and cloud mask are in its Zarr assets (the planner's ``BandLocator`` for Zarr)."""
+
+    zassets: list[ZarrAsset]
+
+    def channel(self, band: BandSpec, props: dict, rule: BaselineOffset | None) -> ChannelPlan:
+        return zarr_channel(band, props, rule, self.zassets)
+
+    def mask(self, mask: CloudMask | None) -> tuple[str | None, str | None]:
+        return zarr_mask(mask, self.zassets)
+
+
+def zarr_bands(assets: dict, bands: tuple[BandSpec, ...]) -> ZarrBands | None:
+    """The item's bands located in its Zarr assets; None when it is read as GeoTIFFs (``zarr_assets``)."""
+    zassets = zarr_assets(assets, bands)
+    return ZarrBands(zassets) if zassets else None

@@ -14,12 +14,18 @@ at once (one thread per array), so object-store latency is paid once per run, no
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+import xarray as xr
+import zarr
+from rasterio.crs import CRS
+from rasterio.transform import Affine
+from zarr.storage import WrapperStore
 
-from ofa.ingest.items import ItemError
+from ofa.ingest.plans import ItemError
 from ofa.ingest.readers import Grid, GridReader, short_error
 from ofa.ingest.storage import fs_options
 
@@ -31,25 +37,26 @@ _NOT_FOUND = (KeyError, FileNotFoundError)
 _METADATA = (".zarray", ".zattrs", ".zgroup", ".zmetadata", "zarr.json")
 
 
+class _CheckedStore(WrapperStore):
+    """A store whose blosc-compressed chunks are checked against the size their header records."""
+
+    blosc: set[str] = set()   # paths of the arrays whose chunks are blosc frames
+
+    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
+        buf = await super().get(key, prototype, byte_range)
+        if buf is not None and byte_range is None and not key.endswith(_METADATA) and \
+                any(key.startswith(f"{p}/") for p in self.blosc):
+            raw = buf.to_bytes()
+            recorded = int.from_bytes(raw[12:16], "little") if len(raw) >= 16 else -1
+            if recorded != len(raw):
+                raise ValueError(f"chunk {key} is damaged: {len(raw)} bytes, its blosc header says {recorded}")
+        return buf
+
+
 def _checked_store(store: Any) -> Any:
     """``store`` wrapped so that blosc-compressed chunks are checked against the size their header
     records: blosc decodes a truncated chunk into garbage without an error (zstd and gzip raise)."""
-    from zarr.storage import WrapperStore
-
-    class CheckedStore(WrapperStore):
-        blosc: set[str] = set()   # paths of the arrays whose chunks are blosc frames
-
-        async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
-            buf = await super().get(key, prototype, byte_range)
-            if buf is not None and byte_range is None and not key.endswith(_METADATA) and \
-                    any(key.startswith(f"{p}/") for p in self.blosc):
-                raw = buf.to_bytes()
-                recorded = int.from_bytes(raw[12:16], "little") if len(raw) >= 16 else -1
-                if recorded != len(raw):
-                    raise ValueError(f"chunk {key} is damaged: {len(raw)} bytes, its blosc header says {recorded}")
-            return buf
-
-    checked = CheckedStore(store)
+    checked = _CheckedStore(store)
     checked.blosc = set()
     return checked
 
@@ -125,8 +132,6 @@ class ZarrReader(GridReader):
 
     def _root(self, root: str) -> tuple[Any, Any]:
         if root not in self.roots:
-            import zarr
-
             url = self.sign(root)
             if "://" not in url or url.startswith("file://"):
                 store: Any = zarr.storage.LocalStore(url.removeprefix("file://"), read_only=True)
@@ -148,8 +153,6 @@ class ZarrReader(GridReader):
         group, _, name = path.rpartition("/")
         key = (root, group)
         if key not in self.datasets:
-            import xarray as xr
-
             store, root_group = self._root(root)
             try:
                 self.datasets[key] = xr.open_dataset(
@@ -162,8 +165,6 @@ class ZarrReader(GridReader):
 
     def _crs(self, root: str, ds: Any, var: Any) -> Any:
         """The CRS from the CF grid mapping, the array's ``proj:*`` or the product metadata (None if none says)."""
-        from rasterio.crs import CRS
-
         mapping = var.attrs.get("grid_mapping") or var.encoding.get("grid_mapping")
         if mapping and mapping in ds.variables:
             attrs = ds[mapping].attrs
@@ -190,8 +191,6 @@ class ZarrReader(GridReader):
 
     def _prefetch(self, ref, row: int, col: int, height: int, width: int) -> None:
         """Fetch, concurrently, the chunks every band array needs under a rectangle of the reference grid."""
-        from concurrent.futures import ThreadPoolExecutor
-
         jobs = []
         for href, indexes in self.bands.items():
             g, array = self.grids.get(href), self.arrays.get(href)
@@ -319,8 +318,6 @@ def _time_step(var: Any, dim: str, datetime: str, path: str) -> int:
 
 def _transform(ds: Any, var: Any, array: _Array, path: str) -> Any:
     """The affine of the pixel corners, from pixel-centre x/y coordinates (or ``proj:transform``)."""
-    from affine import Affine
-
     xs = ds[array.xdim].values if array.xdim in ds.coords else None
     ys = ds[array.ydim].values if array.ydim in ds.coords else None
     if xs is not None and ys is not None and len(xs) > 1 and len(ys) > 1:

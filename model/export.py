@@ -24,6 +24,7 @@ from typing import Any
 import fsspec
 from safetensors.torch import save as st_save
 
+from .card import model_card
 from .io import CONFIG_NAME, WEIGHTS_NAME, from_pretrained, read_info
 from .mae import MaskedAutoencoder
 from .mlm import ITEM_NAME, mlm_item, weights_asset
@@ -120,8 +121,6 @@ def export_timm(url: str, out: str, sensor: str | None = None,
 def export_hf(url: str, out: str, geobench_markdown: str | None = None, license: str = "apache-2.0",
               storage_options: dict[str, Any] | None = None) -> dict[str, str]:
     """Write the checkpoint at ``url`` with a model card (``README.md``) to ``out``, ready for a Hub upload."""
-    from .card import model_card
-
     info = read_info(url, storage_options)
     mae = from_pretrained(url, storage_options)  # the weights load: never publish a broken checkpoint
     fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))

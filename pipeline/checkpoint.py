@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ofa.ingest.storage import fs_options, get_fs, join
+from ofa.model import save_pretrained
 from ofa.model.checkpoints import MARKER, MODEL_DIR, resolve_checkpoint
 from ofa.model.checkpoints import latest_checkpoint as _latest
 
@@ -62,8 +63,6 @@ def save_checkpoint(out: str, step: int, model: torch.nn.Module, state: dict[str
     """Write checkpoint ``step`` under ``out/checkpoints``; return its URL. Call on the main process only.
 
     ``metadata`` goes into the model's config.json (``sensors``, ``training``: see ``pipeline.provenance``)."""
-    from ofa.model import save_pretrained
-
     fs, root = get_fs(out, storage_options)
     final = join(root, "checkpoints", checkpoint_name(step))
     local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))

@@ -31,8 +31,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
     """Run the demo; return the paths of what it made."""
     from ofa.infra.demo_catalog import DEMO_COLLECTIONS, write_demo_catalog
     from ofa.infra.localstack import stac_server
+    from ofa.ingest.dataset.manifest import verify_dataset
     from ofa.ingest.job import IngestConfig, run_ingest
-    from ofa.ingest.manifest import verify_dataset
     from ofa.pipeline.plots import plot_loss_curve, plot_reconstructions
     from ofa.pipeline.train import TrainConfig, train
 

@@ -38,7 +38,7 @@ class InputError(ValueError):
 
 def exit_code(exc: BaseException) -> int | None:
     """The exit code for ``exc``, or None when it is of no known kind (a bug: keep the traceback)."""
-    from ofa.ingest.storage import is_storage_error
+    from ofa.ingest.storage import is_storage_error  # here: fsspec is not loaded for `ofa --help`
 
     names = {c.__name__ for c in type(exc).__mro__}
     for code, kinds in _KINDS:

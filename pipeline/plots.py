@@ -13,15 +13,12 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure  # figures without pyplot: rendered by Agg, the user's backend left alone
+from matplotlib.patches import Rectangle
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from ofa.ingest.sensors import SENSORS
+from ofa.model import from_pretrained
+from ofa.pipeline.data import LoaderConfig, ShardBatches, read_streams
 
 
 @dataclass(frozen=True)
@@ -35,8 +32,6 @@ class Display:
 
 def _common_names(sensor: str, bands: Sequence[str]) -> list[str | None]:
     """Each band's common name (red, green, blue, ...) from the sensor registry, by band name."""
-    from ofa.ingest.sensors import SENSORS
-
     spec = SENSORS.get(sensor)
     known = {b.name: b.common_name for b in spec.bands} if spec else {}
     return [known.get(b) or (b.lower() if b.lower() in ("red", "green", "blue") else None) for b in bands]
@@ -102,8 +97,8 @@ def plot_loss_curve(log_jsonl_path: str | Path, png_path: str | Path) -> Path:
         raise ValueError(f"{log_jsonl_path}: no steps with a loss to plot")
     rows = sorted((r["step"], r["loss"], r.get("lr")) for r in records if r.get("loss") is not None)
     steps, losses, lrs = zip(*rows)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
     for sensor, (s, loss) in series.items():
         ax.plot(s, loss, lw=0.8, alpha=0.8, marker="." if len(s) < 60 else None, label=sensor)
     if len(losses) >= 10:
@@ -119,15 +114,14 @@ def plot_loss_curve(log_jsonl_path: str | Path, png_path: str | Path) -> Path:
         ax2 = ax.twinx()
         ax2.plot(steps, [lr or 0 for lr in lrs], lw=1, color="tab:gray", alpha=0.5)
         ax2.set_ylabel("learning rate", color="tab:gray")
-    return _save(plt, fig, png_path)
+    return _save(fig, png_path)
 
 
-def _save(plt: Any, fig: Any, png_path: str | Path) -> Path:
+def _save(fig: Figure, png_path: str | Path) -> Path:
     fig.tight_layout()
     out = Path(png_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return out
 
 
@@ -181,10 +175,8 @@ def sample_row(label: str, x: torch.Tensor, rec: Reconstruction, i: int, display
 
 
 def _plot_rows(rows: list[Row], png_path: str | Path) -> Path:
-    from matplotlib.patches import Rectangle
-
-    plt = _pyplot()
-    fig, axes = plt.subplots(len(rows), 3, figsize=(8.4, 2.8 * len(rows)), squeeze=False)
+    fig = Figure(figsize=(8.4, 2.8 * len(rows)))
+    axes = fig.subplots(len(rows), 3, squeeze=False)
     shown = 1.0 - float(np.mean([r.mask.mean() for r in rows]))
     titles = ("input", f"visible patches ({shown:.0%})", "reconstruction\n(predicted patches outlined)")
     for r, row in enumerate(rows):
@@ -199,7 +191,7 @@ def _plot_rows(rows: list[Row], png_path: str | Path) -> Path:
             axes[r][2].add_patch(Rectangle((gx * row.patch - 0.5, gy * row.patch - 0.5), row.patch, row.patch,
                                            fill=False, edgecolor="yellow", lw=0.6))
         axes[r][0].set_ylabel(row.label, fontsize=8)
-    return _save(plt, fig, png_path)
+    return _save(fig, png_path)
 
 
 def plot_batch(model: Any, x: torch.Tensor, sensor: str, png_path: str | Path, bands: Sequence[str] | None = None) -> Path:
@@ -220,9 +212,6 @@ def plot_batch(model: Any, x: torch.Tensor, sensor: str, png_path: str | Path, b
 def plot_reconstructions(checkpoint_dir: str | Path, data: Sequence[str], png_path: str | Path, img_size: int = 64,
                          seed: int = 0, storage_options: dict[str, Any] | None = None) -> Path:
     """One row per sensor of ``data``: input / visible patches / reconstruction, from a saved model."""
-    from ofa.model import from_pretrained
-    from ofa.pipeline.data import LoaderConfig, ShardBatches, read_streams
-
     model = from_pretrained(str(checkpoint_dir), storage_options=storage_options)
     streams = read_streams(list(data), storage_options)
     rows = []

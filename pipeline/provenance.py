@@ -11,16 +11,16 @@ collections and sample count. ``model/`` stays free of ``ingest``: it only reads
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import tarfile
 from typing import Any
 
 import numpy as np
 
-from ofa.ingest.contract import MANIFEST_NAME, META_EXT
-from ofa.ingest.storage import get_fs, join, storage_access
+from ofa.ingest.dataset.manifest import Manifest
+from ofa.ingest.dataset.shard_reader import first_meta
+from ofa.ingest.sensors import SENSORS
+from ofa.ingest.version import package_version
 
 log = logging.getLogger("ofa.train")
 
@@ -35,8 +35,6 @@ def sensor_facts(streams: list[Any], storage_options: dict[str, Any] | None = No
     offset and nodata (the first sample, else the registry).
 
     A sensor found in several datasets gets the statistics pooled over them (weighted by sample count)."""
-    from ofa.ingest.sensors import SENSORS
-
     out: dict[str, dict[str, Any]] = {}
     for sensor in sorted({s.sensor for s in streams}):
         mine = [s for s in streams if s.sensor == sensor]
@@ -78,17 +76,6 @@ def _other_quantities(streams: list[Any], sensor: str) -> dict[str, dict[str, li
     return found
 
 
-def first_meta(shard_url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    """The ``meta.json`` of a shard's first sample (streamed: only the bytes up to it are read)."""
-    fs, path = get_fs(shard_url, storage_options)
-    with fs.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
-        for member in tar:
-            if member.isfile() and member.name.endswith("." + META_EXT):
-                reader = tar.extractfile(member)
-                return json.loads(reader.read()) if reader else None
-    return None
-
-
 def _stored(stream: Any, storage_options: dict[str, Any] | None) -> dict[str, Any] | None:
     """dtype, scale, offset and nodata per band as the stream's first sample stores them; None if unreadable."""
     c = len(stream.bands)
@@ -107,16 +94,13 @@ def _stored(stream: Any, storage_options: dict[str, Any] | None) -> dict[str, An
             "offset": per_band(meta.get("offset"), 0.0), "nodata": per_band(meta.get("nodata"), None)}
 
 
-def dataset_records(data: list[str], storage_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Per dataset URL: the sha256 of its manifest.json, its catalog, collections, sensors and sample count."""
+def dataset_records(manifests: list[Manifest]) -> list[dict[str, Any]]:
+    """Per dataset: its URL, the sha256 of its manifest.json, its catalog, collections, sensors and sample count."""
     records = []
-    for url in data:
-        fs, root = get_fs(url, storage_options)
-        with storage_access(url, "--data"):
-            raw = fs.cat_file(join(root, MANIFEST_NAME))
-        manifest = json.loads(raw)
+    for m in manifests:
+        manifest = m.data
         records.append({
-            "url": url, "manifest_sha256": hashlib.sha256(raw).hexdigest(),
+            "url": m.url, "manifest_sha256": m.sha256,
             "catalog": manifest.get("catalog"), "collections": (manifest.get("search") or {}).get("collections"),
             "sensors": sorted({s["sensor"] for s in manifest.get("shards", [])}),
             "samples": sum(int(s.get("count", 0)) for s in manifest.get("shards", [])),
@@ -124,11 +108,10 @@ def dataset_records(data: list[str], storage_options: dict[str, Any] | None = No
     return records
 
 
-def checkpoint_metadata(streams: list[Any], data: list[str], options: dict[str, Any],
+def checkpoint_metadata(streams: list[Any], manifests: list[Manifest], options: dict[str, Any],
                         storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The ``sensors`` and ``training`` sections of a training checkpoint's config.json."""
-    from ofa.ingest.version import package_version
-
+    """The ``sensors`` and ``training`` sections of a training checkpoint's config.json (``manifests``: the
+    training data's, as read for ``streams``)."""
     return {"sensors": sensor_facts(streams, storage_options),
-            "training": {"data": dataset_records(data, storage_options), "options": options,
+            "training": {"data": dataset_records(manifests), "options": options,
                          "software": {"ofa": package_version()}}}

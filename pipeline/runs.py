@@ -16,7 +16,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ofa.ingest.storage import get_fs, join, storage_access
+from ofa.model import load_config
 
 log = logging.getLogger("ofa.train")
 
@@ -59,8 +62,6 @@ def _identity(options: dict[str, Any]) -> dict[str, Any]:
 
 def read_run_config(cfg: Any) -> dict[str, Any] | None:
     """``OUT/config.yaml`` as a dict, or None when the folder has none."""
-    import yaml
-
     fs, root = get_fs(cfg.out, cfg.storage_options)
     path = join(root, CONFIG_NAME)
     with storage_access(cfg.out, "--out"):
@@ -73,8 +74,6 @@ def read_run_config(cfg: Any) -> dict[str, Any] | None:
 
 def write_run_config(cfg: Any) -> None:
     """Write ``OUT/config.yaml``: usable as ``ofa train --config OUT/config.yaml`` to rerun the run."""
-    import yaml
-
     text = ("# ofa train options of this run, resolved (flags > --config file > defaults); storage options left out\n"
             + yaml.safe_dump(run_options(cfg), sort_keys=False))
     fs, root = get_fs(cfg.out, cfg.storage_options)
@@ -99,8 +98,6 @@ def check_resume(cfg: Any, checkpoint_model_dir: str | None) -> None:
         if changed and not diff:
             log.info("resuming %s with changed options: %s", cfg.out, "; ".join(changed))
     elif checkpoint_model_dir is not None:  # a run from before config.yaml: its checkpoint's model config
-        from ofa.model import load_config
-
         mcfg = load_config(checkpoint_model_dir, cfg.storage_options)
         keys = ("size", "embedding", "patch_size", "img_size")
         diff = differences({k: getattr(mcfg, k) for k in keys}, current, keys)

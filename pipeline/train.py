@@ -196,17 +196,19 @@ def setup(cfg: TrainConfig, accelerator: Any, resume: Resume) -> Run:
     import torch
     from accelerate.utils import DistributedType
 
+    from ofa.ingest.dataset.manifest import load_manifest
     from ofa.ingest.storage import storage_access
     from ofa.model import MaskedAutoencoder
     from ofa.pipeline.checkpoint import load_optimizer_shard
-    from ofa.pipeline.data import modalities, read_streams
+    from ofa.pipeline.data import modalities, streams_from
     from ofa.pipeline.provenance import checkpoint_metadata
     from ofa.pipeline.runs import run_options
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     with storage_access(" ".join(cfg.data), "--data"):
-        streams = read_streams(cfg.data, cfg.storage_options)
+        manifests = [load_manifest(url, cfg.storage_options) for url in cfg.data]   # read once per run
+    streams = streams_from(manifests)
     mcfg = cfg.model_config(modalities(streams))
     model = MaskedAutoencoder(mcfg)
     optimizer, scheduler = _optimizer(cfg, model, accelerator.num_processes)
@@ -228,7 +230,7 @@ def setup(cfg: TrainConfig, accelerator: Any, resume: Resume) -> Run:
     if getattr(unwrapped, "_orig_mod", None) is not None:
         unwrapped = unwrapped._orig_mod
     batches = _batches(cfg, accelerator, streams, resume.step)
-    metadata = checkpoint_metadata(streams, cfg.data, run_options(cfg), cfg.storage_options) if accelerator.is_main_process else None
+    metadata = checkpoint_metadata(streams, manifests, run_options(cfg), cfg.storage_options) if accelerator.is_main_process else None
     return Run(cfg, accelerator, mcfg, model, unwrapped, optimizer, scheduler, batches, sharded, metadata)
 
 

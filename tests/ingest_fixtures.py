@@ -200,7 +200,7 @@ def localized_items(root: Path, size: int = 240) -> list[dict]:
 
 
 def collections_for(items: list[dict]) -> list[dict]:
-    from ofa.infra.localstack import collection_for
+    from ofa.infra.demo_catalog import collection_for
 
     ids = dict.fromkeys(it["collection"] for it in items)
     return [collection_for(cid, [it for it in items if it["collection"] == cid]) for cid in ids]

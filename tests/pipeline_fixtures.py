@@ -1,4 +1,4 @@
-"""Tiny WebDataset datasets written per ``ingest.contract`` for the pipeline tests (no ingest needed)."""
+"""Tiny WebDataset datasets written per ``ingest.dataset.contract`` for the pipeline tests (no ingest needed)."""
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ofa.ingest.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, pixels_checksum, shard_path
+from ofa.ingest.dataset.contract import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, pixels_checksum, shard_path
 from ofa.ingest.sensors import SENSORS as REGISTRY
 from ofa.ingest.storage import get_fs, join
 

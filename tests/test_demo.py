@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from ofa.ingest.manifest import verify_dataset
+from ofa.ingest.dataset.manifest import verify_dataset
 from ofa.model import from_pretrained
 
 

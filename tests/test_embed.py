@@ -26,6 +26,8 @@ from ofa.ingest.job import IngestConfig, run_ingest
 from ofa.pipeline.embed import EmbedConfig, run_embed
 
 BUCKET = "ofa-embed"
+#: runs ``ofa`` with embed SIGKILLing itself at a named point
+KILL = Path(__file__).parent / "embed_kill.py"
 OPTIONS = dict(chunk_size=16, batch_size=8, cpu=True, progress=False)
 
 
@@ -89,10 +91,8 @@ def _cli(demo: Demo, out: str, *extra: str, kill_at: str | None = None, launch: 
     args = ["--checkpoint", str(demo.train), "--data", demo.dataset, "--out", out, "--chunk-size", "16",
             "--batch-size", "8", "--cpu", "--no-progress", *extra]
     env = {**os.environ, **demo.s3.env, "OMP_NUM_THREADS": "1"}
-    env.pop("OFA_EMBED_KILL_AT", None)
-    if kill_at:
-        env["OFA_EMBED_KILL_AT"] = kill_at
-    cmd = (launch or [sys.executable, "-m", "ofa.pipeline.cli", "embed"]) + args
+    ofa = [sys.executable, str(KILL), kill_at] if kill_at else [sys.executable, "-m", "ofa.pipeline.cli"]
+    cmd = (launch or [*ofa, "embed"]) + args
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 

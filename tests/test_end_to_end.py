@@ -16,7 +16,7 @@ import torch
 from ofa.infra.demo_catalog import DEMO_COLLECTIONS, write_demo_catalog
 from ofa.infra.localstack import s3_server, stac_server
 from ofa.ingest.job import IngestConfig, run_ingest
-from ofa.ingest.manifest import verify_dataset
+from ofa.ingest.dataset.manifest import verify_dataset
 from ofa.model import from_pretrained
 
 SENSORS = {"sentinel-1", "sentinel-2", "landsat", "naip"}

@@ -14,7 +14,7 @@ import pytest
 from ingest_fixtures import CLOUDY_LANDSAT, COLLECTIONS, ES_S2, LEGACY_S2, PC_S2
 
 from ofa.infra.localstack import s3_server
-from ofa.ingest.contract import META_KEYS, MANIFEST_KEYS
+from ofa.ingest.dataset.contract import META_KEYS, MANIFEST_KEYS
 from ofa.ingest.sensors import SENSORS
 from ofa.pipeline.cli import main
 

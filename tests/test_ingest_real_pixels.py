@@ -104,7 +104,8 @@ def served(real_data):
     """Every real item served by ``rustac serve`` as its file says, hrefs resolved; yields (url, items)."""
     from real_data import real_items
 
-    from ofa.infra.localstack import collection_for, stac_server
+    from ofa.infra.demo_catalog import collection_for
+    from ofa.infra.localstack import stac_server
 
     items = real_items(real_data)
     cols = [collection_for(c, [i for i in items.values() if i["collection"] == c])

@@ -25,7 +25,7 @@ from s1_fixtures import S1_DIR, local_items  # noqa: E402
 from ofa.infra.localstack import stac_server  # noqa: E402
 from ofa.ingest.chips import ChipOptions, process_item  # noqa: E402
 from ofa.ingest.items import ItemError, plan_item  # noqa: E402
-from ofa.ingest.sar import DB_NODATA  # noqa: E402
+from ofa.ingest.plans import DB_NODATA  # noqa: E402
 from ofa.pipeline.cli import main  # noqa: E402
 
 CHIP = 64
@@ -283,7 +283,7 @@ def test_loader_normalises_each_quantity_with_its_own_statistics_and_zeroes_inva
 
 
 def test_statistics_keys_keep_quantities_apart_and_old_manifests_still_read():
-    from ofa.ingest.contract import statistics_for, statistics_key
+    from ofa.ingest.dataset.contract import statistics_for, statistics_key
     from ofa.ingest.sar import utm_crs_for
 
     assert statistics_key("sentinel-1", "sigma0_db", "sigma0_db") == "sentinel-1"

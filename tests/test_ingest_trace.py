@@ -208,7 +208,7 @@ def _offsets(item: dict) -> list[float]:
 
 
 def test_l1c_offset_from_baseline_04_and_earth_search_flags():
-    from ofa.ingest.items import processing_baseline
+    from ofa.ingest.plans import processing_baseline
 
     assert processing_baseline("04.00") == (4, 0) and processing_baseline("N0510") == (5, 10)
     assert processing_baseline(2.12) == (2, 12)

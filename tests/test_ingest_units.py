@@ -17,7 +17,7 @@ from ingest_fixtures import CLOUDY_LANDSAT, ES_S2, STAC_DIR, load_item
 from ofa.ingest.chips import BandStats, ChipOptions, _masks, encode_npy, process_item
 from ofa.ingest.items import ItemError, clean_href, item_etag, plan_item
 from ofa.ingest.sensors import SENSORS, BandSpec, SensorSpec, sensor_for_collection
-from ofa.ingest.shards import ShardWriter, tar_bytes
+from ofa.ingest.dataset.shard_writer import ShardWriter, tar_bytes
 from ofa.model.config import DEFAULT_MODALITIES, DEFAULT_WAVELENGTHS
 
 REAL = sorted(STAC_DIR.glob("*/*.json"))
@@ -216,7 +216,7 @@ def test_raw_sums_give_physical_statistics(dtype, scale, offset):
 
 
 def test_streamed_shards_equal_tarfile_output():
-    from ofa.ingest.shards import sample_block
+    from ofa.ingest.dataset.shard_writer import sample_block
 
     long_key = "S1A_IW_GRDH_1SDV_20240614T053402_20240614T053427_054310_069B1A_with_a_very_long_name_r000000_c000128"
     samples = [(long_key, bytes(range(256)) * 3, b'{"a":1}'), ("k", b"x" * 513, b"{}")]
@@ -242,7 +242,7 @@ def test_item_keys_are_file_names_and_keep_items_apart():
 def test_item_shards_cut_where_the_stream_writer_would(tmp_path):
     """``write_full_shards`` writes every shard a sample list fills on its own, cut exactly where one
     ShardWriter fed the same samples cuts (by count and by bytes), and hands back the rest."""
-    from ofa.ingest.shards import block_size, sample_block, shard_groups, write_full_shards
+    from ofa.ingest.dataset.shard_writer import block_size, sample_block, shard_groups, write_full_shards
 
     rng = np.random.default_rng(5)
     blocks = [sample_block(f"k{i:03d}", bytes(int(n)), b"{}") for i, n in enumerate(rng.integers(1, 9000, 40))]
@@ -287,7 +287,7 @@ def test_sar_border_zeros_are_named(tmp_path):
 
 
 def test_pixel_checksums_catch_a_flipped_bit():
-    from ofa.ingest.contract import check_pixels, pixels_checksum
+    from ofa.ingest.dataset.contract import check_pixels, pixels_checksum
 
     npy = encode_npy(np.arange(300, dtype=np.uint16).reshape(3, 10, 10))
     flipped = bytearray(npy)
@@ -305,7 +305,7 @@ def test_pixels_checksum_is_zlibs_crc32_whichever_implementation_computes_it():
     unaligned views and bytearrays, as the writer and the loader pass them)."""
     import zlib
 
-    from ofa.ingest.contract import pixels_checksum
+    from ofa.ingest.dataset.contract import pixels_checksum
 
     rng = np.random.default_rng(3)
     for n in (0, 1, 7, 4096, 1_572_992):

@@ -71,6 +71,93 @@ def test_command_help_loads_no_heavy_library(argv):
     assert out.strip().splitlines()[-1] == "LOADED []"
 
 
+#: the package folders, installed as ``ofa.<folder>``
+PACKAGES = ("ingest", "pipeline", "model", "infra")
+
+
+def _module_files() -> dict[str, Path]:
+    """``ofa.x.y`` -> its file, for every module of the package folders (``__init__.py``: the package itself)."""
+    out = {}
+    for top in PACKAGES:
+        for path in sorted((REPO / top).rglob("*.py")):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            out[".".join(("ofa", *(parts[:-1] if parts[-1] == "__init__" else parts)))] = path
+    return out
+
+
+def _imported(node: ast.Import | ast.ImportFrom, package: str, modules: dict[str, Path]) -> set[str]:
+    """The ofa modules one import statement loads: ``from P import n`` is ``P.n`` when that is a module,
+    else ``P``; ``import a.b.c`` is ``a.b.c``; relative imports are resolved against ``package``."""
+    if isinstance(node, ast.Import):
+        return {a.name for a in node.names} & set(modules)
+    base = node.module or ""
+    if node.level:
+        parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+        base = ".".join(parent + ([node.module] if node.module else []))
+    found = {f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names}
+    return found & set(modules)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """ofa module -> the ofa modules it imports, at module level or inside functions."""
+    modules = _module_files()
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                edges |= _imported(node, package, modules)
+        graph[name] = edges - {name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` as ``[a, b, ..., a]``, or None when it has none."""
+    state: dict[str, int] = {}   # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt, path + [nxt])):
+                return cycle
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start, [start])):
+            return cycle
+    return None
+
+
+def test_no_import_cycle():
+    """The modules of ofa import each other in one direction, counting the imports inside functions."""
+    graph = import_graph()
+    assert find_cycle(graph) is None
+    assert len(graph) > 60 and sum(map(len, graph.values())) > 100   # the scan saw the package and its imports
+    assert {"ofa.ingest.formats", "ofa.ingest.plans"} <= graph["ofa.ingest.items"]   # ... and resolved them
+    assert "ofa.pipeline.embed.job" in graph["ofa.pipeline.embed"]   # ``from . import job`` inside a function
+
+
+def test_the_cycle_check_sees_hidden_cycles(tmp_path, monkeypatch):
+    """A cycle through ``from ofa.pkg import module`` and a relative import inside a function is found."""
+    pkg = tmp_path / "ingest"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from ofa.ingest import b\nfrom ofa.ingest.c import C\n")
+    (pkg / "b.py").write_text("def later():\n    from .a import thing\n    return thing\n")
+    (pkg / "c.py").write_text("import json\nC = 1\n")
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    graph = import_graph()
+    assert graph == {"ofa.ingest": set(), "ofa.ingest.a": {"ofa.ingest.b", "ofa.ingest.c"},
+                     "ofa.ingest.b": {"ofa.ingest.a"}, "ofa.ingest.c": set()}
+    assert find_cycle(graph) == ["ofa.ingest.a", "ofa.ingest.b", "ofa.ingest.a"]
+    (pkg / "b.py").write_text("from ofa.ingest.c import C\n")
+    assert find_cycle(import_graph()) is None
+
+
 MAX_FUNCTION_LINES = 80
 #: functions known to be longer, being split elsewhere; empty it as they land
 LONG_FUNCTIONS_ALLOWED: set[str] = set()

@@ -8,8 +8,8 @@ import pytest
 import s3fs
 from pystac_client import Client
 
-from ofa.infra.demo_catalog import write_demo_catalog
-from ofa.infra.localstack import ServerError, _process, collection_for, s3_server, stac_server
+from ofa.infra.demo_catalog import collection_for, write_demo_catalog
+from ofa.infra.localstack import ServerError, _process, s3_server, stac_server
 
 
 def test_s3_server_round_trip_and_shutdown():

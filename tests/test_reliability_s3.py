@@ -20,7 +20,7 @@ from ingest_fixtures import COLLECTIONS
 
 from support.faultproxy import FaultPlan, FaultProxy
 from ofa.infra.localstack import s3_server
-from ofa.ingest.shards import ShardWriter, write_atomic
+from ofa.ingest.dataset.shard_writer import ShardWriter, write_atomic
 from ofa.ingest.storage import get_fs
 
 pytestmark = pytest.mark.timeout(240)
@@ -218,7 +218,7 @@ def test_ingest_against_dead_store_fails_with_a_clear_message(s3, catalog):
 def test_unfinished_multipart_uploads_of_a_killed_run_are_aborted_on_rerun(s3):
     """A run killed mid-shard leaves a multipart upload behind (invisible, but stored and billed); the
     next run aborts those under its dataset and leaves other uploads in the bucket alone."""
-    from ofa.ingest.shards import remove_temporaries
+    from ofa.ingest.dataset.shard_writer import remove_temporaries
 
     fs, _ = _fs(s3, s3.endpoint_url, default_block_size=5 * 2**20)
     killed = ShardWriter(fs, "rel/killed-run", "naip", max_samples=100, max_bytes=2**30)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ofa.ingest.manifest import verify_dataset
+from ofa.ingest.dataset.manifest import verify_dataset
 from ofa.pipeline.data import Counter, iter_shard
 
 

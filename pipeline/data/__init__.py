@@ -19,10 +19,10 @@ Sentinel-2: half the bytes of float32, before the crop) with per-sample crop par
 
 Every batch carries ``valid`` [N, C] (bool): the bands each sample has (meta.json ``band_valid``; all
 true for datasets written before it); invalid bands are 0 after normalisation. Each sample is
-normalised with the manifest statistics of its own ``quantity`` (see ``ingest.contract``).
+normalised with the manifest statistics of its own ``quantity`` (see ``ingest.dataset.contract``).
 
 One module per stage, in the order data flows through them: ``streams`` (manifests -> streams),
-``tar`` (shard bytes -> raw samples), ``sampling`` (which samples, in which order; resume), ``npy``,
+``ingest.dataset.shard_reader`` (shard bytes -> raw samples), ``sampling`` (which samples, in which order; resume), ``npy``,
 ``normalise``, ``decode`` (raw sample -> pixels), ``crops``, ``shared`` (the worker's shared-memory
 batch), ``device`` (device_augment batches), ``loader`` (batches and the DataLoader).
 """
@@ -34,12 +34,12 @@ from ofa.pipeline.data.normalise import normalise
 from ofa.pipeline.data.npy import read_npy
 from ofa.pipeline.data.sampling import Position, Shuffle, fast_forward, raw_samples, seed_of
 from ofa.pipeline.data.shared import SharedBatch, shared_tensor
-from ofa.pipeline.data.streams import LoaderConfig, Stream, band_valid, modalities, read_streams, sample_stats
-from ofa.pipeline.data.tar import Counter, iter_shard, iter_tar
+from ofa.pipeline.data.streams import LoaderConfig, Stream, band_valid, modalities, read_streams, sample_stats, streams_from
+from ofa.ingest.dataset.shard_reader import Counter, iter_shard, iter_tar
 
 __all__ = [
     "Counter", "LoaderConfig", "Position", "ShardBatches", "SharedBatch", "Shuffle", "Stream", "band_valid", "batches",
     "decode", "decode_crop", "decode_crop_valid", "decode_raw", "fast_forward", "iter_shard", "iter_tar", "make_loader", "modalities",
     "normalise", "random_resized_crop", "raw_batch", "raw_samples", "read_npy", "read_sample", "read_streams",
-    "sample_stats", "seed_of", "shared_tensor", "to_device",
+    "sample_stats", "seed_of", "shared_tensor", "streams_from", "to_device",
 ]

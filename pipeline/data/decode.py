@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ofa.ingest.contract import META_EXT, PIXELS_EXT, check_pixels
+from ofa.ingest.dataset.contract import META_EXT, PIXELS_EXT, check_pixels
 from ofa.pipeline.data.normalise import normalise
 from ofa.pipeline.data.npy import read_npy
 from ofa.pipeline.data.streams import Stream, band_valid, sample_stats

@@ -15,7 +15,7 @@ from ofa.pipeline.data.device import raw_batch
 from ofa.pipeline.data.sampling import Shuffle, fast_forward, seed_of
 from ofa.pipeline.data.shared import SharedBatch
 from ofa.pipeline.data.streams import LoaderConfig, Stream, read_streams
-from ofa.pipeline.data.tar import Counter
+from ofa.ingest.dataset.shard_reader import Counter
 
 
 class _CropFill:

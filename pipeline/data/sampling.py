@@ -9,7 +9,7 @@ import zlib
 from typing import Any, Iterator
 
 from ofa.pipeline.data.streams import LoaderConfig, Stream
-from ofa.pipeline.data.tar import Counter, iter_shard
+from ofa.ingest.dataset.shard_reader import Counter, iter_shard
 
 log = logging.getLogger("ofa.pipeline.data")
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from ofa.ingest.contract import MANIFEST_NAME, parse_manifest, statistics_for
-from ofa.ingest.storage import get_fs, join
+from ofa.ingest.dataset.contract import statistics_for
+from ofa.ingest.dataset.manifest import Manifest, load_manifest
+from ofa.ingest.storage import join
 
 
 @dataclass
@@ -58,31 +59,33 @@ def read_streams(data: list[str], storage_options: dict[str, Any] | None = None)
     """Read each dataset's manifest into one Stream per sensor."""
     if not data:
         raise ValueError("no dataset given: pass at least one --data URL")
+    return streams_from([load_manifest(url, storage_options) for url in data])
+
+
+def streams_from(manifests: list[Manifest]) -> list[Stream]:
+    """One Stream per (dataset, sensor) of manifests already read (``load_manifest``)."""
+    if not manifests:
+        raise ValueError("no dataset given: pass at least one --data URL")
     streams = []
-    for url in data:
-        fs, root = get_fs(url, storage_options)
-        path = join(root, MANIFEST_NAME)
-        if not fs.exists(path):
-            raise FileNotFoundError(f"{url}: no {MANIFEST_NAME} (is this an ofa dataset?)")
-        with fs.open(path, "rb") as f:
-            manifest = parse_manifest(f.read(), source=join(url, MANIFEST_NAME))
+    for m in manifests:
+        url, manifest = m.url, m.data
         by_sensor: dict[str, list[dict]] = {}
         for shard in manifest["shards"]:
             by_sensor.setdefault(shard["sensor"], []).append(shard)
         for sensor, shards in sorted(by_sensor.items()):
-            # the sensor's entry and its "{sensor}/{quantity}" ones (ingest.contract.statistics_key)
+            # the sensor's entry and its "{sensor}/{quantity}" ones (ingest.dataset.contract.statistics_key)
             entries = {k: v for k, v in manifest["statistics"].items() if k == sensor or k.startswith(f"{sensor}/")}
             if not entries:
                 raise ValueError(f"{url}: manifest has shards but no statistics for sensor {sensor!r}")
             stats = entries.get(sensor) or entries[sorted(entries)[0]]
             mean, std = _mean_std(stats)
             streams.append(Stream(
-                dataset=url, sensor=sensor, shards=[join(url, s["path"]) for s in shards],
+                dataset=url, sensor=sensor, shards=[join(m.root, s["path"]) for s in shards],
                 count=sum(int(s["count"]) for s in shards), bands=list(stats["bands"]), counts=[int(s["count"]) for s in shards],
                 mean=mean, std=std, statistics=entries,
             ))
     if not streams:
-        raise ValueError(f"no shards in {data}")
+        raise ValueError(f"no shards in {[m.url for m in manifests]}")
     return streams
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 import numpy as np
+import pandas as pd  # xarray's own dependency
 import torch
 
 from ofa.pipeline.data import Stream, decode
@@ -62,8 +63,6 @@ class Columns:
 
 def _datetime(value: Any) -> np.datetime64:
     """An ISO 8601 string (any offset) as UTC datetime64[ns]; NaT if missing or unreadable."""
-    import pandas as pd
-
     try:
         stamp = pd.Timestamp(value)
     except (TypeError, ValueError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from rasterio import warp
 
 from ofa.ingest.geoparquet import bbox_rings, ccw, wkb_polygons
 
@@ -17,8 +18,6 @@ def footprints(crs: Sequence[str], transform: np.ndarray, shapes: Sequence[tuple
     Corners come from the chip's affine ``transform`` and pixel size ``shapes`` (height, width),
     projected from its ``crs``; without those, the WGS84 ``bbox`` rectangle; without either, NaN.
     Chips crossing the antimeridian are not split."""
-    from rasterio.warp import transform as warp
-
     n = len(crs)
     rings = bbox_rings(bbox) if n else np.zeros((0, 5, 2))
     hw = np.asarray(shapes, dtype=np.float64).reshape(n, 2)
@@ -33,7 +32,7 @@ def footprints(crs: Sequence[str], transform: np.ndarray, shapes: Sequence[tuple
         if name.upper() in ("EPSG:4326", "OGC:CRS84"):
             lon, lat = xs[pick], ys[pick]
         else:
-            lon, lat = warp(name, "EPSG:4326", xs[pick].ravel(), ys[pick].ravel())
+            lon, lat = warp.transform(name, "EPSG:4326", xs[pick].ravel(), ys[pick].ravel())
             lon, lat = np.asarray(lon).reshape(-1, 5), np.asarray(lat).reshape(-1, 5)
         rings[pick] = np.stack([lon, lat], axis=-1)
     return ccw(rings)

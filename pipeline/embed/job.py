@@ -12,12 +12,24 @@ import math
 import sys
 from typing import Any
 
+from accelerate import PartialState
+from tqdm import tqdm
+
+from ofa.ingest.dataset.manifest import Manifest, load_manifest
+from ofa.ingest.version import package_version
+from ofa.model import from_pretrained
+from ofa.model.io import WEIGHTS_NAME
+from ofa.pipeline.checkpoint import model_dir
+from ofa.pipeline.data import streams_from
+
 from .config import EmbedConfig
 from .encode import Encoder, check_fit, encode_region
-from .killpoint import kill_point
+from .parquet_out import ParquetWriter
 from .plan import Plan, make_plan, region_samples
+from .preview import MAX_POINTS, render
 from .stac_out import geoemb_attrs, write_stac
 from .storage import Target
+from .zarr_out import ZarrWriter
 
 FORMATS = ("zarr", "geoparquet")
 #: bump when the same inputs would give other bytes (layout, decoding, pooling)
@@ -36,16 +48,12 @@ def _sha256(url: str, storage_options: dict[str, Any] | None) -> str:
     return hashlib.sha256(data.fs.cat_file(data.root)).hexdigest()
 
 
-def job_attrs(cfg: EmbedConfig, model_url: str, model_config: Any, dim: int) -> dict[str, Any]:
+def job_attrs(cfg: EmbedConfig, model_url: str, model_config: Any, dim: int, data: list[Manifest]) -> dict[str, Any]:
     """What the output records about its making (attributes), including the fingerprint that a resumed
-    or repeated job must match: weights, model config, manifests and every option that changes bits."""
-    from ofa.ingest.contract import MANIFEST_NAME
-    from ofa.model.io import WEIGHTS_NAME
-    from ofa.ingest.version import package_version
-
-    so = cfg.storage_options
-    manifests = {url: _sha256(f"{url.rstrip('/')}/{MANIFEST_NAME}", so) for url in cfg.data}
-    weights = _sha256(f"{model_url}/{WEIGHTS_NAME}", so)
+    or repeated job must match: weights, model config, manifests (``data``, as read for the plan) and every
+    option that changes bits."""
+    manifests = {m.url: m.sha256 for m in data}
+    weights = _sha256(f"{model_url}/{WEIGHTS_NAME}", cfg.storage_options)
     config = json.dumps(model_config.to_dict(), sort_keys=True)
     key = {"layout": LAYOUT_VERSION, "weights": weights, "config": config, "manifests": list(manifests.items()),
            "pool": cfg.pool, "batch_size": cfg.batch_size, "chunk_size": cfg.chunk_size, "format": cfg.format}
@@ -62,20 +70,14 @@ def job_attrs(cfg: EmbedConfig, model_url: str, model_config: Any, dim: int) -> 
 def make_writer(cfg: EmbedConfig, plan: Plan, dim: int, attrs: dict[str, Any]) -> Any:
     """The writer of ``cfg.format`` at ``cfg.out``."""
     if cfg.format == "zarr":
-        from .zarr_out import ZarrWriter
-
         return ZarrWriter(cfg.out, cfg.storage_options, plan, dim, cfg.chunk_size, attrs)
     if cfg.format == "geoparquet":
-        from .parquet_out import ParquetWriter
-
         return ParquetWriter(cfg.out, cfg.storage_options, plan, dim, attrs)
     raise ValueError(f"--format {cfg.format}: expected one of {list(FORMATS)}")
 
 
 def write_preview(cfg: EmbedConfig, writer: Any, plan: Plan) -> str | None:
     """Render the PCA map of the written output to ``preview_url(cfg)``."""
-    from .preview import MAX_POINTS, render
-
     url = preview_url(cfg)
     if url is None or plan.total == 0:
         return None
@@ -88,31 +90,24 @@ def write_preview(cfg: EmbedConfig, writer: Any, plan: Plan) -> str | None:
 
 def _setup(cfg: EmbedConfig) -> tuple[Any, Encoder, Plan, Any]:
     """Processes, model, plan and writer; every check that can refuse the job runs here, in each process."""
-    from accelerate import PartialState
-
-    from ofa.model import from_pretrained
-    from ofa.pipeline.checkpoint import model_dir
-    from ofa.pipeline.data import read_streams
-
     if cfg.batch_size <= 0:
         raise ValueError(f"--batch-size {cfg.batch_size}: must be positive")
     state = PartialState(cpu=cfg.cpu)
     model_url = model_dir(cfg.checkpoint, cfg.storage_options)
-    streams = read_streams(cfg.data, cfg.storage_options)
+    manifests = [load_manifest(url, cfg.storage_options) for url in cfg.data]   # read once per process
+    streams = streams_from(manifests)
     model = from_pretrained(model_url, cfg.storage_options)
     check_fit(model.config, streams, cfg.checkpoint)
     encoder = Encoder(model, state.device, cfg.pool)
     plan = make_plan(streams, cfg.chunk_size)
-    attrs = {**job_attrs(cfg, model_url, model.config, encoder.dim),
-             **geoemb_attrs(cfg.data, model_url, encoder.dim, cfg.storage_options)}
+    attrs = {**job_attrs(cfg, model_url, model.config, encoder.dim, manifests),
+             **geoemb_attrs(manifests, model_url, encoder.dim, cfg.storage_options)}
     writer = make_writer(cfg, plan, encoder.dim, attrs)
     return state, encoder, plan, writer
 
 
 def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     """Run (or resume, or confirm done) an embedding job; return a summary."""
-    from tqdm import tqdm
-
     state, encoder, plan, writer = _setup(cfg)
     summary = {"out": cfg.out, "format": cfg.format, "samples": plan.total, "regions": len(plan.regions),
                "dim": encoder.dim, "processes": state.num_processes}
@@ -132,7 +127,6 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     for region in mine:
         cols = encode_region(encoder, region_samples(plan, region, cfg.storage_options), cfg.batch_size, bar)
         writer.write(region, cols)
-        kill_point("region")
     bar.close()
     state.wait_for_everyone()
     preview = None

@@ -12,11 +12,12 @@ import json
 from typing import Any, Iterator
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ofa.ingest.geoparquet import BBOX_FIELDS, bbox_type, geo_metadata, union_bbox, wkb_polygons
 
 from .encode import Columns
-from .killpoint import kill_point
 from .plan import Plan, Region
 from .storage import Target
 from .zarr_out import OutputError
@@ -26,8 +27,6 @@ JOB_FILE = "_job.json"
 
 def schema(dim: int, metadata: dict[bytes, bytes] | None = None) -> Any:
     """The table schema; ``embedding`` a fixed-size list of ``dim`` float32."""
-    import pyarrow as pa
-
     return pa.schema([
         ("sample", pa.string()), ("item_id", pa.string()), ("collection", pa.string()), ("sensor", pa.string()),
         ("dataset", pa.string()), ("datetime", pa.timestamp("us", tz="UTC")),
@@ -42,8 +41,6 @@ def table(cols: Columns, dim: int) -> Any:
     """``Columns`` as a pyarrow Table: WKB footprints; ``bbox`` (the GeoParquet covering column) is the
     chip's WGS84 bounds from its meta.json, which enclose the footprint (its edges densified), else the
     footprint's own bounds."""
-    import pyarrow as pa
-
     ring = cols.footprint
     rings = np.concatenate([ring.min(axis=1), ring.max(axis=1)], axis=1)  # [n, 4] bounds of each footprint
     box = np.where(np.isfinite(cols.bbox).all(axis=1, keepdims=True), cols.bbox, rings)
@@ -76,8 +73,6 @@ class ParquetWriter:
 
     def status(self) -> str:
         """``new``, ``resume`` or ``done``; raises ``OutputError`` for a file this job must not touch."""
-        import pyarrow.parquet as pq
-
         t, fp = self.target, self.attrs["ofa_embed_fingerprint"]
         if t.fs.exists(t.root):
             try:
@@ -110,8 +105,10 @@ class ParquetWriter:
 
     def write(self, region: Region, cols: Columns) -> None:
         """Write one region as a part file (whole or not at all)."""
-        import pyarrow.parquet as pq
+        self.parts.put(self._part(region.index), self._encode_part(region, cols))
 
+    def _encode_part(self, region: Region, cols: Columns) -> bytes:
+        """One region's part file, in memory."""
         if len(cols) != region.size:
             raise RuntimeError(f"region {region.index}: {len(cols)} samples encoded, {region.size} planned")
         tab = table(cols, self.dim)
@@ -119,13 +116,15 @@ class ParquetWriter:
         tab = tab.replace_schema_metadata({b"ofa_part_bbox": json.dumps(union_bbox(boxes)).encode()})
         buf = io.BytesIO()
         pq.write_table(tab, buf, compression="zstd")
-        kill_point("chunks")
-        self.parts.put(self._part(region.index), buf.getvalue())
+        return buf.getvalue()
 
     def finish(self) -> None:
         """Stream the parts into ``OUT`` with the ``geo`` metadata; remove the parts."""
-        import pyarrow.parquet as pq
+        self._write_file()
+        self.cleanup()
 
+    def _write_file(self) -> None:
+        """``OUT`` from the parts, whole or not at all."""
         parts = [self._part(r.index) for r in self.plan.regions]
         boxes = []
         for path in parts:
@@ -145,8 +144,6 @@ class ParquetWriter:
                     writer.write_table(pq.read_table(f).replace_schema_metadata(meta))
         if t.local:
             t.fs.mv(final, t.root)
-        kill_point("finish")
-        self.cleanup()
 
     def cleanup(self) -> None:
         """Remove ``OUT.parts/`` (left by a job killed after its file was written)."""
@@ -155,8 +152,6 @@ class ParquetWriter:
 
     def preview_rows(self, step: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Every ``step``-th sample's ``(embedding, bbox, sensor)``, row group by row group."""
-        import pyarrow.parquet as pq
-
         with self.target.fs.open(self.target.root, "rb") as f:
             pf, start = pq.ParquetFile(f), 0
             for g in range(pf.num_row_groups):

@@ -6,6 +6,8 @@ import io
 from typing import Iterable
 
 import numpy as np
+from matplotlib.collections import PolyCollection
+from matplotlib.figure import Figure  # without pyplot: rendered by Agg, the user's backend left alone
 
 #: at most this many chips are drawn (an even stride over the plan)
 MAX_POINTS = 50_000
@@ -32,12 +34,6 @@ def pca_colours(x: np.ndarray) -> np.ndarray:
 
 def render(rows: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], title: str = "") -> bytes:
     """PNG bytes of the map from ``(embedding [n, D], bbox [n, 4], sensor [n])`` chunks."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.collections import PolyCollection
-
     parts = list(rows)
     emb = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 1))
     box = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, 4))
@@ -45,7 +41,8 @@ def render(rows: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], title: str
     rgb = pca_colours(emb)
     placed = np.isfinite(box).all(axis=1)
     sensors = sorted(set(sensor[placed].tolist())) or ["(no chip has a location)"]
-    fig, axes = plt.subplots(1, len(sensors), figsize=(4.2 * len(sensors), 4.4), squeeze=False)
+    fig = Figure(figsize=(4.2 * len(sensors), 4.4))
+    axes = fig.subplots(1, len(sensors), squeeze=False)
     for ax, name in zip(axes[0], sensors):
         pick = placed & (sensor == name)
         w, s, e, n = box[pick].T
@@ -65,5 +62,4 @@ def render(rows: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], title: str
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
-    plt.close(fig)
     return buf.getvalue()

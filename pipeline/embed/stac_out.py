@@ -23,7 +23,7 @@ import numpy as np
 
 from ofa.ingest.dataset_stac import COLLECTION_PATH
 from ofa.ingest.geoparquet import PARQUET_MEDIA_TYPE, union_bbox
-from ofa.ingest.manifest import read_manifest
+from ofa.ingest.dataset.manifest import Manifest
 from ofa.ingest.version import package_version
 
 from .storage import Target
@@ -59,9 +59,10 @@ def _read_json(url: str, storage_options: dict | None) -> dict | None:
     return json.loads(raw) if raw is not None else None
 
 
-def geoemb_attrs(data: list[str], model_url: str, dim: int, storage_options: dict | None) -> dict[str, Any]:
-    """The convention's root attributes for chips embedded from the datasets ``data`` by ``model_url``."""
-    sizes = sorted({(read_manifest(url, storage_options).get("chips") or {}).get("chip_size") for url in data} - {None})
+def geoemb_attrs(manifests: list[Manifest], model_url: str, dim: int, storage_options: dict | None) -> dict[str, Any]:
+    """The convention's root attributes for chips embedded from the datasets of ``manifests`` by ``model_url``."""
+    data = [m.url for m in manifests]
+    sizes = sorted({(m.data.get("chips") or {}).get("chip_size") for m in manifests} - {None})
     gsds: set = set()
     for url in data:
         doc = _read_json(dataset_collection_url(url), storage_options) or {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 import fsspec
+from zarr.storage import FsspecStore, LocalStore
 
 from ofa.ingest.storage import get_fs, join
 
@@ -43,8 +44,6 @@ class Target:
 
     def zarr_store(self) -> Any:
         """A zarr (v3) store for this URL: a local folder, or fsspec with the same options as ``get_fs``."""
-        from zarr.storage import FsspecStore, LocalStore
-
         if self.local:
             return LocalStore(self.root)
         fs = fsspec.filesystem(self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0],

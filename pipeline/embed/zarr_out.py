@@ -14,12 +14,14 @@ import json
 import warnings
 from typing import Any, Iterator
 
+import dask.array as da
 import numpy as np
+import xarray as xr
+import zarr
 
 from ofa.pipeline.runs import RunConflictError
 
 from .encode import Columns
-from .killpoint import kill_point
 from .plan import Plan, Region
 from .storage import Target
 
@@ -39,8 +41,6 @@ def _strings(values: list[str]) -> np.ndarray:
 
 def region_dataset(cols: Columns) -> Any:
     """``Columns`` as the xarray Dataset of one region (no index: regions are written by position)."""
-    import xarray as xr
-
     coords = {name: ("sample", _strings(getattr(cols, name))) for name in _STRINGS}
     coords["datetime"] = ("sample", cols.datetime)
     return xr.Dataset(
@@ -52,9 +52,6 @@ def region_dataset(cols: Columns) -> Any:
 
 def _template(n: int, dim: int, chunk: int, attrs: dict[str, Any]) -> tuple[Any, dict]:
     """A lazy Dataset of the whole store (no data computed) and its encoding."""
-    import dask.array as da
-    import xarray as xr
-
     def lazy(shape: tuple[int, ...], dtype: Any, fill: Any = 0) -> Any:
         return da.full(shape, fill, dtype=dtype, chunks=(chunk, *shape[1:]))
 
@@ -118,8 +115,6 @@ class ZarrWriter:
     def create(self) -> None:
         """Write the metadata of every array (no chunks): the plan's shape, chunking and attributes; the
         progress array last, so its presence says the metadata is whole."""
-        import zarr
-
         ds, encoding = _template(self.plan.total, self.dim, self.chunk, {**self.attrs, "ofa_embed_status": "writing"})
         store = self.target.zarr_store()
         ds.to_zarr(store, mode="w", compute=False, zarr_format=3, encoding=encoding, consolidated=False)
@@ -128,8 +123,6 @@ class ZarrWriter:
             dimension_names=("region",))  # named, so xarray opens an unfinished store too
 
     def _progress(self) -> Any:
-        import zarr
-
         return zarr.open_array(self.target.zarr_store(), path=PROGRESS, mode="r+", zarr_format=3)
 
     def done(self) -> set[int]:
@@ -141,35 +134,37 @@ class ZarrWriter:
 
     def write(self, region: Region, cols: Columns) -> None:
         """Write one region's chunks, then record it as done."""
+        self._write_chunks(region, cols)
+        self._progress()[region.index] = 1
+
+    def _write_chunks(self, region: Region, cols: Columns) -> None:
         if len(cols) != region.size:
             raise RuntimeError(f"region {region.index}: {len(cols)} samples encoded, {region.size} planned")
         region_dataset(cols).to_zarr(self.target.zarr_store(), region={"sample": slice(region.start, region.stop)},
                                      consolidated=False, zarr_format=3)
-        kill_point("chunks")
-        self._progress()[region.index] = 1
 
     def finish(self) -> None:
         """Mark the store complete, drop the progress array, consolidate the metadata."""
-        import zarr
-
         store = self.target.zarr_store()
-        group = zarr.open_group(store, mode="r+", zarr_format=3)
-        if group.attrs.get("ofa_embed_status") != "complete":
-            group.attrs["ofa_embed_status"] = "complete"
-        kill_point("finish")
+        group = self._mark_complete(store)
         if PROGRESS in group:
             del group[PROGRESS]
         with warnings.catch_warnings():  # consolidated metadata is zarr-python's, not yet in the v3 spec
             warnings.simplefilter("ignore")
             zarr.consolidate_metadata(store, zarr_format=3)
 
+    def _mark_complete(self, store: Any) -> Any:
+        """Set the store's status to complete; return its root group."""
+        group = zarr.open_group(store, mode="r+", zarr_format=3)
+        if group.attrs.get("ofa_embed_status") != "complete":
+            group.attrs["ofa_embed_status"] = "complete"
+        return group
+
     def cleanup(self) -> None:
         """Nothing to tidy: a complete store holds no progress array (``finish`` removed it)."""
 
     def preview_rows(self, step: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Every ``step``-th sample's ``(embedding, bbox, sensor)``, region by region."""
-        import xarray as xr
-
         ds = xr.open_zarr(self.target.zarr_store())
         for region in self.plan.regions:
             first = -region.start % step

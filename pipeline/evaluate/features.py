@@ -8,15 +8,15 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ofa.model import DEFAULT_MODALITIES, MaskedAutoencoder, ModelConfig, from_pretrained
+from ofa.pipeline.checkpoint import model_dir
+
 from .bands import InputGroup, resize
 from .options import BackboneSpec
 
 
 def load_mae(spec: BackboneSpec, seed: int = 0) -> nn.Module:
     """The MAE of ``spec``: ``from_pretrained`` for a checkpoint, a seeded fresh one for "random"."""
-    from ofa.model import DEFAULT_MODALITIES, MaskedAutoencoder, ModelConfig, from_pretrained
-    from ofa.pipeline.checkpoint import model_dir
-
     if spec.checkpoint == "random":
         torch.manual_seed(seed)
         cfg = ModelConfig(size=spec.size, embedding=spec.embedding or "ofa", img_size=spec.img_size or 224,

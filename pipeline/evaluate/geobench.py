@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
 from .safe_pickle import (
@@ -207,8 +208,6 @@ def _attr_pickle(raw: Any, source: str) -> dict:
 
 def read_sample(path: str | Path, with_label: bool = True) -> GeoSample:
     """Read one ``SAMPLE.hdf5``: every band by its GEO-Bench name, plus the label."""
-    import h5py
-
     path = Path(path)
     if not path.exists():
         raise GeoBenchError(f"sample file {path} does not exist")

@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from matplotlib.figure import Figure  # without pyplot: rendered by Agg, the user's backend left alone
+
 RUNS_CSV = "geobench_runs.csv"
 SUMMARY_CSV = "geobench_results.csv"
 TABLE_MD = "geobench_results.md"
@@ -85,16 +87,12 @@ def markdown_table(summaries: list[Summary]) -> str:
 
 def bar_chart(summaries: list[Summary], path: Path) -> None:
     """Grouped bars (one group per task, one bar per checkpoint) with std error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     ckpts = list(dict.fromkeys(s.checkpoint for s in summaries))
     tasks = list(dict.fromkeys(s.task for s in summaries))
     cell = {(s.task, s.checkpoint): s for s in summaries}
     width = 0.8 / max(1, len(ckpts))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.0 + 0.9 * len(tasks) * max(1, len(ckpts)) * 0.6), 4.0))
+    fig = Figure(figsize=(max(6.0, 1.0 + 0.9 * len(tasks) * max(1, len(ckpts)) * 0.6), 4.0))
+    ax = fig.subplots()
     for i, c in enumerate(ckpts):
         xs = [t + (i - (len(ckpts) - 1) / 2) * width for t in range(len(tasks))]
         means = [100 * cell[(t, c)].mean if (t, c) in cell else 0.0 for t in tasks]
@@ -110,7 +108,6 @@ def bar_chart(summaries: list[Summary], path: Path) -> None:
     ax.legend(fontsize=8, loc="upper center", ncol=max(1, len(ckpts)), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def write_reports(results: list[RunResult], out_dir: str | Path) -> dict[str, Path]:

@@ -7,6 +7,8 @@ import time
 import torch
 from torch import nn
 
+from ofa.ingest.storage import storage_access
+
 from .bands import InputGroup, plan_inputs
 from .data import TaskSplit, loader
 from .features import Backbone, BackboneSpec, extract, load_mae, model_config
@@ -42,8 +44,6 @@ class MaeSource:
     def check(self) -> None:
         """Load the checkpoint (or build the random configuration) once, so that a bad one stops the run
         with one error before any task instead of failing every task."""
-        from ofa.ingest.storage import storage_access
-
         if self.is_random:
             with torch.random.fork_rng(devices=[]), torch.device("meta"):
                 load_mae(self.spec, 0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import importlib
 import io
 import pickle
 from pathlib import Path
@@ -129,8 +130,6 @@ _PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
 
 def _np_module(name: str) -> Any:
     """numpy's private ``_core`` module (numpy 2) or ``core`` (numpy 1)."""
-    import importlib
-
     try:
         return importlib.import_module(f"numpy._core.{name}")
     except ImportError:  # numpy < 2

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .metrics import confusion, miou_from_confusion
+
 
 def _conv(cin: int, cout: int, k: int = 3) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
@@ -69,8 +71,6 @@ def _batches(n: int, batch_size: int, gen: torch.Generator | None):
 def decoder_miou(decoder: UPerNetLite, levels: list[torch.Tensor], y: torch.Tensor, n_classes: int,
                  device: torch.device, batch_size: int = 32) -> float:
     """mIoU of a decoder over cached features, predictions at the labels' native size."""
-    from .metrics import confusion, miou_from_confusion
-
     decoder.eval()
     conf = torch.zeros(n_classes, n_classes, dtype=torch.long)
     for idx in _batches(len(y), batch_size, None):

@@ -1,10 +1,15 @@
-"""Shard reading: a front-to-back POSIX tar parser and the samples of one shard, stopping cleanly at damage."""
+"""Shard reading: one front-to-back POSIX tar parser, and what is read with it: the samples of one shard
+(stopping cleanly at damage), a shard's sample count for ``ofa manifest verify`` (refusing members that are
+not plain files inside the shard) and the first sample's ``meta.json``."""
 from __future__ import annotations
 
+import io
+import json
 import logging
 import tarfile
 from typing import Any, Iterator
 
+from ofa.ingest.dataset.contract import META_EXT, PIXELS_EXT
 from ofa.ingest.storage import get_fs
 
 log = logging.getLogger("ofa.pipeline.data")
@@ -43,9 +48,14 @@ def _until_damage(files: Iterator[dict], url: str, counter: Counter) -> Iterator
         counter.bad(f"shard {url}", exc)
 
 
-def iter_tar(stream: Any, url: str) -> Iterator[dict]:
-    """Members ``{"fname", "data", "__url__"}`` of a POSIX tar read front to back: one read per header and
-    one per member (tarfile's stream mode reads 10 KiB records). Raises on a bad header or a short read."""
+#: member types that are plain files (tarfile's ``isfile()`` less the sparse and contiguous kinds no writer here makes)
+_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
+
+
+def tar_members(stream: Any, url: str) -> Iterator[tuple[str, bytes, bytes]]:
+    """``(name, type, data)`` of every member of a POSIX tar read front to back (GNU long names and pax paths
+    applied): one read per header and one per member (tarfile's stream mode reads 10 KiB records). Raises on a
+    bad header or a short read."""
     long_name = None
     while True:
         header = stream.read(512)
@@ -68,18 +78,45 @@ def iter_tar(stream: Any, url: str) -> Iterator[dict]:
                 if " path=" in record:
                     long_name = record.split(" path=", 1)[1]
             continue
-        if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
-            long_name = None
-            continue
         name, long_name = long_name or info.name, None
-        if name.rsplit("/", 1)[-1].startswith("__"):
-            continue  # WebDataset meta members
-        yield {"fname": name, "data": data, "__url__": url}
+        yield name, info.type, data
+
+
+def iter_tar(stream: Any, url: str) -> Iterator[dict]:
+    """Members ``{"fname", "data", "__url__"}`` of a POSIX tar: its plain files but WebDataset's ``__`` ones.
+    Raises on a bad header or a short read."""
+    for name, kind, data in tar_members(stream, url):
+        if kind in _FILE_TYPES and not name.rsplit("/", 1)[-1].startswith("__"):
+            yield {"fname": name, "data": data, "__url__": url}
+
+
+def count_samples(data: bytes, url: str) -> tuple[int, int]:
+    """(pixels members, meta members) of a whole shard's bytes; ``tarfile.TarError`` for a member that is not
+    a plain file inside the shard (a link, a folder, an absolute name or one with ``..``) or a damaged tar."""
+    pixels = meta = 0
+    for name, kind, _ in tar_members(io.BytesIO(data), url):
+        if kind not in _FILE_TYPES or name.startswith("/") or ".." in name.replace("\\", "/").split("/"):
+            raise tarfile.TarError(f"unsafe member {name!r} (only regular files inside the shard are allowed)")
+        if name.endswith("." + PIXELS_EXT):
+            pixels += 1
+        elif name.endswith("." + META_EXT):
+            meta += 1
+    return pixels, meta
+
+
+def first_meta(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The ``meta.json`` of a shard's first sample (streamed: only the bytes up to it are read)."""
+    fs, path = get_fs(url, storage_options)
+    with fs.open(path, "rb") as stream:
+        for member in iter_tar(stream, url):
+            if member["fname"].endswith("." + META_EXT):
+                return json.loads(member["data"])
+    return None
 
 
 def iter_shard(url: str, storage_options: dict[str, Any] | None, counter: Counter) -> Iterator[dict]:
     """Samples ``{"__key__", "pixels.npy", "meta.json", "__url__"}`` of one shard; stops at damage."""
-    import webdataset.tariterators as wt
+    import webdataset.tariterators as wt  # here, not at the top: webdataset imports torch, verify needs neither
 
     def handler(exc: Exception) -> bool:
         counter.bad(f"shard {url}", exc)

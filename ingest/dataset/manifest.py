@@ -1,14 +1,20 @@
-"""Read, verify and summarise a dataset's ``manifest.json``; turn merged band sums into statistics."""
+"""Read, write, verify and summarise a dataset's ``manifest.json``; turn merged band sums into its statistics.
+
+A run reads each manifest once (``load_manifest``) and hands the ``Manifest`` (content and the sha256 of
+its bytes) to whatever needs it: the loader's streams, a checkpoint's provenance, an embedding store's
+fingerprint, the shard check."""
 from __future__ import annotations
 
 import hashlib
-import io
+import json
 import math
 import tarfile
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
 
-from ofa.ingest.chips import BandStats
-from ofa.ingest.contract import MANIFEST_NAME, META_EXT, PIXELS_EXT, ManifestError, parse_manifest
+from ofa.ingest.dataset.contract import MANIFEST_NAME, ManifestError, parse_manifest
+from ofa.ingest.dataset.shard_reader import count_samples
+from ofa.ingest.dataset.shard_writer import write_atomic
 from ofa.ingest.storage import get_fs, join
 
 
@@ -22,18 +28,52 @@ def dataset_url(url: str) -> str:
     return url[: -len(MANIFEST_NAME) - 1] if url.endswith("/" + MANIFEST_NAME) else url
 
 
-def read_manifest(url: str, storage_options: dict | None = None) -> dict:
-    """Load and validate the manifest of the dataset at ``url`` (or the manifest URL itself)."""
+@dataclass(frozen=True)
+class Manifest:
+    """A dataset's manifest as read once: the URL it was asked for (as given), its content, the sha256 of its bytes."""
+
+    url: str
+    data: dict
+    sha256: str
+
+    @property
+    def root(self) -> str:
+        """The dataset's URL (``url`` without a trailing ``/manifest.json``)."""
+        return dataset_url(self.url)
+
+
+def load_manifest(url: str, storage_options: dict | None = None) -> Manifest:
+    """Read and validate the manifest of the dataset at ``url`` (or the manifest URL itself): one read."""
     murl = manifest_url(url)
     fs, path = get_fs(murl, storage_options)
     try:
-        text = fs.cat_file(path)
+        raw = fs.cat_file(path)
     except FileNotFoundError:
         raise ManifestError(f"{murl}: no manifest (not a dataset, or an unfinished one)") from None
-    return parse_manifest(text, murl)
+    return Manifest(url, parse_manifest(raw, murl), hashlib.sha256(raw).hexdigest())
 
 
-def finalize_stats(bands: list[str], stats: list[BandStats]) -> dict[str, Any]:
+def read_manifest(url: str, storage_options: dict | None = None) -> dict:
+    """Load and validate the manifest of the dataset at ``url`` (or the manifest URL itself)."""
+    return load_manifest(url, storage_options).data
+
+
+def write_manifest(fs, root: str, manifest: dict) -> None:
+    """Publish ``manifest`` as ``root``'s manifest.json (atomically): from then on the dataset is complete."""
+    write_atomic(fs, f"{root}/{MANIFEST_NAME}", json.dumps(manifest, indent=1, sort_keys=True).encode())
+
+
+class BandSums(Protocol):
+    """Merged partial sums of one band (``ingest.chips.BandStats``)."""
+
+    count: int
+    total: float
+    total_sq: float
+    min: float
+    max: float
+
+
+def finalize_stats(bands: list[str], stats: Sequence[BandSums]) -> dict[str, Any]:
     """Per-band count, mean, std, min, max from merged partial sums."""
     out: dict[str, Any] = {"bands": list(bands), "count": [], "mean": [], "std": [], "min": [], "max": []}
     for s in stats:
@@ -47,29 +87,10 @@ def finalize_stats(bands: list[str], stats: list[BandStats]) -> dict[str, Any]:
     return out
 
 
-def _count_samples(data: bytes) -> tuple[int, int]:
-    """(pixels members, meta members) in a tar."""
-    pixels = meta = 0
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        for member in tar:
-            parts = member.name.replace("\\", "/").split("/")
-            if not member.isfile() or member.name.startswith("/") or ".." in parts:
-                raise tarfile.TarError(f"unsafe member {member.name!r} (only regular files inside the shard are allowed)")
-            if member.name.endswith("." + PIXELS_EXT):
-                pixels += 1
-            elif member.name.endswith("." + META_EXT):
-                meta += 1
-    return pixels, meta
-
-
-def verify_dataset(url: str, storage_options: dict | None = None) -> tuple[bool, list[str]]:
-    """Check every shard the manifest lists: present, same size, same sha256, same sample count."""
-    try:
-        manifest = read_manifest(url, storage_options)
-    except ManifestError as exc:
-        return False, [str(exc)]
-    root = dataset_url(url)
-    fs, base = get_fs(root, storage_options)
+def verify_shards(url: str, manifest: dict, storage_options: dict | None = None) -> list[str]:
+    """Problems with the shards ``manifest`` lists in the dataset at ``url``: each must be present with its size,
+    sha256 and sample count (none: the dataset is as its manifest says)."""
+    fs, base = get_fs(dataset_url(url), storage_options)
     problems: list[str] = []
     for shard in manifest.get("shards", []):
         path = f"{base.rstrip('/')}/{shard['path']}"
@@ -86,12 +107,22 @@ def verify_dataset(url: str, storage_options: dict | None = None) -> tuple[bool,
             problems.append(f"{shard['path']}: sha256 {digest[:12]}..., manifest says {str(shard.get('sha256'))[:12]}...")
             continue
         try:
-            pixels, meta = _count_samples(data)
+            pixels, meta = count_samples(data, path)
         except tarfile.TarError as exc:
             problems.append(f"{shard['path']}: not a readable tar ({exc})")
             continue
         if pixels != shard.get("count") or meta != shard.get("count"):
             problems.append(f"{shard['path']}: {pixels} samples, manifest says {shard.get('count')}")
+    return problems
+
+
+def verify_dataset(url: str, storage_options: dict | None = None) -> tuple[bool, list[str]]:
+    """Read the manifest and check every shard it lists (``verify_shards``); a bad manifest is the one problem."""
+    try:
+        manifest = read_manifest(url, storage_options)
+    except ManifestError as exc:
+        return False, [str(exc)]
+    problems = verify_shards(url, manifest, storage_options)
     return not problems, problems
 
 

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-from ofa.ingest.contract import META_EXT, PIXELS_EXT, SHARD_DIR, shard_path
+from ofa.ingest.dataset.contract import META_EXT, PIXELS_EXT, SHARD_DIR, shard_path
 
 log = logging.getLogger("ofa.ingest")
 STAGING_DIR = "_staging"   # a run's unfinished work: the saved search and its progress
