@@ -18,13 +18,17 @@ from ofa.ingest.items import ItemError, read_href, redact
 
 #: GDAL configuration for every COG read (``rasterio.Env``), measured against the least an ingest must
 #: fetch (``bench/bench_ingest.py --remote``, bench/RESULTS.md): about 1.1x the bytes of the tiles the
-#: read chip windows touch and 1.2x one GET per tile row.
+#: read chip windows touch and 1.2x one GET per tile row. The extra bytes are GDAL's read-ahead once chip
+#: rows follow each other in the file (up to 2 MB); its unit, CPL_VSIL_CURL_CHUNK_SIZE, is read once when
+#: GDAL starts, so it cannot be set here.
 GDAL_OPTIONS = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",      # no folder listing per opened file
     "GDAL_HTTP_MAX_RETRY": "3",                       # transient HTTP errors (429, 5xx) retried 3 times,
     "GDAL_HTTP_RETRY_DELAY": "1",                     # 1 s apart
     "VSI_CACHE": "TRUE",                              # a block cache per open file: 11% fewer GETs
-    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",      # adjacent tiles of a row in one range request
+    # adjacent tiles of a row in one range request: GDAL's default, and the GeoTIFF driver merges a chip
+    # row's tiles itself (measured: the same requests with NO or with GDAL_HTTP_MULTIRANGE=SERIAL)
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     # the first GET of a file: its header and tile index (a few KB in a COG; up to ~20 KB with 256 px
     # tiles on a Landsat-size grid). Up to 16 KB, GDAL's open needs a second GET; 64 KB read ~60 KB of
     # overview tiles per asset that are never used
