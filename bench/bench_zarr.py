@@ -12,7 +12,11 @@ the best time of each is reported. Both runs must give the same samples (checked
     python bench/bench_zarr.py --size 2048 --chip-size 256 --workers 2 --remote   # both on local S3
 
 ``--remote`` uploads the COGs and the products to the local S3 server (moto, 127.0.0.1): every read
-is an HTTP request, GDAL's for the COGs and s3fs's for the Zarr chunks.
+is an HTTP request, GDAL's for the COGs and s3fs's for the Zarr chunks. Each is then ingested once
+more in a fresh process through a metering proxy (``bench_ingest.metered_ingest``), and its GET
+requests and bytes are set against the minimum for the same chips (``tests/support/transfer.py``);
+the last two lines read ``bytes 1.12x minimum (...), requests 1.60x tile rows (...)``, COGs then Zarr
+(where each chunk is an object of its own: the requests per chunk are given too).
 """
 from __future__ import annotations
 
@@ -23,10 +27,9 @@ import json
 import shutil
 import tempfile
 import time
-import sys
 from pathlib import Path
 
-from bench_ingest import add_run_options, hrefs_under, upload_tree
+from bench_ingest import add_run_options, hrefs_under, metered_ingest, upload_tree
 
 
 def _scenes(size: int):
@@ -38,7 +41,6 @@ def _scenes(size: int):
 def _catalogs(work: Path, size: int, zarr_format: int, chunks_per_side: int) -> tuple[list[dict], list[dict], list[dict]]:
     """(collections, COG items, EOPF items) of the benchmark scenes, written under ``work``."""
     from ofa.infra.demo_catalog import write_demo_catalog
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from support.eopf_scene import eopf_item, write_eopf_product
 
     collections, cogs = write_demo_catalog(work / "cogs", _scenes(size))
@@ -80,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
           f"in {args.chunks_per_side}x{args.chunks_per_side} chunks ({time.monotonic() - t:.1f} s to write)")
     times: dict[str, list[float]] = {"cog": [], "zarr": []}
     manifests: dict[str, dict] = {}
+    traffic: dict[str, dict] = {}
+    local = {"cog": cogs, "zarr": products}
     with contextlib.ExitStack() as stack:
         if args.remote:
             s3 = stack.enter_context(s3_server())
@@ -92,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
             for kind in ("cog", "zarr"):   # alternated, so both see the same machine load
                 seconds, manifests[kind] = _run(urls[kind], work / f"{kind}-{i}", args)
                 times[kind].append(seconds)
+        if args.remote:
+            for kind in ("cog", "zarr"):
+                traffic[kind] = metered_ingest(s3, urls[kind], ["sentinel-2-l2a"], work / f"{kind}-metered", args)
     same = [s["sha256"] for s in manifests["cog"]["shards"]] == [s["sha256"] for s in manifests["zarr"]["shards"]]
     counts = manifests["cog"]["counts"]
     chips = counts["kept"] + sum(counts["dropped"].values())
@@ -101,9 +108,19 @@ def main(argv: list[str] | None = None) -> int:
               "chunks_per_side": args.chunks_per_side,
               "cog_chips_per_s": round(cog, 1), "zarr_chips_per_s": round(zarr, 1), "zarr_over_cog": round(zarr / cog, 2),
               "same_shards": same, "cog_s": [round(x, 2) for x in times["cog"]], "zarr_s": [round(x, 2) for x in times["zarr"]]}
+    lines = []
+    if traffic:
+        from support.transfer import cog_minimum, ratio_line, zarr_minimum
+
+        minimum = {"cog": cog_minimum(local["cog"], args.chip_size), "zarr": zarr_minimum(local["zarr"], args.chip_size)}
+        result["traffic"] = {k: {**traffic[k], "minimum": minimum[k].to_dict()} for k in traffic}
+        lines = [f"{ratio_line(traffic[k], minimum[k], objects=k == 'zarr')}; {name}"
+                 for k, name in (("cog", "COGs"), ("zarr", "EOPF Zarr"))]
     print(json.dumps(result, indent=1))
     print(f"ofa ingest from EOPF Zarr {zarr:.1f} chips/s, from COGs {cog:.1f} chips/s: {zarr / cog:.2f}x"
           f"{'' if same else ' (the shards differ!)'}")
+    for line in lines:
+        print(line)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if same else 1

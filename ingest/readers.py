@@ -19,14 +19,25 @@ from rasterio.windows import Window
 from ofa.ingest.grid import bounds_window, grid_bounds, north_up
 from ofa.ingest.plans import ItemError, read_href, redact
 
-#: GDAL configuration for every COG read (``rasterio.Env``); each saves requests against object stores.
+#: GDAL configuration for every COG read (``rasterio.Env``), measured against the least an ingest must
+#: fetch (``bench/bench_ingest.py --remote``, bench/RESULTS.md): about 1.06x the bytes of the tiles the
+#: read chip windows touch and 1.12x one GET per tile row.
 GDAL_OPTIONS = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",      # no folder listing per opened file
     "GDAL_HTTP_MAX_RETRY": "3",                       # transient HTTP errors (429, 5xx) retried 3 times,
     "GDAL_HTTP_RETRY_DELAY": "1",                     # 1 s apart
-    "VSI_CACHE": "TRUE",                              # a block cache over /vsicurl/ and /vsis3/ files
-    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",      # adjacent tiles of a row in one range request
-    "GDAL_INGESTED_BYTES_AT_OPEN": "65536",           # the COG header and tile index in the first request
+    "VSI_CACHE": "TRUE",                              # a block cache per open file: 11% fewer GETs
+    # adjacent tiles of a row in one range request: GDAL's default, and the GeoTIFF driver merges a chip
+    # row's tiles itself (measured: the same requests with NO or with GDAL_HTTP_MULTIRANGE=SERIAL)
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    # the first GET of a file: its header and tile index (a few KB in a COG; up to ~20 KB with 256 px
+    # tiles on a Landsat-size grid). Up to 16 KB, GDAL's open needs a second GET; 64 KB read ~60 KB of
+    # overview tiles per asset that are never used
+    "GDAL_INGESTED_BYTES_AT_OPEN": "32768",
+    # GDAL reads ahead once chip rows follow each other in a file (doubling each GET, up to ~2 MB), into
+    # the process-wide cache of downloaded ranges; at its default 16 MB, the read-ahead of an item's
+    # dozen assets on two workers was evicted before use and fetched again (5% more bytes, 8% more GETs)
+    "CPL_VSIL_CURL_CACHE_SIZE": str(64 * 1024 * 1024),
 }
 
 

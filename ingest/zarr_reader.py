@@ -38,13 +38,19 @@ _METADATA = (".zarray", ".zattrs", ".zgroup", ".zmetadata", "zarr.json")
 
 
 class _CheckedStore(WrapperStore):
-    """A store whose blosc-compressed chunks are checked against the size their header records."""
+    """A store whose blosc-compressed chunks are checked against the size their header records, and whose
+    metadata objects are fetched once."""
 
     blosc: set[str] = set()   # paths of the arrays whose chunks are blosc frames
+    metadata: dict[str, Any] = {}
 
     async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
+        if byte_range is None and key.endswith(_METADATA):
+            if key not in self.metadata:   # a missing object (None) is remembered too
+                self.metadata[key] = await super().get(key, prototype, byte_range)
+            return self.metadata[key]
         buf = await super().get(key, prototype, byte_range)
-        if buf is not None and byte_range is None and not key.endswith(_METADATA) and \
+        if buf is not None and byte_range is None and \
                 any(key.startswith(f"{p}/") for p in self.blosc):
             raw = buf.to_bytes()
             recorded = int.from_bytes(raw[12:16], "little") if len(raw) >= 16 else -1
@@ -55,9 +61,11 @@ class _CheckedStore(WrapperStore):
 
 def _checked_store(store: Any) -> Any:
     """``store`` wrapped so that blosc-compressed chunks are checked against the size their header
-    records: blosc decodes a truncated chunk into garbage without an error (zstd and gzip raise)."""
+    records (blosc decodes a truncated chunk into garbage without an error; zstd and gzip raise), and
+    metadata objects are fetched once: xarray opens the root again for every group it reads, which
+    over S3 cost four GETs (``.zgroup``, ``.zmetadata``, ``zarr.json``, ``.zattrs``) per group."""
     checked = _CheckedStore(store)
-    checked.blosc = set()
+    checked.blosc, checked.metadata = set(), {}
     return checked
 
 
@@ -241,16 +249,35 @@ class ZarrReader(GridReader):
         for key in [k for k in cache if k[0] < ys.start]:
             del cache[key]
         missing = [(i, j) for i in ys for j in xs if (i, j) not in cache]
-        if missing:
-            array, g = self.arrays[href], self.grids[href]
-            ch, cw = array.chunks
-            i0, i1 = min(k[0] for k in missing), max(k[0] for k in missing) + 1
-            j0, j1 = min(k[1] for k in missing), max(k[1] for k in missing) + 1
+        array, g = self.arrays[href], self.grids[href]
+        ch, cw = array.chunks
+        for (i0, i1), (j0, j1) in _rectangles(missing):
             data = array.read(indexes, slice(i0 * ch, min(i1 * ch, g.height)), slice(j0 * cw, min(j1 * cw, g.width)))
             for i in range(i0, i1):
                 for j in range(j0, j1):
-                    cache.setdefault((i, j), data[:, (i - i0) * ch:(i - i0 + 1) * ch, (j - j0) * cw:(j - j0 + 1) * cw])
+                    cache[(i, j)] = data[:, (i - i0) * ch:(i - i0 + 1) * ch, (j - j0) * cw:(j - j0 + 1) * cw]
         return cache
+
+
+def _rectangles(keys: list[tuple[int, int]]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """((row0, row1), (col0, col1)) chunk ranges covering exactly ``keys``: their bounding box when it
+    holds nothing else, else one range per run of consecutive chunks in a row (a bounding box over
+    chunks already cached would fetch those again)."""
+    if not keys:
+        return []
+    rows, cols = [k[0] for k in keys], [k[1] for k in keys]
+    box = ((min(rows), max(rows) + 1), (min(cols), max(cols) + 1))
+    if (box[0][1] - box[0][0]) * (box[1][1] - box[1][0]) == len(set(keys)):
+        return [box]
+    out = []
+    for i in sorted(set(rows)):
+        js = sorted(j for r, j in set(keys) if r == i)
+        start = js[0]
+        for a, b in zip(js, js[1:] + [None]):
+            if b != a + 1:
+                out.append(((i, i + 1), (start, a + 1)))
+                start = b
+    return out
 
 
 def _native_window(g: Grid, ref, row: int, col: int, height: int, width: int) -> tuple | None:

@@ -9,6 +9,14 @@ plan only injects ``max_faults`` faults. Use as a context manager::
 
     with FaultProxy(upstream_port, FaultPlan(mode="reset", every=2, max_faults=3)) as proxy:
         url = proxy.url          # http://127.0.0.1:PORT
+
+With ``meter=True`` it also reads the HTTP/1.1 traffic it forwards and records every exchange
+(method, path, Range header, status, body bytes) in ``proxy.exchanges``; ``proxy.traffic()`` sums
+them (what a cloud bill counts: requests and bytes received)::
+
+    with FaultProxy(s3.port, meter=True) as proxy:
+        ...                      # a reader pointed at proxy.url
+        proxy.traffic()          # {"GET": 12, "HEAD": 0, ..., "body_bytes": 1234567, ...}
 """
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 MODES = ("pass", "reset", "stall")
@@ -62,6 +71,140 @@ class FaultPlan:
         return self.mode
 
 
+@dataclass(frozen=True)
+class Exchange:
+    """One HTTP request and its response, as the proxy saw them."""
+
+    method: str
+    path: str
+    range: str | None        # the request's Range header
+    status: int
+    body_bytes: int          # response body (Content-Length or chunked payload; 0 for HEAD, 204, 304)
+
+
+def _head(buf: bytearray) -> tuple[str, dict[str, str]] | None:
+    """Take one HTTP head (start line, lower-cased headers) off the front of ``buf``; None if incomplete."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
+    del buf[:end + 4]
+    headers = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    return lines[0], headers
+
+
+class _HttpMeter:
+    """Follows the two byte streams of one proxied HTTP/1.1 connection and reports each finished
+    exchange to ``record``. Bodies are framed by Content-Length or chunked encoding; a response with
+    neither runs to the end of the connection (``close``)."""
+
+    def __init__(self, record) -> None:
+        self.record = record
+        self.up, self.down = bytearray(), bytearray()
+        self.up_skip = 0                        # request body bytes still to pass
+        self.pending: deque = deque()           # (method, path, range) awaiting a response
+        self.current: list | None = None        # [method, path, range, status, body bytes]
+        self.left = 0                           # body bytes of the current response still to come
+        self.mode = ""                          # "length", "chunk-size", "skip", "trailer", "close"
+
+    def request(self, data: bytes) -> None:
+        self.up += data
+        while True:
+            if self.up_skip:
+                take = min(self.up_skip, len(self.up))
+                del self.up[:take]
+                self.up_skip -= take
+                if self.up_skip:
+                    return
+            head = _head(self.up)
+            if head is None:
+                return
+            line, headers = head
+            method, _, rest = line.partition(" ")
+            self.pending.append((method, rest.rsplit(" ", 1)[0], headers.get("range")))
+            self.up_skip = int(headers.get("content-length") or 0)
+
+    def response(self, data: bytes) -> None:
+        self.down += data
+        while self.down:
+            if self.current is None:
+                if not self._start():
+                    return
+            elif not self._body():
+                return
+
+    def _start(self) -> bool:
+        head = _head(self.down)
+        if head is None:
+            return False
+        line, headers = head
+        status = int(line.split(" ", 2)[1])
+        if 100 <= status < 200:
+            return True                         # 100 Continue: the real response follows
+        method, path, rng = self.pending.popleft() if self.pending else ("?", "?", None)
+        self.current = [method, path, rng, status, 0]
+        if method == "HEAD" or status in (204, 304):
+            self._finish()
+        elif "chunked" in headers.get("transfer-encoding", "").lower():
+            self.mode = "chunk-size"
+        elif "content-length" in headers:
+            self.mode, self.left = "length", int(headers["content-length"])
+            if not self.left:
+                self._finish()
+        else:
+            self.mode = "close"
+        return True
+
+    def _body(self) -> bool:
+        """Consume body bytes of the current response; False when more data is needed."""
+        if self.mode == "close":
+            self.current[4] += len(self.down)
+            self.down.clear()
+            return False
+        if self.mode in ("length", "skip"):                 # skip: a chunk's data and CRLF, counted already
+            take = min(self.left, len(self.down))
+            del self.down[:take]
+            self.left -= take
+            if self.mode == "length":
+                self.current[4] += take
+            if self.left:
+                return False
+            if self.mode == "length":
+                self._finish()
+            else:
+                self.mode = "chunk-size"
+            return True
+        end = self.down.find(b"\r\n")
+        if end < 0:
+            return False
+        line = bytes(self.down[:end]).split(b";")[0].strip()
+        del self.down[:end + 2]
+        if self.mode == "trailer":
+            if not line:
+                self._finish()
+            return True
+        size = int(line or b"0", 16)
+        if size == 0:
+            self.mode = "trailer"
+        else:
+            self.current[4] += size
+            self.mode, self.left = "skip", size + 2
+        return True
+
+    def _finish(self) -> None:
+        self.record(Exchange(*self.current))
+        self.current, self.mode, self.left = None, "", 0
+
+    def close(self) -> None:
+        """The connection ended: a response framed by the connection's end is complete."""
+        if self.current is not None and self.mode == "close":
+            self._finish()
+
+
 def _reset(sock: socket.socket) -> None:
     """Close with RST instead of FIN."""
     try:
@@ -75,7 +218,7 @@ class FaultProxy:
     """A threaded TCP proxy on 127.0.0.1 (``port``, or any free one) in front of ``upstream_port``."""
 
     def __init__(self, upstream_port: int, plan: FaultPlan | None = None, upstream_host: str = "127.0.0.1",
-                 idle_timeout: float = 30.0, port: int = 0) -> None:
+                 idle_timeout: float = 30.0, port: int = 0, meter: bool = False) -> None:
         if upstream_host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(f"FaultProxy upstream {upstream_host!r}: loopback only")
         self.upstream = (upstream_host, upstream_port)
@@ -83,6 +226,9 @@ class FaultProxy:
         self.idle_timeout = idle_timeout
         self.connections = 0
         self.log: list[tuple[int, str]] = []          # (connection index, action)
+        self.meter = meter
+        self.exchanges: list[Exchange] = []           # with ``meter``: every HTTP exchange forwarded
+        self.bytes_down = 0                           # with ``meter``: bytes from upstream, headers included
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -97,6 +243,29 @@ class FaultProxy:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def traffic(self) -> dict[str, int]:
+        """Requests per method, response body bytes (``body_bytes``, all methods; ``get_bytes``, GETs)
+        and ``wire_bytes`` (everything the upstream sent, HTTP heads included), since the last ``reset_traffic``."""
+        with self._lock:
+            exchanges, wire = list(self.exchanges), self.bytes_down
+        out: dict[str, int] = {"requests": len(exchanges), "GET": 0, "HEAD": 0, "body_bytes": 0, "get_bytes": 0,
+                               "errors": sum(1 for e in exchanges if e.status >= 400), "wire_bytes": wire}
+        for e in exchanges:
+            out[e.method] = out.get(e.method, 0) + 1
+            out["body_bytes"] += e.body_bytes
+            out["get_bytes"] += e.body_bytes if e.method == "GET" else 0
+        return out
+
+    def reset_traffic(self) -> None:
+        """Forget the exchanges counted so far."""
+        with self._lock:
+            self.exchanges.clear()
+            self.bytes_down = 0
+
+    def _record(self, exchange: Exchange) -> None:
+        with self._lock:
+            self.exchanges.append(exchange)
 
     @property
     def faults(self) -> int:
@@ -146,6 +315,7 @@ class FaultProxy:
             return
         sent = 0
         deadline = time.monotonic() + self.idle_timeout
+        meter = _HttpMeter(self._record) if self.meter else None
         try:
             while not self._stop.is_set() and time.monotonic() < deadline:
                 ready, _, _ = select.select([client, upstream], [], [], 0.2)
@@ -165,12 +335,20 @@ class FaultProxy:
                                 _reset(upstream)
                             return
                         sent += len(data)
+                        if meter is not None:
+                            meter.request(data)
                         upstream.sendall(data)
                     else:
+                        if meter is not None:
+                            meter.response(data)
+                            with self._lock:
+                                self.bytes_down += len(data)
                         client.sendall(data)
         except OSError:
             pass
         finally:
+            if meter is not None:
+                meter.close()
             for sock in (client, upstream):
                 try:
                     sock.close()
