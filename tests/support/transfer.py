@@ -119,7 +119,8 @@ class _Windows:
 def _item_windows(item: dict, chip: int) -> _Windows:
     from ofa.ingest.chips import _Chipper, chip_grid, open_grid
     from ofa.ingest.config import ChipOptions
-    from ofa.ingest.items import identity_href, plan_item
+    from ofa.ingest.items import plan_item
+    from ofa.ingest.plans import identity_href
     from ofa.ingest.formats import reader_for
 
     plan = plan_item(item)
@@ -146,7 +147,7 @@ def cog_minimum(items: list[dict], chip: int) -> Minimum:
     import rasterio
     from rasterio.enums import Interleaving
 
-    from ofa.ingest.items import read_href
+    from ofa.ingest.plans import read_href
 
     out = Minimum()
     for item in items:
