@@ -46,6 +46,7 @@ def baseline(items: list[dict], chip_size: int, reopen: bool = False) -> int:
     from rasterio.enums import Resampling
 
     from ofa.ingest.grid import bounds_window, chip_windows, grid_bounds
+    from ofa.ingest.hrefs import LOCAL_FILES
     from ofa.ingest.items import plan_item
     from ofa.ingest.plans import read_href
 
@@ -56,7 +57,7 @@ def baseline(items: list[dict], chip_size: int, reopen: bool = False) -> int:
 
     chips = 0
     for item in items:
-        plan = plan_item(item)
+        plan = plan_item(item, policy=LOCAL_FILES)
         hrefs = list(dict.fromkeys([c.href for c in plan.channels] + ([plan.mask_href] if plan.mask_href else [])))
         datasets = {h: rasterio.open(read_href(h)) for h in hrefs}
         try:
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             out = work / f"dataset-{i}"
             shutil.rmtree(out, ignore_errors=True)
             t = time.monotonic()
-            manifest = run_ingest(IngestConfig(catalog=url, collections=list(DEMO_COLLECTIONS), out=str(out),
+            manifest = run_ingest(IngestConfig(catalog=url, allow_local_hrefs=True, collections=list(DEMO_COLLECTIONS), out=str(out),
                                                chip_size=args.chip_size, workers=args.workers, processes=args.processes,
                                                progress=False))
             ingest_times.append(time.monotonic() - t)

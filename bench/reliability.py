@@ -98,7 +98,7 @@ class Catalog:
         self.url = stack.enter_context(stac_server(collections, items))
 
     def cmd(self, out: str, options: dict | None = None) -> list[str]:
-        cmd = ["ingest", "--catalog", self.url, "--out", out, "--chip-size", "128", "--workers", "2",
+        cmd = ["ingest", "--catalog", self.url, "--allow-local-hrefs", "--out", out, "--chip-size", "128", "--workers", "2",
                "--shard-max-samples", "4", "--no-progress"]
         for c in self.collections:
             cmd += ["--collection", c]

@@ -42,9 +42,9 @@ def fetch_source_collections(catalog: str | None, ids: list[str]) -> dict[str, d
     if not catalog or not ids:
         return {}
     try:
-        from pystac_client import Client
+        from ofa.ingest.search import open_client
 
-        client = Client.open(catalog)
+        client = open_client(catalog)   # responses bounded as the search's are
         return {cid: client.get_collection(cid).to_dict(transform_hrefs=False) for cid in ids}
     except Exception as exc:  # noqa: BLE001 - the collection is still written, without the sources' licence
         log.warning("%s: source collections not read (%s: %s); licence 'other', no providers", catalog,

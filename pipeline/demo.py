@@ -58,7 +58,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
         with stac_server(collections, items) as url:
             print(f"      catalog served at {url}")
             manifest = run_ingest(IngestConfig(
-                catalog=url, collections=list(DEMO_COLLECTIONS), out=str(paths["dataset"]),
+                catalog=url, allow_local_hrefs=True, collections=list(DEMO_COLLECTIONS), out=str(paths["dataset"]),
                 chip_size=cfg.chip_size, workers=cfg.workers, progress=cfg.progress,
             ))
         ok, problems = verify_dataset(str(paths["dataset"]))
