@@ -182,7 +182,7 @@ class HrefPolicy:
             raise HrefRefused("malformed URL", href) from None
         if not host:
             raise HrefRefused("URL without a host", href)
-        why = metadata_host(host, self.resolve_names and scheme in ("http", "https"))
+        why = metadata_host(host, resolve=False)
         if why:
             raise HrefRefused(why, href)
         denied = next((p for p in self.deny_hosts if fnmatch.fnmatch(host, p.lower())), None)
@@ -190,6 +190,9 @@ class HrefPolicy:
             raise HrefRefused(f"host {host} matches --deny-href-hosts {denied!r}", href)
         if self.allow_hosts and not any(fnmatch.fnmatch(host, p.lower()) for p in self.allow_hosts):
             raise HrefRefused(f"host {host} not in --allow-href-hosts", href)
+        why = metadata_host(host) if self.resolve_names and scheme in ("http", "https") else None
+        if why:   # last: a name is looked up only when nothing else refused it
+            raise HrefRefused(why, href)
 
 
 #: the policy of ``--allow-local-hrefs`` on a remote catalog: for items naming files of this machine (the tests')
