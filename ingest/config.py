@@ -30,11 +30,13 @@ class ChipOptions:
                 "max_cloud_fraction": self.max_cloud, "max_sar_border_fraction": self.max_sar_border}
 
 
-INGEST_DESCRIPTION = """Search a STAC API, cut each item into chips on its finest band's grid, drop chips by no data,
+INGEST_DESCRIPTION = """Search a STAC API (or a static catalog on disk), cut each item into chips on its finest band's grid, drop chips by no data,
 cloud (S2 SCL, Landsat QA_PIXEL) and SAR border zeros, and write WebDataset tar shards plus a
 manifest.json (search, items, chip parameters, shard sha256s, per-band statistics, skipped items)
 to a folder, file:// or s3:// URL. Runs on Dask distributed; a killed run resumes where it stopped
-and the same inputs give byte-identical shards."""
+and the same inputs give byte-identical shards. The catalog does not choose what is read: /vsi...
+paths and cloud metadata addresses are refused, local paths too unless the catalog is on disk or
+--allow-local-hrefs is given, and sizes are bounded (--max-*)."""
 
 INGEST_EXAMPLES = """examples:
   ofa ingest --catalog https://earth-search.aws.element84.com/v1 --collection sentinel-2-l2a \\
@@ -86,7 +88,7 @@ class IngestConfig:
     ``OFA_INGEST__*`` variables; ``ofa.pipeline.options``)."""
 
     catalog: str
-    """STAC API URL"""
+    """STAC API URL, or a static catalog on disk (a catalog.json, collection.json or item file, or its folder)"""
     collections: list[str] = field(metadata={"flag": "--collection", "repeat": True, "type": str_list, "metavar": "ID"})
     """STAC collection id (repeat for several; the YAML key is collection or collections)"""
     out: str

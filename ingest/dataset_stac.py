@@ -42,8 +42,13 @@ def fetch_source_collections(catalog: str | None, ids: list[str]) -> dict[str, d
     if not catalog or not ids:
         return {}
     try:
+        from ofa.ingest.hrefs import policy_for
+        from ofa.ingest.limits import ReadLimits
         from ofa.ingest.search import open_client
+        from ofa.ingest.static_catalog import is_static, static_collections
 
+        if is_static(catalog):
+            return static_collections(catalog, ids, policy_for(catalog), ReadLimits())
         client = open_client(catalog)   # responses bounded as the search's are
         return {cid: client.get_collection(cid).to_dict(transform_hrefs=False) for cid in ids}
     except Exception as exc:  # noqa: BLE001 - the collection is still written, without the sources' licence

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+from ofa.ingest.hrefs import policy_for
 from ofa.ingest.limits import ReadLimits, refused_stub
 from ofa.ingest.plans import clean_href
 
@@ -102,6 +103,15 @@ def open_client(catalog: str, limits: ReadLimits | None = None) -> Any:
 
 
 def _iter_items(catalog: str, params: SearchParams, ids: list[str] | None, limits: ReadLimits) -> Iterator[dict]:
+    from ofa.ingest.static_catalog import is_static, static_items
+
+    if is_static(catalog):   # a catalog on disk: walked inside its folder, filtered here
+        try:
+            yield from static_items(catalog, params, ids, policy_for(catalog), limits)
+        except Exception as exc:  # noqa: BLE001 - pystac wraps why a link failed (the href policy, a limit) as the cause
+            why = f"{exc} ({exc.__cause__})" if exc.__cause__ else str(exc)
+            raise SearchError(f"cannot read the STAC catalog {catalog}: {' '.join(why.split())[:400]}") from None
+        return
     try:
         client = open_client(catalog, limits)
     except Exception as exc:  # noqa: BLE001

@@ -259,3 +259,60 @@ def test_zstd_frames_without_a_size_are_decoded_within_the_bound():
     rule.check("k", _rle_zstd(8))                              # 1 MiB: fits
     with pytest.raises(ItemError, match="at least"):
         rule.check("k", _rle_zstd(512))                        # 64 MiB from 2 kB
+
+
+# ------------------------------------------------------------------ a catalog on disk
+def _static_catalog(root, link_out: str | None = None):
+    """A static catalog on disk: a NAIP item with a relative href next to it, one naming a file outside the
+    catalog's folder, and (``link_out``) a child link leaving the folder."""
+    import shutil
+
+    from ingest_fixtures import load_item, localize_item
+
+    from ofa.infra.demo_catalog import collection_for
+
+    item = localize_item(load_item("naip", "pr_m_1806551_nw_20_030_20221212_20230329"), root / "elsewhere")
+    image = item["assets"]["image"]["href"].split("?")[0]
+    good, evil = json.loads(json.dumps(item)), json.loads(json.dumps(item))
+    good["links"], evil["links"], evil["id"] = [], [], "EVIL"
+    good["assets"]["image"]["href"] = "./image.tif"
+    evil["assets"]["image"]["href"] = f"../../../elsewhere/{item['id']}/image.tif"
+    cat = root / "cat"
+    for doc in (good, evil):
+        (cat / "naip" / doc["id"]).mkdir(parents=True)
+        (cat / "naip" / doc["id"] / "item.json").write_text(json.dumps(doc))
+    shutil.copy(image, cat / "naip" / good["id"] / "image.tif")
+    collection = collection_for("naip", [item])
+    collection["links"] = [{"rel": "item", "href": f"./{d['id']}/item.json", "type": "application/json"} for d in (good, evil)]
+    (cat / "naip" / "collection.json").write_text(json.dumps(collection))
+    links = [{"rel": "child", "href": "./naip/collection.json"}] + ([{"rel": "child", "href": link_out}] if link_out else [])
+    (cat / "catalog.json").write_text(json.dumps({"type": "Catalog", "stac_version": "1.0.0", "id": "c", "description": "d",
+                                                  "links": links}))
+    return cat, good["id"]
+
+
+def test_a_static_catalog_on_disk_reads_relative_hrefs_inside_its_folder(tmp_path):
+    from ofa.ingest.job import IngestConfig, run_ingest
+
+    cat, good = _static_catalog(tmp_path)
+    manifest = run_ingest(IngestConfig(catalog=str(cat), collections=["naip"], out=str(tmp_path / "ds"), chip_size=80,
+                                       workers=1, progress=False))
+    assert {i["id"] for i in manifest["items"]} == {good, "EVIL"} and manifest["counts"]["kept"] > 0
+    (skipped,) = manifest["skipped"]
+    assert skipped["item_id"] == "EVIL" and skipped["reason"].startswith("href refused: local path outside the catalog's folder")
+    one = run_ingest(IngestConfig(catalog=f"file://{cat}/naip/{good}/item.json", collections=["naip"],   # an item file
+                                  out=str(tmp_path / "one"), chip_size=80, workers=1, progress=False))
+    assert one["counts"]["kept"] == manifest["counts"]["kept"] and not one["skipped"]
+
+
+@pytest.mark.parametrize("link", ["../../outside/catalog.json", "http://169.254.169.254/latest/catalog.json",
+                                  "https://example.com/catalog.json"])
+def test_a_static_catalog_is_walked_inside_its_folder_only(tmp_path, link):
+    from ofa.ingest.search import SearchError, SearchParams, search_items
+
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "catalog.json").write_text('{"type": "Catalog", "id": "x", "description": "x", "links": []}')
+    cat, _ = _static_catalog(tmp_path, link)
+    with pytest.raises(SearchError) as info:
+        search_items(str(cat / "catalog.json"), SearchParams(collections=("naip",)))
+    assert "\n" not in str(info.value) and ("href refused" in str(info.value) or "links to a URL" in str(info.value))
