@@ -110,7 +110,7 @@ class _CheckedStore(WrapperStore):
     async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
         buf = await super().get(key, prototype, byte_range)
         if buf is not None and byte_range is None and not key.endswith(_METADATA):
-            rule = next((r for p, r in self.rules.items() if not p or key.startswith(f"{p}/")), None)
+            rule = next((r for p, r in self.rules.items() if key.startswith(f"{p}/")), None)
             if rule is not None:
                 rule.check(key, buf.to_bytes())
         return buf
