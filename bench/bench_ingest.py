@@ -57,6 +57,7 @@ def baseline(items: list[dict], chip_size: int, reopen: bool = False) -> int:
     from rasterio.enums import Resampling
 
     from ofa.ingest.grid import bounds_window, chip_windows, grid_bounds
+    from ofa.ingest.hrefs import LOCAL_FILES
     from ofa.ingest.items import plan_item
     from ofa.ingest.plans import read_href
 
@@ -67,7 +68,7 @@ def baseline(items: list[dict], chip_size: int, reopen: bool = False) -> int:
 
     chips = 0
     for item in items:
-        plan = plan_item(item)
+        plan = plan_item(item, policy=LOCAL_FILES)
         hrefs = list(dict.fromkeys([c.href for c in plan.channels] + ([plan.mask_href] if plan.mask_href else [])))
         datasets = {h: rasterio.open(read_href(h)) for h in hrefs}
         try:

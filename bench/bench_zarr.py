@@ -57,7 +57,7 @@ def _run(url: str, out: Path, args: argparse.Namespace) -> tuple[float, dict]:
 
     shutil.rmtree(out, ignore_errors=True)
     t = time.monotonic()
-    manifest = run_ingest(IngestConfig(catalog=url, collections=["sentinel-2-l2a"], out=str(out), chip_size=args.chip_size,
+    manifest = run_ingest(IngestConfig(catalog=url, allow_local_hrefs=True, collections=["sentinel-2-l2a"], out=str(out), chip_size=args.chip_size,
                                        workers=args.workers, processes=args.processes, progress=False))
     return time.monotonic() - t, manifest
 

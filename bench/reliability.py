@@ -1,4 +1,5 @@
-"""Fault campaign: inject real faults into ingest, object-store writes, training and shards; write RELIABILITY.md.
+"""Fault campaign: inject real faults into ingest, object-store writes, training and shards, and feed ingest a hostile
+catalog; write RELIABILITY.md.
 
     python bench/reliability.py                      # the full campaign (about 10 minutes on 2 cores)
     python bench/reliability.py --ingest-kills 3 --train-kills 2 --s3-trials 2 --damage-trials 4 --out /tmp/R.md
@@ -8,7 +9,9 @@ a real S3 server (moto) behind a loopback fault proxy (tests/support/faultproxy.
 and bounded in time. "Survived" means the run (after at most one plain rerun of the same command)
 ends with exactly the data of an uninterrupted run, or fails with one clear line and is then
 completed by a rerun; "data lost" counts samples (or training steps) missing or altered without any
-error, warning or counter saying so.
+error, warning or counter saying so. The hostile catalog (tests/support/hostile.py) counts, as data lost,
+the requests and file opens its refused hrefs caused (seen by a loopback listener that is also GDAL's HTTP
+proxy, and by inotify on the secret files).
 """
 from __future__ import annotations
 
@@ -98,7 +101,7 @@ class Catalog:
         self.url = stack.enter_context(stac_server(collections, items))
 
     def cmd(self, out: str, options: dict | None = None) -> list[str]:
-        cmd = ["ingest", "--catalog", self.url, "--out", out, "--chip-size", "128", "--workers", "2",
+        cmd = ["ingest", "--catalog", self.url, "--allow-local-hrefs", "--out", out, "--chip-size", "128", "--workers", "2",
                "--shard-max-samples", "4", "--no-progress"]
         for c in self.collections:
             cmd += ["--collection", c]
@@ -264,6 +267,43 @@ def s3_faults(cat: Catalog, s3, n: int, rng: random.Random, reference: Path) -> 
     return [flaky, dead, restart]
 
 
+# ------------------------------------------------------------------ hostile catalog
+def hostile_catalog(work: Path, s3) -> tuple[Row, list[str]]:
+    """The hostile catalog of ``tests/support/hostile.py`` run as ``ofa ingest --plan`` and ``ofa ingest`` (no
+    ``--allow-local-hrefs``), then a control run: the row (item outcomes; data lost = forbidden requests and file
+    opens) and the report section (a table per run, the items and their reasons)."""
+    from support.hostile import campaign
+
+    row = Row("hostile catalog: crafted hrefs and size bombs (`--plan` and ingest, no `--allow-local-hrefs`)")
+    c = campaign(work / "hostile", s3)
+    plan, ingest = c.verdicts("plan"), c.verdicts("ingest")
+    row.trials = len(plan) + len(ingest) + 1
+    row.survived = sum(ok for _, _, ok in plan + ingest)
+    row.lost = len(c.forbidden)
+    control_sees = bool(c.control.opens) and len(c.control.requests) >= 2
+    row.survived += control_sees
+    row.notes = [f"{h.item['id']} ({h.what}): {'as it must' if ok else 'WRONG'}: {got}" for h, got, ok in ingest]
+    row.notes += [f"--plan {h.item['id']}: {got}" for h, got, ok in plan if not ok]
+    row.notes += [f"forbidden access: {a}" for a in c.forbidden]
+    row.notes.append(f"control run (--allow-local-hrefs, two allowed http hrefs): the watchers saw {len(c.control.opens)} "
+                     f"file opens in the secret folder and {len(c.control.requests)} requests "
+                     f"({'; '.join(c.control.requests[:3])}): {'they see what they must' if control_sees else 'BLIND'}")
+    good = sum(1 for h, _, ok in ingest if h.expect == "ingested" and ok)
+    refused = [(h, ok) for h, _, ok in ingest if h.expect != "ingested"]
+    table = [
+        "| run | items tried | refused with the right reason | good items read | forbidden requests | forbidden file opens |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| `ofa ingest --plan` | {len(plan)} | {sum(ok for h, _, ok in plan if h.expect != 'ingested')} of "
+        f"{len(refused)} | {sum(ok for h, _, ok in plan if h.expect == 'ingested')} planned | {len(c.plan.requests)} "
+        f"| {len(c.plan.opens)} |",
+        f"| `ofa ingest` | {len(ingest)} | {sum(ok for _, ok in refused)} of {len(refused)} | {good} of 2 | "
+        f"{len(c.ingest.requests)} | {len(c.ingest.opens)} |",
+        f"| control: `--allow-local-hrefs` + 2 allowed http items | {len(c.control.got)} | - | - | "
+        f"{len(c.control.requests)} seen | {len(c.control.opens)} seen |",
+    ]
+    return row, table
+
+
 # ------------------------------------------------------------------ training
 def train_sigkill(work: Path, n: int, rng: random.Random, steps: int = 6) -> Row:
     sys.path.insert(0, str(REPO / "tests"))
@@ -390,7 +430,22 @@ def shard_damage(reference: Path, work: Path, n: int, rng: random.Random) -> Row
 
 
 # ------------------------------------------------------------------ report
-def write_report(rows: list[Row], path: Path, command: str, seconds: float) -> None:
+HOSTILE_TEXT = (
+    "The catalog (`tests/support/hostile.py`) is served from a real STAC API on 127.0.0.1 and ingested as a user would, "
+    "without `--allow-local-hrefs`: asset hrefs naming `/vsicurl/` (to a loopback port), `/vsizip/`, `/vsis3/`, a local "
+    "4-band GeoTIFF by path and by `file://`, the metadata address 169.254.169.254 (also as one decimal number), "
+    "`fd00:ec2::254`, `metadata.google.internal`, a GDAL `GTIFF_DIR:` string, local SAR calibration annotations (S3 "
+    "measurements), a Zarr store on local disk and one behind `/vsicurl/`; size bombs (a GeoTIFF and a Zarr array "
+    "declaring 10^6 x 10^6 px, a GeoTIFF with one 20000 px tile, a Zarr chunk that decompresses to 16 MB, items of 5 MB "
+    "and nested 100 deep); and two good items (`s3://` and plain `http://` on the local S3 server). Forbidden accesses "
+    "are counted by a TCP listener on a loopback port, which the `/vsicurl/` hrefs name and which the ingest uses as "
+    "GDAL's HTTP proxy (`GDAL_HTTP_PROXY`, `NO_PROXY=127.0.0.1`), so a request GDAL would send to any other host "
+    "arrives there, and by inotify (`IN_OPEN`) on the folder of the secret files: any open by any process is an "
+    "event. The control run proves both see what they must: with `--allow-local-hrefs` the local files are opened, "
+    "and an allowed `http://` href to the listener and one to 203.0.113.7 (through the proxy) are requested.")
+
+
+def write_report(rows: list[Row], path: Path, command: str, seconds: float, hostile: list[str] | None = None) -> None:
     lines = [
         "# Reliability under faults",
         "",
@@ -409,6 +464,9 @@ def write_report(rows: list[Row], path: Path, command: str, seconds: float) -> N
     for r in rows:
         lines.append(f"## {r.fault}  ({r.seconds:.0f} s)")
         lines.append("")
+        if hostile and r.fault.startswith("hostile catalog"):
+            lines += [HOSTILE_TEXT, "", *hostile, "", "*Data lost* in the table above counts, for this row, the "
+                      "forbidden requests and file opens; a trial is one item in one run, plus the control run.", ""]
         lines += [f"- {n}" for n in r.notes] or ["- no notes"]
         lines.append("")
     lines += [
@@ -423,6 +481,11 @@ def write_report(rows: list[Row], path: Path, command: str, seconds: float) -> N
         "- `tests/test_security_secrets.py`: planted S3 keys, signed-URL tokens (in hrefs and from a signing hook) and a "
         "catalog password are grepped for in every ingest/verify/show output, every dataset object, and a training run's "
         "checkpoints and logs.",
+        "- `tests/test_security_hrefs.py`: the hostile catalog above, as a test (`--plan`, ingest, control run), and the "
+        "href policy and size limits rule by rule: every spelling of the metadata address, `/vsi` anywhere, GDAL "
+        "connection strings, local paths from a remote catalog or outside a catalog's folder on disk (symlinks "
+        "included), host patterns, the signing hook never seeing a refused href, zstd/gzip/zlib/blosc chunks "
+        "decompressing past their declared size, a STAC response over `--max-stac-bytes`.",
         "- `tests/test_security_cog.py`: COGs whose dtype/nodata disagree with the item (float32 with NaN, int16 with "
         "-9999 among uint16 bands) do not break ingest or the loader; a file nodata that disagrees with the item's "
         "`raster:bands` nodata gets one warning line (the item's value is used).",
@@ -452,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     work = Path(args.work or tempfile.mkdtemp(prefix="ofa-reliability-"))
     rows: list[Row] = []
-    steps = tqdm(total=4, desc="fault campaign", unit="part")
+    steps = tqdm(total=5, desc="fault campaign", unit="part")
+    hostile: list[str] = []
     try:
         with contextlib.ExitStack() as stack:
             cat = Catalog(work, stack)
@@ -472,6 +536,11 @@ def main(argv: list[str] | None = None) -> int:
             rows += s3_faults(cat, s3, args.s3_trials, random.Random(args.seed + 1), reference)
             steps.update()
             t = time.monotonic()
+            row, hostile = hostile_catalog(work, s3)
+            rows.append(row)
+            rows[-1].seconds = time.monotonic() - t
+            steps.update()
+            t = time.monotonic()
             rows.append(train_sigkill(work, args.train_kills, random.Random(args.seed + 2)))
             rows[-1].seconds = time.monotonic() - t
             steps.update()
@@ -484,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
     command = "python bench/reliability.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    write_report(rows, Path(args.out), command.strip(), time.monotonic() - started)
+    write_report(rows, Path(args.out), command.strip(), time.monotonic() - started, hostile)
     for r in rows:
         print(f"{r.fault:75s} {r.trials:3d} trials {r.survived:3d} survived {r.lost:3d} lost")
     print(f"wrote {args.out}")

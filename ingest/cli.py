@@ -53,7 +53,7 @@ def ingest_command(args: argparse.Namespace) -> int:
                 manifest = read_manifest(args.from_manifest, options.get("storage_options"))
             overrides = {k: options[k] for k in ("storage_options", "workers", "scheduler", "strict", "progress", "processes",
                                                   "sign_href", "plan", "json")}
-            cfg = config_from_manifest(manifest, options.get("out") or "", **overrides)
+            cfg = config_from_manifest(manifest, options.get("out") or "", given=options, **overrides)
         else:
             if options.get("plan") and options.get("out") is None:
                 options["out"] = ""   # a plan writes nothing

@@ -4,11 +4,14 @@ options of ``ofa ingest --from-manifest`` and ``ofa manifest verify|show``. Ligh
 command builds its options from these fields at start-up (``ofa.pipeline.options``)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ofa.ingest.hrefs import HrefPolicy, policy_for
+from ofa.ingest.limits import ReadLimits
 from ofa.ingest.search import SearchParams
 from ofa.ingest.dataset.shard_writer import SHARD_MAX_BYTES, SHARD_MAX_SAMPLES
 
@@ -27,11 +30,13 @@ class ChipOptions:
                 "max_cloud_fraction": self.max_cloud, "max_sar_border_fraction": self.max_sar_border}
 
 
-INGEST_DESCRIPTION = """Search a STAC API, cut each item into chips on its finest band's grid, drop chips by no data,
+INGEST_DESCRIPTION = """Search a STAC API (or a static catalog on disk), cut each item into chips on its finest band's grid, drop chips by no data,
 cloud (S2 SCL, Landsat QA_PIXEL) and SAR border zeros, and write WebDataset tar shards plus a
 manifest.json (search, items, chip parameters, shard sha256s, per-band statistics, skipped items)
 to a folder, file:// or s3:// URL. Runs on Dask distributed; a killed run resumes where it stopped
-and the same inputs give byte-identical shards."""
+and the same inputs give byte-identical shards. The catalog does not choose what is read: /vsi...
+paths and cloud metadata addresses are refused, local paths too unless the catalog is on disk or
+--allow-local-hrefs is given, and sizes are bounded (--max-*)."""
 
 INGEST_EXAMPLES = """examples:
   ofa ingest --catalog https://earth-search.aws.element84.com/v1 --collection sentinel-2-l2a \\
@@ -83,7 +88,7 @@ class IngestConfig:
     ``OFA_INGEST__*`` variables; ``ofa.pipeline.options``)."""
 
     catalog: str
-    """STAC API URL"""
+    """STAC API URL, or a static catalog on disk (a catalog.json, collection.json or item file, or its folder)"""
     collections: list[str] = field(metadata={"flag": "--collection", "repeat": True, "type": str_list, "metavar": "ID"})
     """STAC collection id (repeat for several; the YAML key is collection or collections)"""
     out: str
@@ -138,6 +143,40 @@ class IngestConfig:
                                                          metadata={"type": str | None, "metavar": "MODULE:FUNCTION"})
     """module:function that signs an href before it is opened (e.g. planetary_computer:sign); signed URLs are
     never recorded"""
+
+    allow_local_hrefs: bool = False
+    """read asset hrefs that are local paths or file:// URLs although the catalog is not on disk (a STAC API
+    serving files of this machine, as the demo's loopback server does); a catalog on disk may always name
+    files inside its own folder. /vsi... paths and metadata addresses stay refused"""
+    allow_href_hosts: list[str] | None = field(default=None, metadata={"type": str_list, "metavar": "PATTERNS"})
+    """read remote hrefs only from hosts (object stores: buckets) matching one of these comma-separated
+    patterns, e.g. '*.amazonaws.com,sentinel-cogs'"""
+    deny_href_hosts: list[str] | None = field(default=None, metadata={"type": str_list, "metavar": "PATTERNS"})
+    """never read hrefs from hosts (object stores: buckets) matching one of these comma-separated patterns,
+    e.g. '10.*,*.internal,my-private-bucket'"""
+    max_raster_pixels: int = field(default=ReadLimits.max_raster_pixels, metadata={"metavar": "PX"})
+    """refuse an item whose raster, geocoded grid or Zarr array declares more pixels (width x height)"""
+    max_chunk_bytes: int = field(default=ReadLimits.max_chunk_bytes, metadata={"metavar": "BYTES"})
+    """refuse an item with a TIFF tile/strip, Zarr chunk or SAR annotation larger than this decompressed
+    (declared, or found while decompressing)"""
+    max_stac_bytes: int = field(default=ReadLimits.max_stac_bytes, metadata={"metavar": "BYTES"})
+    """fail the search on a STAC API response (a page of items) larger than this"""
+    max_item_bytes: int = field(default=ReadLimits.max_item_bytes, metadata={"metavar": "BYTES"})
+    """skip a STAC item whose JSON is larger than this"""
+    max_json_depth: int = field(default=ReadLimits.max_json_depth, metadata={"metavar": "LEVELS"})
+    """skip a STAC item whose JSON nests deeper than this"""
+
+    def href_policy(self) -> HrefPolicy:
+        """Which hrefs this run may open (``ingest.hrefs``)."""
+        return policy_for(self.catalog, self.allow_local_hrefs, self.allow_href_hosts, self.deny_href_hosts)
+
+    def read_limits(self) -> ReadLimits:
+        """What one item may declare (``ingest.limits``)."""
+        return ReadLimits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ReadLimits)})
+
+    def reads_record(self) -> dict[str, Any]:
+        """What the manifest records of what the run was allowed to read, for a rebuild to follow."""
+        return {"hrefs": self.href_policy().to_dict(), "limits": self.read_limits().to_dict()}
 
     def search_params(self) -> SearchParams:
         return SearchParams(

@@ -42,9 +42,14 @@ def fetch_source_collections(catalog: str | None, ids: list[str]) -> dict[str, d
     if not catalog or not ids:
         return {}
     try:
-        from pystac_client import Client
+        from ofa.ingest.hrefs import policy_for
+        from ofa.ingest.limits import ReadLimits
+        from ofa.ingest.search import open_client
+        from ofa.ingest.static_catalog import is_static, static_collections
 
-        client = Client.open(catalog)
+        if is_static(catalog):
+            return static_collections(catalog, ids, policy_for(catalog), ReadLimits())
+        client = open_client(catalog)   # responses bounded as the search's are
         return {cid: client.get_collection(cid).to_dict(transform_hrefs=False) for cid in ids}
     except Exception as exc:  # noqa: BLE001 - the collection is still written, without the sources' licence
         log.warning("%s: source collections not read (%s: %s); licence 'other', no providers", catalog,

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from ofa.ingest.hrefs import HrefGate
+from ofa.ingest.limits import ReadLimits
 from ofa.ingest.plans import ChannelPlan, ItemPlan, SignHref
 from ofa.ingest.readers import GridReader, RasterioReader
 from ofa.ingest.sar import SarReader
@@ -63,5 +65,8 @@ def asset_format(assets: dict, bands: tuple[BandSpec, ...], sensor: SensorSpec) 
 
 
 def reader_for(plan: ItemPlan, sign_href: SignHref) -> GridReader:
-    """The reader of ``plan``'s assets: the one of its kind (``ItemPlan.kind``)."""
-    return FORMATS[plan.kind].reader(plan, sign_href)
+    """The reader of ``plan``'s assets: the one of its kind (``ItemPlan.kind``). It opens every href through
+    ``HrefGate`` (the plan's href policy, then ``sign_href``) and bounds what it opens by the plan's limits."""
+    reader = FORMATS[plan.kind].reader(plan, HrefGate(plan.policy, sign_href))
+    reader.limits = plan.limits if plan.limits is not None else ReadLimits()
+    return reader

@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass
 
 from ofa.ingest.formats import asset_format
+from ofa.ingest.hrefs import HrefPolicy, guard_plan, self_href
+from ofa.ingest.limits import REFUSED_KEY, ReadLimits
 from ofa.ingest.plans import DB_NODATA, ChannelPlan, ItemError, ItemPlan, clean_href, offset_and_origin
 from ofa.ingest.sensors import BandSpec, BaselineOffset, CloudMask, SensorSpec, sensor_for_collection
 
@@ -88,10 +90,15 @@ class AssetKeys:
         return key, clean_href(str(self.assets[key]["href"])) if key else None
 
 
-def plan_item(item: dict, bands: list[str] | None = None, sensor: SensorSpec | None = None) -> ItemPlan:
-    """Resolve ``item`` against the registry; raise ``ItemError`` naming what is wrong."""
+def plan_item(item: dict, bands: list[str] | None = None, sensor: SensorSpec | None = None,
+              policy: HrefPolicy | None = None, limits: ReadLimits | None = None) -> ItemPlan:
+    """Resolve ``item`` against the registry; raise ``ItemError`` naming what is wrong. Every href the plan
+    will open passes ``policy`` (default: remote hrefs only) and its declared size ``limits``
+    (``ingest.hrefs.guard_plan``); the plan carries both to the readers, which check again where they open."""
+    if isinstance(item, dict) and item.get(REFUSED_KEY):
+        raise ItemError(str(item[REFUSED_KEY]))
     try:
-        return _plan_item(item, bands, sensor)
+        return guard_plan(_plan_item(item, bands, sensor), policy, limits, self_href(item))
     except ItemError:
         raise
     except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:  # malformed STAC JSON

@@ -41,6 +41,7 @@ from ofa.ingest.dataset.shard_writer import (
     write_atomic, write_full_shards,
 )
 from ofa.ingest.items import item_etag, plan_item
+from ofa.ingest.limits import ReadLimits
 from ofa.ingest.plans import ItemError, ItemPlan, clean_href, identity_href, redact
 from ofa.ingest.search import search_items
 from ofa.ingest.sensors import SENSORS
@@ -132,8 +133,9 @@ def _existing_manifest(fs, root: str, cfg: IngestConfig) -> dict | None:
     if not fs.exists(path):
         return None
     manifest = parse_manifest(fs.cat_file(path), path)
-    mine = {"search": cfg.search_params().to_dict(), "chips": cfg.chips_record()}
-    diff = [k for k in mine if json.loads(json.dumps(mine[k])) != manifest.get(k)]
+    mine = {"search": cfg.search_params().to_dict(), "chips": cfg.chips_record(), "reads": cfg.reads_record()}
+    # a dataset written before ``reads`` was recorded is compared on the rest
+    diff = [k for k in mine if json.loads(json.dumps(mine[k])) != manifest.get(k) and (k != "reads" or k in manifest)]
     if diff:
         raise IngestError(f"{cfg.out} already holds a dataset built with other parameters ({', '.join(diff)}); "
                           "choose another --out or delete it")
@@ -146,7 +148,8 @@ def _select_items(fs, root: str, cfg: IngestConfig) -> list[dict]:
     """The search result, saved on the first run and reused by a resumed one."""
     path = f"{root}/{SEARCH_RECORD}"
     key = {"catalog": clean_href(cfg.catalog),  # never credentials: a killed run leaves this file behind
-           "search": cfg.search_params().to_dict(), "ids": cfg.ids, "chips": cfg.chips_record()}
+           "search": cfg.search_params().to_dict(), "ids": cfg.ids, "chips": cfg.chips_record(),
+           "reads": cfg.reads_record()}
     if fs.exists(path):
         saved = json.loads(fs.cat_file(path))
         if saved.get("key") == json.loads(json.dumps(key)):
@@ -155,7 +158,7 @@ def _select_items(fs, root: str, cfg: IngestConfig) -> list[dict]:
         _remove_staging(fs, root)
     elif fs.exists(f"{root}/{STAGING_DIR}"):
         _remove_staging(fs, root)  # item files without a search record cannot be trusted
-    items = search_items(cfg.catalog, cfg.search_params(), cfg.ids)
+    items = search_items(cfg.catalog, cfg.search_params(), cfg.ids, cfg.read_limits())
     write_atomic(fs, path, json.dumps({"key": key, "items": items}, sort_keys=True).encode())
     return items
 
@@ -445,9 +448,10 @@ def run_ingest(cfg: IngestConfig) -> dict:
     plans: list[ItemPlan] = []
     skipped: list[dict] = []
     aoi = _aoi(cfg)
-    for item in items:
+    policy, limits = cfg.href_policy(), cfg.read_limits()
+    for item in items:   # every href an item's plan names passes the policy here, before anything is opened
         try:
-            plans.append(dataclasses.replace(plan_item(item, cfg.bands), aoi=aoi))
+            plans.append(dataclasses.replace(plan_item(item, cfg.bands, policy=policy, limits=limits), aoi=aoi))
         except ItemError as exc:
             skipped.append({"item_id": str(item.get("id")), "collection": str(item.get("collection")), "reason": str(exc)})
             log.warning("skipped item %s (%s): %s", item.get("id"), item.get("collection"), exc)
@@ -508,6 +512,7 @@ def _manifest(cfg: IngestConfig, items: list[dict], by_sensor: dict[str, list[It
         "items": [{"id": it.get("id"), "collection": it.get("collection"),
                    "updated": (it.get("properties") or {}).get("updated"), "etag": item_etag(it)} for it in items],
         "chips": cfg.chips_record(),
+        "reads": cfg.reads_record(),
         "shards": all_shards,
         "statistics": {s: {**finalize_stats(names, acc), "quantity": q} for s, (names, acc, q) in sorted(stats.items())},
         "skipped": skipped,
@@ -559,8 +564,39 @@ CHIP_RECORD_KEYS = ("chip_size", "max_nodata_fraction", "max_cloud_fraction", "m
                     "shard_max_samples", "shard_max_bytes")
 
 
-def config_from_manifest(manifest: dict, out: str, **overrides: Any) -> IngestConfig:
-    """The config that rebuilds ``manifest``'s dataset at ``out`` (same items, same parameters)."""
+#: the ``IngestConfig`` fields of what a run may read (the manifest's ``reads``)
+READ_LIMIT_KEYS = tuple(f.name for f in dataclasses.fields(ReadLimits))
+
+
+def recorded_reads(manifest: dict, given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The read options (href policy, limits) a rebuild of ``manifest`` follows: the ones it records, the
+    rebuilding command's own (``given``) for a manifest written before they were recorded. A manifest may
+    narrow what a rebuild reads, never widen it by itself: a recorded ``--allow-local-hrefs`` or a limit above
+    the command's own needs the command to say so too (``ValueError`` naming the options to pass)."""
+    given = given or {}
+    defaults = {f.name: f.default for f in dataclasses.fields(IngestConfig) if f.name in READ_LIMIT_KEYS}
+    mine = {k: given.get(k) if given.get(k) is not None else defaults.get(k) for k in
+            ("allow_local_hrefs", "allow_href_hosts", "deny_href_hosts", *READ_LIMIT_KEYS)}
+    reads = manifest.get("reads")
+    if not isinstance(reads, dict):
+        return mine
+    hrefs, limits = reads.get("hrefs") or {}, reads.get("limits") or {}
+    out = {"allow_local_hrefs": bool(hrefs.get("allow_local_hrefs")),
+           "allow_href_hosts": list(hrefs.get("allow_href_hosts") or []) or mine["allow_href_hosts"],
+           "deny_href_hosts": list(dict.fromkeys([*(hrefs.get("deny_href_hosts") or []),
+                                                  *(mine["deny_href_hosts"] or [])])) or None,
+           **{k: int(limits.get(k, defaults[k])) for k in READ_LIMIT_KEYS}}
+    wider = ["--allow-local-hrefs"] if out["allow_local_hrefs"] and not mine["allow_local_hrefs"] else []
+    wider += [f"--{k.replace('_', '-')} {out[k]}" for k in READ_LIMIT_KEYS if out[k] > int(mine[k] or defaults[k])]
+    if wider:
+        raise ValueError(f"the manifest's run was allowed to read more than this command: pass {' '.join(wider)} "
+                         "to rebuild it (a manifest cannot widen what a rebuild reads by itself)")
+    return out
+
+
+def config_from_manifest(manifest: dict, out: str, given: dict[str, Any] | None = None, **overrides: Any) -> IngestConfig:
+    """The config that rebuilds ``manifest``'s dataset at ``out`` (same items, same parameters, the same
+    rule on what may be read: ``recorded_reads``, with ``given`` the rebuilding command's options)."""
     search, chips = manifest.get("search") or {}, manifest.get("chips") or {}
     if not search.get("collections"):
         raise ManifestError("manifest has no search.collections; cannot rebuild from it")
@@ -569,7 +605,7 @@ def config_from_manifest(manifest: dict, out: str, **overrides: Any) -> IngestCo
         bbox=search.get("bbox"), intersects=search.get("intersects"), datetime=search.get("datetime"),
         max_cloud=search.get("max_cloud"), max_items=search.get("max_items"),
         bands=chips.get("bands"), **{k: chips[k] for k in CHIP_RECORD_KEYS if k in chips},
-        ids=[it["id"] for it in manifest.get("items", [])],
+        ids=[it["id"] for it in manifest.get("items", [])], **recorded_reads(manifest, given),
     )
     for key, value in overrides.items():
         setattr(cfg, key, value)

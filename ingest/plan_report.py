@@ -113,7 +113,8 @@ def plan_one(item: dict, cfg: IngestConfig, sign: Callable[[str], str]) -> dict:
 
     entry: dict[str, Any] = {"item_id": str(item.get("id")), "collection": str(item.get("collection"))}
     try:
-        plan = dataclasses.replace(plan_item(item, cfg.bands), aoi=_aoi(cfg))
+        plan = dataclasses.replace(plan_item(item, cfg.bands, policy=cfg.href_policy(), limits=cfg.read_limits()),
+                                   aoi=_aoi(cfg))
     except ItemError as exc:
         return {**entry, "skipped": str(exc), "chips": 0}
     entry.update(sensor=plan.sensor, quantity=plan.quantity, quantity_from=plan.quantity_from,
@@ -166,7 +167,7 @@ def plan_run(cfg: IngestConfig) -> dict:
     from ofa.ingest.search import search_items
 
     sign = resolve_hook(cfg.sign_href)
-    items = search_items(cfg.catalog, cfg.search_params(), cfg.ids)
+    items = search_items(cfg.catalog, cfg.search_params(), cfg.ids, cfg.read_limits())
     entries = [plan_one(item, cfg, sign) for item in items]
     totals: dict[str, dict] = {}
     for e in entries:

@@ -67,6 +67,10 @@ class ItemPlan:
     quantity: str | None = None            # what the samples' pixels hold (registry/sar.py names)
     quantity_from: str | None = None       # why: the item's stated unit, or the collection's default
     kind: str = "cog"                      # the asset format that reads it (``ingest.formats.FORMATS``)
+    #: what the readers may open and how large it may be (``ingest.hrefs.HrefPolicy``, ``ingest.limits.ReadLimits``;
+    #: None: the defaults, no local path), set by the planner (``ingest.hrefs.guard_plan``) and checked again at open
+    policy: Any = None
+    limits: Any = None
 
 
 def clean_href(href: str) -> str:

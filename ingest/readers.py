@@ -17,6 +17,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from ofa.ingest.grid import bounds_window, grid_bounds, north_up
+from ofa.ingest.limits import ReadLimits, check_raster
 from ofa.ingest.plans import ItemError, read_href, redact
 
 #: GDAL configuration for every COG read (``rasterio.Env``), measured against the least an ingest must
@@ -39,6 +40,13 @@ GDAL_OPTIONS = {
     # dozen assets on two workers was evicted before use and fetched again (5% more bytes, 8% more GETs)
     "CPL_VSIL_CURL_CACHE_SIZE": str(64 * 1024 * 1024),
 }
+
+
+def raster_driver(href: str) -> str:
+    """The one GDAL driver a raster asset is opened with: JPEG 2000 for ``.jp2``/``.j2k`` files (Earth Search's
+    Sentinel-2 L1C), GeoTIFF for the rest. Never GDAL's guess: a VRT names other files, and drivers such as
+    WMS or STACIT fetch URLs written inside the file."""
+    return "JP2OpenJPEG" if href.split("?", 1)[0].lower().endswith((".jp2", ".j2k")) else "GTiff"
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,8 @@ class GridReader:
     #: GDAL configuration while the reader is open (``rasterio.Env``: it also finds PROJ's data for
     #: the CRS work every format needs, in whichever thread the item runs)
     env_options: dict[str, str] = {}
+    #: the most an opened asset may declare (``reader_for`` sets the plan's)
+    limits: ReadLimits = ReadLimits()
 
     def __init__(self, sign_href: Callable[[str], str]):
         self.sign = sign_href
@@ -111,6 +121,7 @@ class GridReader:
             except Exception as exc:  # noqa: BLE001 - any open failure makes the item unusable
                 raise ItemError(f"asset {asset!r} ({href}) cannot be opened: {short_error(exc)}") from None
             self.names[href] = asset
+            self.limits.check_pixels(self.grids[href].height, self.grids[href].width, f"asset {asset!r} ({href})")
         return self.grids[href]
 
     def close(self) -> None:
@@ -188,7 +199,13 @@ class RasterioReader(GridReader):
             ds.close()
 
     def _open(self, href: str) -> Grid:
-        ds = self.datasets[href] = self._dataset(href, rasterio.open(read_href(self.sign(href))))
+        raw = rasterio.open(read_href(self.sign(href)), driver=raster_driver(href))
+        try:
+            check_raster(self.limits, raw, href)   # from the header, before the first pixel
+        except ItemError:
+            raw.close()
+            raise
+        ds = self.datasets[href] = self._dataset(href, raw)
         return Grid(ds.crs, ds.transform, ds.width, ds.height, tuple(ds.dtypes), tuple(ds.nodatavals), ds.nodata)
 
     def _dataset(self, href: str, ds: Any) -> Any:

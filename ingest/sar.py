@@ -26,6 +26,7 @@ from rasterio.crs import CRS
 from rasterio.transform import Affine, GCPTransformer
 from rasterio.windows import Window
 
+from ofa.ingest.limits import ReadLimits
 from ofa.ingest.plans import DB_NODATA, ChannelPlan, ItemError
 from ofa.ingest.readers import RasterioReader
 from ofa.ingest.storage import get_fs
@@ -295,12 +296,16 @@ class SarDataset:
         return db
 
 
-def _read_bytes(href: str, sign: Callable[[str], str]) -> bytes:
+def _read_bytes(href: str, sign: Callable[[str], str], max_bytes: int) -> bytes:
+    """The file at ``href`` (opened through ``sign``, the reader's href gate), refused past ``max_bytes``."""
     # Earth Search's annotations are in a requester-pays bucket: the same variable GDAL honours for the rasters
     pays = href.startswith("s3://") and os.environ.get("AWS_REQUEST_PAYER", "").lower() == "requester"
     fs, path = get_fs(sign(href), {"requester_pays": True} if pays else None)
     with fs.open(path, "rb") as f:
-        return f.read()
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ItemError(f"calibration annotation {href} is over {max_bytes:,} bytes (--max-chunk-bytes)")
+    return data
 
 
 def has_georeferencing(ds) -> bool:
@@ -308,10 +313,12 @@ def has_georeferencing(ds) -> bool:
     return not ds.transform.is_identity
 
 
-def open_sar(ds, channel: ChannelPlan, sign: Callable[[str], str], grids: dict | None = None):
+def open_sar(ds, channel: ChannelPlan, sign: Callable[[str], str], grids: dict | None = None,
+             max_bytes: int = ReadLimits.max_chunk_bytes):
     """``ds`` as the chip reader should see it for SAR channel ``channel``: geocoded through its GCPs when it
     has no geotransform, converted to the channel's quantity. Raises ``ItemError`` when that is impossible.
-    ``grids`` shares one ``GcpGrid`` between the assets of an item with the same GCPs (its polarisations)."""
+    ``grids`` shares one ``GcpGrid`` between the assets of an item with the same GCPs (its polarisations);
+    the calibration annotation is opened through ``sign`` and may be ``max_bytes`` long at most."""
     gcps, gcp_crs = ds.gcps
     grid = None
     if channel.assumes_dn and np.dtype(ds.dtypes[channel.index - 1]).kind not in "ui":
@@ -336,7 +343,9 @@ def open_sar(ds, channel: ChannelPlan, sign: Callable[[str], str], grids: dict |
     lut = None
     if channel.convert == "sigma0_db":
         try:
-            lut = CalibrationLut(_read_bytes(channel.calibration, sign))
+            lut = CalibrationLut(_read_bytes(channel.calibration, sign, max_bytes))
+        except ItemError:
+            raise
         except Exception as exc:  # noqa: BLE001 - unreadable or malformed annotation
             raise ItemError(f"calibration annotation of {channel.asset!r} ({channel.calibration}) cannot be used: "
                             f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
@@ -369,7 +378,7 @@ class SarReader(RasterioReader):
         if channel is None:
             return super()._dataset(href, ds)
         try:
-            return open_sar(ds, channel, self.sign, self.gcp_grids)
+            return open_sar(ds, channel, self.sign, self.gcp_grids, self.limits.max_chunk_bytes)
         except BaseException:
             ds.close()
             raise

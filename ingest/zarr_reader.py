@@ -14,6 +14,8 @@ at once (one thread per array), so object-store latency is paid once per run, no
 """
 from __future__ import annotations
 
+import math
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -25,6 +27,7 @@ from rasterio.crs import CRS
 from rasterio.transform import Affine
 from zarr.storage import WrapperStore
 
+from ofa.ingest.limits import ReadLimits
 from ofa.ingest.plans import ItemError
 from ofa.ingest.readers import Grid, GridReader, short_error
 from ofa.ingest.storage import fs_options
@@ -37,11 +40,73 @@ _NOT_FOUND = (KeyError, FileNotFoundError)
 _METADATA = (".zarray", ".zattrs", ".zgroup", ".zmetadata", "zarr.json")
 
 
-class _CheckedStore(WrapperStore):
-    """A store whose blosc-compressed chunks are checked against the size their header records, and whose
-    metadata objects are fetched once."""
+@dataclass(frozen=True)
+class ChunkRule:
+    """How the chunks of one array are checked before zarr decodes them: ``codec`` is the array's compressor
+    (``blosc``, ``zstd``, ``gzip``, ``zlib``; ``raw`` without one; None: not checked) and ``max_bytes`` the
+    most one chunk may decode to (its declared size)."""
 
-    blosc: set[str] = set()   # paths of the arrays whose chunks are blosc frames
+    codec: str | None
+    max_bytes: int
+
+    def check(self, key: str, raw: bytes) -> None:
+        """Raise ``ItemError`` for a chunk that would decode past ``max_bytes`` (a compression bomb) or a blosc
+        chunk shorter than its header records (blosc decodes a truncated chunk into garbage without an error)."""
+        if self.codec == "blosc" and len(raw) >= 16:
+            recorded, size = int.from_bytes(raw[12:16], "little"), int.from_bytes(raw[4:8], "little")
+            if recorded != len(raw):
+                raise ValueError(f"chunk {key} is damaged: {len(raw)} bytes, its blosc header says {recorded}")
+        elif self.codec == "zstd":
+            size = _zstd_size(raw, self.max_bytes)
+        elif self.codec in ("gzip", "zlib"):
+            size = _inflated_size(raw, self.max_bytes, 31 if self.codec == "gzip" else 15)
+        elif self.codec == "raw":
+            size = len(raw)
+        else:
+            return
+        if size > self.max_bytes:
+            raise ItemError(f"chunk {key} decompresses past its declared {self.max_bytes:,} bytes "
+                            f"({'at least ' if size == self.max_bytes + 1 else ''}{size:,}): refused")
+
+
+def _zstd_size(raw: bytes, limit: int) -> int:
+    """The size a zstd frame decodes to: the size its header declares (the decoder holds it to that), or, when
+    it declares none, what a decode bounded by ``limit`` gives (``limit + 1``: more than that)."""
+    if len(raw) < 6 or raw[:4] != b"\x28\xb5\x2f\xfd":
+        return 0   # not a zstd frame: the codec's own error names it
+    fhd = raw[4]
+    single, fcs_flag = (fhd >> 5) & 1, fhd >> 6
+    size = (1 if single else 0, 2, 4, 8)[fcs_flag]
+    start = 5 + (0 if single else 1) + (0, 1, 2, 4)[fhd & 3]
+    if size and len(raw) >= start + size:
+        return int.from_bytes(raw[start:start + size], "little") + (256 if size == 2 else 0)
+    from numcodecs import zstd
+
+    try:
+        zstd.decompress(raw, bytearray(limit))
+    except RuntimeError as exc:
+        return limit + 1 if "too small" in str(exc) else 0
+    return limit
+
+
+def _inflated_size(raw: bytes, limit: int, wbits: int) -> int:
+    """What deflate data (gzip members, or a zlib stream) inflates to, counted up to ``limit + 1``."""
+    total = 0
+    while raw and total <= limit:
+        inflate = zlib.decompressobj(wbits)
+        try:
+            total += len(inflate.decompress(raw, limit + 1 - total))
+        except zlib.error:
+            return total   # damaged: the codec's own error names it
+        raw = inflate.unused_data if inflate.eof and wbits == 31 else b""
+    return total
+
+
+class _CheckedStore(WrapperStore):
+    """A store that checks each chunk of the arrays it has rules for (``ChunkRule``) before zarr decodes it,
+    and fetches metadata objects once."""
+
+    rules: dict[str, ChunkRule] = {}   # array path -> rule
     metadata: dict[str, Any] = {}
 
     async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
@@ -50,23 +115,50 @@ class _CheckedStore(WrapperStore):
                 self.metadata[key] = await super().get(key, prototype, byte_range)
             return self.metadata[key]
         buf = await super().get(key, prototype, byte_range)
-        if buf is not None and byte_range is None and \
-                any(key.startswith(f"{p}/") for p in self.blosc):
-            raw = buf.to_bytes()
-            recorded = int.from_bytes(raw[12:16], "little") if len(raw) >= 16 else -1
-            if recorded != len(raw):
-                raise ValueError(f"chunk {key} is damaged: {len(raw)} bytes, its blosc header says {recorded}")
+        if buf is not None and byte_range is None:
+            rule = next((r for p, r in self.rules.items() if key.startswith(f"{p}/")), None)
+            if rule is not None:
+                rule.check(key, buf.to_bytes())
         return buf
 
 
 def _checked_store(store: Any) -> Any:
-    """``store`` wrapped so that blosc-compressed chunks are checked against the size their header
-    records (blosc decodes a truncated chunk into garbage without an error; zstd and gzip raise), and
-    metadata objects are fetched once: xarray opens the root again for every group it reads, which
-    over S3 cost four GETs (``.zgroup``, ``.zmetadata``, ``zarr.json``, ``.zattrs``) per group."""
+    """``store`` wrapped so that the chunks of registered arrays are checked (``ChunkRule``) and metadata
+    objects are fetched once: xarray opens the root again for every group it reads, which over S3 cost four
+    GETs (``.zgroup``, ``.zmetadata``, ``zarr.json``, ``.zattrs``) per group."""
     checked = _CheckedStore(store)
-    checked.blosc, checked.metadata = set(), {}
+    checked.rules, checked.metadata = {}, {}
     return checked
+
+
+#: compressor class names (numcodecs for Zarr 2, zarr.codecs for Zarr 3) -> the chunk check's codec name
+_CODECS = {"blosc": "blosc", "blosccodec": "blosc", "zstd": "zstd", "zstdcodec": "zstd", "gzip": "gzip",
+           "gzipcodec": "gzip", "zlib": "zlib"}
+
+
+def guard_arrays(node: Any, prefix: str, store: Any, limits: ReadLimits) -> None:
+    """Check the arrays of a Zarr group against ``limits`` from their metadata, before xarray opens the group
+    (it loads 1-D coordinates whole), and give ``store`` the rule each one's chunks are checked by. The two
+    largest dimensions of an array stand for its y/x (a band or time dimension is smaller)."""
+    if not isinstance(node, zarr.Group):
+        return
+    for name, arr in node.arrays():
+        path = f"{prefix}/{name}" if prefix else name
+        fixed = arr.dtype.kind not in "OT"
+        itemsize = arr.dtype.itemsize if fixed else 8
+        if arr.ndim >= 2:
+            rows, cols = sorted(arr.shape)[-2:]
+            limits.check_pixels(rows, cols, f"Zarr array {path}")
+        elif arr.ndim == 1:
+            limits.check_chunk(arr.shape[0] * itemsize, f"Zarr array {path} (read whole)")
+        declared = math.prod(arr.chunks) * itemsize
+        limits.check_chunk(declared, f"a chunk of Zarr array {path}")
+        compressors = tuple(arr.compressors)
+        codec = "raw" if not compressors else _CODECS.get(type(compressors[-1]).__name__.lower())
+        filtered = bool(getattr(arr.metadata, "filters", None)) or len(compressors) > 1
+        sharded = getattr(arr, "shards", None) is not None
+        store.rules[path] = ChunkRule(None if sharded or not fixed or (filtered and codec == "raw") else codec,
+                                      declared * (8 if filtered else 1))
 
 
 @dataclass
@@ -122,9 +214,6 @@ class ZarrReader(GridReader):
             raise LookupError(f"the store has no array {' or '.join(paths)}")
         path, (ds, name) = found
         var = ds[name]
-        codecs = var.encoding.get("compressors") or (var.encoding.get("compressor"),)
-        if any("blosc" in type(c).__name__.lower() for c in codecs if c is not None):
-            self._root(root)[0].blosc.add(path)
         array = _layout(var, path, self.plan.datetime)
         self.arrays[href] = array
         height, width = var.sizes[array.ydim], var.sizes[array.xdim]
@@ -163,6 +252,7 @@ class ZarrReader(GridReader):
         if key not in self.datasets:
             store, root_group = self._root(root)
             try:
+                guard_arrays(root_group[group] if group else root_group, group, store, self.limits)
                 self.datasets[key] = xr.open_dataset(
                     store, engine="zarr", group=group or None, chunks=None, cache=False, mask_and_scale=False,
                     consolidated=root_group.metadata.consolidated_metadata is not None, decode_timedelta=False)

@@ -45,7 +45,7 @@ def ingested(tmp_path_factory):
     root = tmp_path_factory.mktemp("dstac")
     collections, items = write_demo_catalog(root / "catalog")
     with stac_server(_collections(collections), items) as url:
-        cfg = IngestConfig(catalog=url, collections=list(DEMO_COLLECTIONS), out=str(root / "ds"), chip_size=128,
+        cfg = IngestConfig(catalog=url, allow_local_hrefs=True, collections=list(DEMO_COLLECTIONS), out=str(root / "ds"), chip_size=128,
                            workers=1, progress=False)
         manifest = run_ingest(cfg)
         yield root, url, manifest, read_metas(root / "ds")
@@ -155,7 +155,7 @@ def test_duckdb_bbox_queries_return_exactly_the_intersecting_samples(ingested) -
 def test_rebuild_and_manifest_stac_give_the_same_index(ingested, tmp_path, capsys) -> None:
     root, url, manifest, _ = ingested
     index = (root / "ds" / "index.parquet").read_bytes()
-    assert main(["ingest", "--from-manifest", str(root / "ds" / "manifest.json"), "--out", str(tmp_path / "again"),
+    assert main(["ingest", "--from-manifest", str(root / "ds" / "manifest.json"), "--allow-local-hrefs", "--out", str(tmp_path / "again"),
                  "--workers", "1", "--no-progress"]) == 0
     assert (tmp_path / "again" / "index.parquet").read_bytes() == index  # a rebuild is byte-identical
     old = tmp_path / "old"  # a dataset from before the index: shards + manifest only

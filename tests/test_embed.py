@@ -66,7 +66,7 @@ def demo(tmp_path_factory):
     with s3_server() as s3:
         dataset = f"{s3.make_bucket(BUCKET)}/dataset"
         with stac_server(collections, items) as url:
-            manifest = run_ingest(IngestConfig(catalog=url, collections=list(DEMO_COLLECTIONS), out=dataset,
+            manifest = run_ingest(IngestConfig(catalog=url, allow_local_hrefs=True, collections=list(DEMO_COLLECTIONS), out=dataset,
                                                storage_options=s3.storage_options, chip_size=128, workers=1,
                                                progress=False))
         train(TrainConfig(data=[dataset], size="tiny", steps=20, batch_size=8, img_size=32, patch_size=8, lr=0.05,

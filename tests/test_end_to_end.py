@@ -33,7 +33,7 @@ def test_stac_to_s3_shards_to_ddp_pretraining(tmp_path):
         bucket = s3.make_bucket("ofa-e2e")
         dataset = f"{bucket}/dataset"
         manifest = run_ingest(IngestConfig(
-            catalog=stac_url, collections=list(DEMO_COLLECTIONS), out=dataset,
+            catalog=stac_url, allow_local_hrefs=True, collections=list(DEMO_COLLECTIONS), out=dataset,
             storage_options=s3.storage_options, chip_size=128, workers=2, progress=False,
         ))
         ok, problems = verify_dataset(dataset, storage_options=s3.storage_options)

@@ -36,7 +36,7 @@ def catalog(tmp_path_factory):
 def test_bad_items_are_skipped_with_reasons(catalog, tmp_path, caplog):
     url, items = catalog
     caplog.set_level(logging.WARNING, logger="ofa.ingest")
-    manifest = run_ingest(IngestConfig(catalog=url, collections=["sentinel-2-l2a", "naip"], out=str(tmp_path / "ds"),
+    manifest = run_ingest(IngestConfig(catalog=url, allow_local_hrefs=True, collections=["sentinel-2-l2a", "naip"], out=str(tmp_path / "ds"),
                                        chip_size=80, workers=2, progress=False))
     reasons = {s["item_id"]: s["reason"] for s in manifest["skipped"]}
     assert set(reasons) == set(EXPECTED)
@@ -57,10 +57,10 @@ def test_bad_items_are_skipped_with_reasons(catalog, tmp_path, caplog):
 def test_strict_fails(catalog, tmp_path, capsys):
     url, _ = catalog
     with pytest.raises(IngestError, match="BAD_corrupt_cog"):
-        run_ingest(IngestConfig(catalog=url, collections=["sentinel-2-l2a", "naip"], out=str(tmp_path / "a"),
+        run_ingest(IngestConfig(catalog=url, allow_local_hrefs=True, collections=["sentinel-2-l2a", "naip"], out=str(tmp_path / "a"),
                                 chip_size=80, workers=1, progress=False, strict=True))
     assert not (tmp_path / "a" / "manifest.json").exists()
-    rc = main(["ingest", "--catalog", url, "--collection", "sentinel-2-l2a", "--out", str(tmp_path / "b"),
+    rc = main(["ingest", "--catalog", url, "--allow-local-hrefs", "--collection", "sentinel-2-l2a", "--out", str(tmp_path / "b"),
                "--chip-size", "80", "--workers", "1", "--strict", "--no-progress"])
     assert rc == 1
     err = capsys.readouterr().err

@@ -22,7 +22,7 @@ CHIP = "80"
 
 
 def _ingest(url: str, out, *extra: str) -> int:
-    args = ["ingest", "--catalog", url, "--out", str(out), "--chip-size", CHIP, "--workers", "2", "--no-progress"]
+    args = ["ingest", "--catalog", url, "--allow-local-hrefs", "--out", str(out), "--chip-size", CHIP, "--workers", "2", "--no-progress"]
     for c in COLLECTIONS:
         args += ["--collection", c]
     return main(args + list(extra))
@@ -126,7 +126,7 @@ def test_reproducible_rebuild_and_s3(catalog, tmp_path):
     assert any("/items/" in s["path"] for s in m1["shards"]), [s["path"] for s in m1["shards"]]
     assert _without_created(json.loads((second / "manifest.json").read_text())) == _without_created(m1)
 
-    assert main(["ingest", "--from-manifest", str(first / "manifest.json"), "--out", str(rebuilt), "--no-progress"]) == 0
+    assert main(["ingest", "--from-manifest", str(first / "manifest.json"), "--allow-local-hrefs", "--out", str(rebuilt), "--no-progress"]) == 0
     assert _shards(rebuilt) == _shards(first)
     assert _without_created(json.loads((rebuilt / "manifest.json").read_text())) == _without_created(m1)
 
@@ -134,7 +134,7 @@ def test_reproducible_rebuild_and_s3(catalog, tmp_path):
         bucket = s3.make_bucket("ofa-ingest")
         opts = json.dumps(s3.storage_options)
         target = f"{bucket}/rebuilt"
-        assert main(["ingest", "--from-manifest", str(first), "--out", target, "--storage-options", opts, "--no-progress"]) == 0
+        assert main(["ingest", "--from-manifest", str(first), "--allow-local-hrefs", "--out", target, "--storage-options", opts, "--no-progress"]) == 0
         assert main(["manifest", "verify", target, "--storage-options", opts]) == 0
         import s3fs
 
@@ -152,6 +152,7 @@ def test_max_cloud_client_side_and_config_file(catalog, tmp_path):
     config.write_text(
         f"catalog: {url}\ncollection: [sentinel-2-l2a, landsat-c2-l2, naip]\nmax-cloud: 30\n"
         f"chip_size: 80\nbands: B04,B08,red,nir\nout: {tmp_path / 'ds'}\nworkers: 1\n"
+        "allow_local_hrefs: true\n"   # the catalog serves files of this machine
     )
     assert main(["ingest", "--config", str(config), "--no-progress"]) == 0
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
@@ -174,9 +175,9 @@ def test_max_cloud_client_side_and_config_file(catalog, tmp_path):
 
 def test_cli_errors_name_the_bad_input(catalog, tmp_path, capsys):
     url, _ = catalog
-    assert main(["ingest", "--catalog", url, "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert main(["ingest", "--catalog", url, "--allow-local-hrefs", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
     assert "--collection" in capsys.readouterr().err
-    assert main(["ingest", "--catalog", url, "--collection", "no-such-collection", "--out", str(tmp_path / "y"), "--no-progress"]) == 3
+    assert main(["ingest", "--catalog", url, "--allow-local-hrefs", "--collection", "no-such-collection", "--out", str(tmp_path / "y"), "--no-progress"]) == 3
     err = capsys.readouterr().err.strip()
     assert "--collection no-such-collection: not in the catalog" in err and "sentinel-2-l2a" in err  # its /collections
     assert len(err.splitlines()) == 1
@@ -200,7 +201,7 @@ def test_joins_an_existing_dask_cluster(catalog, tmp_path):
     assert _ingest(url, reference, "--workers", "1", "--shard-max-samples", "5") == 0
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp", dashboard_address=None) as cluster:
         assert cluster.scheduler_address.startswith("tcp://")
-        args = ["ingest", "--catalog", url, "--out", str(tmp_path / "joined"), "--chip-size", CHIP, "--no-progress",
+        args = ["ingest", "--catalog", url, "--allow-local-hrefs", "--out", str(tmp_path / "joined"), "--chip-size", CHIP, "--no-progress",
                 "--scheduler", cluster.scheduler_address, "--shard-max-samples", "5"]
         for c in COLLECTIONS:
             args += ["--collection", c]
@@ -230,7 +231,7 @@ def test_bbox_datetime_and_intersects(catalog, tmp_path):
     aoi = tmp_path / "aoi.geojson"
     aoi.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": landsat["geometry"]}))
     out = tmp_path / "ds"
-    assert main(["ingest", "--catalog", url, "--collection", "landsat-c2-l2", "--intersects", str(aoi), "--out", str(out),
+    assert main(["ingest", "--catalog", url, "--allow-local-hrefs", "--collection", "landsat-c2-l2", "--intersects", str(aoi), "--out", str(out),
                  "--chip-size", CHIP, "--workers", "1", "--no-progress"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert [i["id"] for i in manifest["items"]] == [landsat["id"]]
@@ -242,7 +243,7 @@ def test_unfinished_work_of_other_parameters_is_not_reused(catalog, tmp_path):
 
     url, _ = catalog
     out = tmp_path / "ds"
-    big = IngestConfig(catalog=url, collections=["naip"], out=str(out), chip_size=120, workers=1, progress=False)
+    big = IngestConfig(catalog=url, allow_local_hrefs=True, collections=["naip"], out=str(out), chip_size=120, workers=1, progress=False)
     run_ingest(big)
     # pretend the run was killed before its manifest: staging of a chip-size-120 run left behind
     (out / "manifest.json").unlink()
@@ -250,12 +251,12 @@ def test_unfinished_work_of_other_parameters_is_not_reused(catalog, tmp_path):
     (out / "_staging" / "_search.json").write_text(json.dumps({"key": {"stale": True}, "items": []}))
     (out / "_staging" / "naip__bogus.tar").write_bytes(b"not a tar")
     (out / "shards" / "naip" / "naip-000007.tar").write_bytes(b"a shard of some older run")
-    small = IngestConfig(catalog=url, collections=["naip"], out=str(out), chip_size=80, workers=1, progress=False)
+    small = IngestConfig(catalog=url, allow_local_hrefs=True, collections=["naip"], out=str(out), chip_size=80, workers=1, progress=False)
     manifest = run_ingest(small)
     assert manifest["chips"]["chip_size"] == 80 and not manifest["skipped"]
     on_disk = {p.relative_to(out).as_posix() for p in (out / "shards").rglob("*") if p.is_file()}
     assert on_disk == {s["path"] for s in manifest["shards"]}   # shards the manifest does not name are gone
-    reference = run_ingest(IngestConfig(catalog=url, collections=["naip"], out=str(tmp_path / "ref"), chip_size=80,
+    reference = run_ingest(IngestConfig(catalog=url, allow_local_hrefs=True, collections=["naip"], out=str(tmp_path / "ref"), chip_size=80,
                                         workers=1, progress=False))
     assert manifest["shards"] == reference["shards"]
 
@@ -267,9 +268,9 @@ def test_chips_stay_inside_the_search_bbox(catalog, tmp_path):
     naip = next(it for it in items if it["id"].startswith("pr_m_1806551"))
     w, s, e, n = naip["bbox"]
     aoi = [w, s, w + (e - w) * 0.4, s + (n - s) * 0.4]   # the lower-left corner of the item
-    whole = run_ingest(IngestConfig(catalog=url, collections=["naip"], out=str(tmp_path / "whole"), chip_size=40,
+    whole = run_ingest(IngestConfig(catalog=url, allow_local_hrefs=True, collections=["naip"], out=str(tmp_path / "whole"), chip_size=40,
                                     bbox=[w, s, e, n], workers=1, progress=False, max_nodata_fraction=1.0))
-    part = run_ingest(IngestConfig(catalog=url, collections=["naip"], out=str(tmp_path / "part"), chip_size=40,
+    part = run_ingest(IngestConfig(catalog=url, allow_local_hrefs=True, collections=["naip"], out=str(tmp_path / "part"), chip_size=40,
                                    bbox=aoi, workers=1, progress=False, max_nodata_fraction=1.0))
     assert [i["id"] for i in part["items"]] == [naip["id"]]
     assert 0 < part["counts"]["kept"] < whole["counts"]["kept"]

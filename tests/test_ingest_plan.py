@@ -15,7 +15,7 @@ CHIP = "80"
 
 
 def _plan(capsys, url: str, *extra: str) -> str:
-    args = ["ingest", "--plan", "--catalog", url, "--chip-size", CHIP, *extra]
+    args = ["ingest", "--plan", "--catalog", url, "--allow-local-hrefs", "--chip-size", CHIP, *extra]
     for cid in COLLECTIONS:
         args += ["--collection", cid]
     capsys.readouterr()
@@ -60,7 +60,7 @@ def test_plan_chips_are_the_runs_windows(catalog, capsys, tmp_path):
     url, _ = catalog
     report = json.loads(_plan(capsys, url, "--json", "--collection", "naip"))
     out = tmp_path / "ds"
-    assert main(["ingest", "--catalog", url, "--collection", "naip", "--chip-size", CHIP, "--out", str(out),
+    assert main(["ingest", "--catalog", url, "--allow-local-hrefs", "--collection", "naip", "--chip-size", CHIP, "--out", str(out),
                  "--workers", "1", "--no-progress"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     counts = manifest["counts"]
@@ -91,5 +91,5 @@ def test_plan_says_why_an_item_would_be_skipped(catalog, capsys):
 def test_plan_needs_no_out(catalog, capsys, argv):
     url, _ = catalog
     capsys.readouterr()
-    assert main(["ingest", *argv, "--catalog", url, "--collection", "naip"]) == 0
+    assert main(["ingest", *argv, "--catalog", url, "--allow-local-hrefs", "--collection", "naip"]) == 0
     assert "pr_m_1806551" in capsys.readouterr().out

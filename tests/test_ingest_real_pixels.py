@@ -86,7 +86,7 @@ def _ingest(url: str, items: dict, out: Path, **options) -> tuple[dict, dict[str
 
     collections = sorted({it["collection"] for it in items.values()})
     with contextlib.redirect_stderr(io.StringIO()):
-        manifest = run_ingest(IngestConfig(catalog=url, collections=collections, out=str(out), workers=2,
+        manifest = run_ingest(IngestConfig(catalog=url, allow_local_hrefs=True, collections=collections, out=str(out), workers=2,
                                            progress=False, **options))
     samples: dict[str, list] = {}
     for shard in manifest["shards"]:
@@ -135,7 +135,7 @@ def plan_64(served):
     from ofa.pipeline.cli import main
 
     url, items = served
-    args = ["ingest", "--plan", "--json", "--catalog", url, "--chip-size", str(CHIP)]
+    args = ["ingest", "--plan", "--json", "--catalog", url, "--allow-local-hrefs", "--chip-size", str(CHIP)]
     for cid in sorted({i["collection"] for i in items.values()}):
         args += ["--collection", cid]
     out = io.StringIO()
@@ -404,7 +404,7 @@ def test_the_plan_names_every_item_and_where_each_scale_and_offset_comes_from(se
     from ofa.pipeline.cli import main
 
     url, items = served
-    args = ["ingest", "--plan", "--catalog", url, "--chip-size", str(CHIP)]
+    args = ["ingest", "--plan", "--catalog", url, "--allow-local-hrefs", "--chip-size", str(CHIP)]
     for cid in sorted({i["collection"] for i in items.values()}):
         args += ["--collection", cid]
     out = io.StringIO()

@@ -11,6 +11,7 @@ import rasterio
 from ingest_fixtures import load_item, localize_item
 
 from ofa.ingest.chips import ChipOptions, process_item
+from ofa.ingest.hrefs import LOCAL_FILES
 from ofa.ingest.items import plan_item
 
 
@@ -32,7 +33,7 @@ def test_coarse_bands_are_nearest_resampled_at_pixel_centres(tmp_path, chip):
     import json
 
     item = localize_item(load_item("sentinel-s2-l2a-cogs", "S2A_28QCH_20200714_0_L2A"), tmp_path, size=240)
-    plan = plan_item(item)
+    plan = plan_item(item, policy=LOCAL_FILES)
     result = process_item(plan, ChipOptions(chip_size=chip, max_nodata=1.0, max_cloud=1.0))
     assert result.kept >= 4
     gsds = set()

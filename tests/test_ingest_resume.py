@@ -24,7 +24,7 @@ KILL = str(Path(__file__).parent / "ingest_kill.py")
 def _cmd(url: str, out: Path, kill_at: str | None = None) -> list[str]:
     """``ofa ingest`` of the fixture catalog into ``out``; with ``kill_at``, SIGKILLed at that point."""
     run = [sys.executable, KILL, kill_at] if kill_at else [sys.executable, "-m", "ofa.pipeline.cli"]
-    cmd = [*run, "ingest", "--catalog", url, "--out", str(out), "--chip-size", "80",
+    cmd = [*run, "ingest", "--catalog", url, "--allow-local-hrefs", "--out", str(out), "--chip-size", "80",
            "--workers", "2", "--shard-max-samples", "5", "--no-progress"]
     for c in COLLECTIONS:
         cmd += ["--collection", c]
@@ -151,7 +151,7 @@ def test_shards_lost_during_the_run_fail_it_and_the_rerun_redoes_them(catalog, t
     from ingest_kill import install
 
     def cfg(out: Path) -> IngestConfig:
-        return IngestConfig(catalog=catalog.url, collections=list(COLLECTIONS), out=str(out), chip_size=80, workers=2,
+        return IngestConfig(catalog=catalog.url, allow_local_hrefs=True, collections=list(COLLECTIONS), out=str(out), chip_size=80, workers=2,
                             shard_max_samples=5, progress=False)
 
     reference = run_ingest(cfg(tmp_path / "reference"))

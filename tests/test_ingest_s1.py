@@ -24,6 +24,7 @@ from s1_fixtures import S1_DIR, local_items  # noqa: E402
 
 from ofa.infra.localstack import stac_server  # noqa: E402
 from ofa.ingest.chips import ChipOptions, process_item  # noqa: E402
+from ofa.ingest.hrefs import LOCAL_FILES  # noqa: E402
 from ofa.ingest.items import ItemError, plan_item  # noqa: E402
 from ofa.ingest.plans import DB_NODATA  # noqa: E402
 from ofa.pipeline.cli import main  # noqa: E402
@@ -37,7 +38,7 @@ def items(tmp_path_factory):
 
 
 def _samples(item: dict, **plan_kwargs) -> list[tuple[np.ndarray, dict]]:
-    result = process_item(plan_item(item, **plan_kwargs), ChipOptions(chip_size=CHIP))
+    result = process_item(plan_item(item, **plan_kwargs, policy=LOCAL_FILES), ChipOptions(chip_size=CHIP))
     return [(np.load(io.BytesIO(bytes(npy))), json.loads(meta)) for _, npy, meta in result.samples]
 
 
@@ -157,7 +158,7 @@ def test_single_polarisation_and_bands_keep_the_channel_invalid(items):
     for pixels, meta in samples:
         assert meta["bands"] == ["VV", "VH"] and meta["band_valid"] == [True, False]
         assert pixels.shape[0] == 2 and not pixels[1].any() and (pixels[0] != 0).any()
-    result = process_item(plan_item(items["es_vv"]), ChipOptions(chip_size=CHIP))
+    result = process_item(plan_item(items["es_vv"], policy=LOCAL_FILES), ChipOptions(chip_size=CHIP))
     assert result.stats[0].count > 0 and result.stats[1].count == 0
     # --bands VV on the dual-pol item: the same channels, the same VV pixels
     dropped = _samples(items["es"], bands=["VV"])
@@ -184,7 +185,7 @@ def test_rtc_linear_gamma0_becomes_db(tmp_path):
     item = {"type": "Feature", "id": "S1A_IW_GRDH_1SDV_RTC_TEST", "collection": "sentinel-1-rtc", "assets": assets,
             "properties": {"datetime": "2023-01-01T00:00:00Z", "proj:epsg": 32633, "sar:polarizations": ["VV", "VH"]},
             "geometry": {"type": "Polygon", "coordinates": [ring]}, "bbox": [w, so, e, n]}
-    result = process_item(plan_item(item), ChipOptions(chip_size=CHIP, max_nodata=0.2))
+    result = process_item(plan_item(item, policy=LOCAL_FILES), ChipOptions(chip_size=CHIP, max_nodata=0.2))
     assert result.kept == 4
     for _, npy, meta_bytes in result.samples:
         meta, pixels = json.loads(meta_bytes), np.load(io.BytesIO(bytes(npy)))
@@ -203,7 +204,7 @@ def test_raster_without_geotransform_or_gcps_is_skipped_with_the_reason(items, t
     item = json.loads(json.dumps(items["es_dn"]))
     item["assets"]["vv"]["href"] = str(path)
     with pytest.raises(ItemError, match="neither a geotransform nor GCPs"):
-        process_item(plan_item(item), ChipOptions(chip_size=CHIP))
+        process_item(plan_item(item, policy=LOCAL_FILES), ChipOptions(chip_size=CHIP))
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +214,7 @@ def dataset(items, tmp_path_factory):
     served = [items["es"], items["es_vv"], items["es_dn"]]
     out = tmp_path_factory.mktemp("s1ds") / "ds"
     with stac_server(collections_for(served), served) as url:
-        assert main(["ingest", "--catalog", url, "--collection", "sentinel-1-grd", "--out", str(out), "--chip-size",
+        assert main(["ingest", "--catalog", url, "--allow-local-hrefs", "--collection", "sentinel-1-grd", "--out", str(out), "--chip-size",
                      str(CHIP), "--workers", "1", "--no-progress"]) == 0
     return out, served
 

@@ -17,6 +17,7 @@ from rasterio.transform import Affine
 from rasterio.warp import transform, transform_bounds
 
 from ofa.ingest.chips import ChipOptions, process_item
+from ofa.ingest.hrefs import LOCAL_FILES
 from ofa.ingest.items import ItemError, plan_item
 from ofa.ingest.sar import DB_NODATA, gcp_sampling, geocoding_spacing
 
@@ -61,7 +62,7 @@ def _ingest(items: list[dict], out, **options) -> tuple[dict, list]:
     from ofa.ingest.job import IngestConfig, run_ingest
 
     with stac_server(collections_for(items), items) as url:
-        manifest = run_ingest(IngestConfig(catalog=url, collections=sorted({i["collection"] for i in items}),
+        manifest = run_ingest(IngestConfig(catalog=url, allow_local_hrefs=True, collections=sorted({i["collection"] for i in items}),
                                            out=str(out), chip_size=CHIP, workers=1, progress=False, **options))
     samples = []
     for shard in manifest["shards"]:
@@ -95,7 +96,7 @@ def test_rtc_in_db_gives_db_samples_equal_to_the_source(tmp_path):
 
 @pytest.mark.parametrize("unit", ["dB", "DB", "decibel", "Decibels"])
 def test_the_db_unit_is_read_in_any_case(tmp_path, unit):
-    plan = plan_item(_rtc_item(tmp_path, _db_values(64), {"nodata": -99, "unit": unit}))
+    plan = plan_item(_rtc_item(tmp_path, _db_values(64), {"nodata": -99, "unit": unit}), policy=LOCAL_FILES)
     assert plan.quantity == "gamma0_db" and plan.channels[0].convert is None and plan.channels[0].nodata == -99.0
     assert "already dB" in plan.quantity_from
 
@@ -104,7 +105,7 @@ def test_a_conversion_that_turns_the_pixels_into_nodata_skips_the_item(tmp_path)
     """The same dB item without a unit: the collection default (10*log10 of linear gamma0) would make nodata of
     every negative value, nearly all of them; the item is a ``skipped`` entry saying so, not a nodata count."""
     item = _rtc_item(tmp_path, _db_values(), {"nodata": -99}, "S1A_IW_GRDH_1SSV_RTC_NO_UNIT")
-    plan = plan_item(item)
+    plan = plan_item(item, policy=LOCAL_FILES)
     assert plan.channels[0].convert == "db" and "sentinel-1-rtc default" in plan.quantity_from
     manifest, samples = _ingest([item], tmp_path / "ds")
     assert samples == [] and manifest["counts"]["kept"] == 0
@@ -119,7 +120,7 @@ def test_linear_and_amplitude_units_become_db_once(tmp_path, unit, factor):
     rng = np.random.default_rng(5)
     values = rng.gamma(2.0, 0.05, size=(64, 64)).astype(np.float32)
     values[:4] = 0.0
-    plan = plan_item(_rtc_item(tmp_path, values, {"nodata": 0, "unit": unit}))
+    plan = plan_item(_rtc_item(tmp_path, values, {"nodata": 0, "unit": unit}), policy=LOCAL_FILES)
     assert plan.quantity == "gamma0_db" and plan.channels[0].nodata == DB_NODATA
     (sample,) = process_item(plan, ChipOptions(chip_size=CHIP, max_nodata=0.5)).samples
     pixels = np.load(io.BytesIO(bytes(sample[1])))
@@ -131,12 +132,12 @@ def test_linear_and_amplitude_units_become_db_once(tmp_path, unit, factor):
 def test_units_the_item_cannot_mean_are_refused(tmp_path):
     item = _rtc_item(tmp_path, _db_values(64), {"nodata": -99, "unit": "W/m2"})
     with pytest.raises(ItemError, match="states unit 'W/m2'; known SAR units: dB, decibel, linear, amplitude"):
-        plan_item(item)
+        plan_item(item, policy=LOCAL_FILES)
     both = copy.deepcopy(_rtc_item(tmp_path, _db_values(64), {"nodata": -99, "unit": "dB"}))
     both["assets"]["vh"] = copy.deepcopy(both["assets"]["vv"])
     both["assets"]["vh"]["raster:bands"][0]["unit"] = "linear"
     with pytest.raises(ItemError, match="the polarisations state different units"):
-        plan_item(both)
+        plan_item(both, policy=LOCAL_FILES)
 
 
 # ------------------------------------------------------------------ ground sampling from the GCPs
@@ -185,7 +186,7 @@ def test_a_decimated_gcp_raster_is_geocoded_at_its_own_sampling(tmp_path):
             "properties": {"datetime": "2023-06-01T05:34:00Z", "sar:pixel_spacing_range": 10,
                            "sar:pixel_spacing_azimuth": 10, "proj:epsg": 4326},
             "assets": {"vv": {"href": str(path), "roles": ["data"], "raster:bands": [{"nodata": 0, "data_type": "uint16"}]}}}
-    result = process_item(plan_item(item), ChipOptions(chip_size=CHIP))
+    result = process_item(plan_item(item, policy=LOCAL_FILES), ChipOptions(chip_size=CHIP))
     metas = [json.loads(m) for _, _, m in result.samples]
     assert metas and {m["gsd"] for m in metas} == {80.0} and {m["transform"][0] for m in metas} == {80.0}
     assert result.kept + sum(result.dropped.values()) == (size // CHIP) ** 2   # 4 windows at 80 m; 256 at 10 m

@@ -18,7 +18,7 @@ def test_sign_href_hook(tmp_path, monkeypatch):
     ingest_fixtures.SIGN_CALLS.clear()
     with stac_server(collections_for(items), items) as url:
         def cfg(out: str, hook):
-            return IngestConfig(catalog=url, collections=["naip"], out=str(tmp_path / out), chip_size=80, workers=1,
+            return IngestConfig(catalog=url, allow_local_hrefs=True, collections=["naip"], out=str(tmp_path / out), chip_size=80, workers=1,
                                 progress=False, sign_href=hook)
 
         unsigned = run_ingest(cfg("unsigned", None))

@@ -54,7 +54,7 @@ def run(tmp_path_factory):
     items.append(localize_item(load_item("landsat-c2-l2", LANDSAT), root))
     out = tmp_path_factory.mktemp("ds")
     with stac_server(collections_for(items), items) as url:
-        cfg = IngestConfig(catalog=url, collections=sorted({it["collection"] for it in items}), out=str(out),
+        cfg = IngestConfig(catalog=url, allow_local_hrefs=True, collections=sorted({it["collection"] for it in items}), out=str(out),
                            chip_size=CHIP, workers=2, progress=True, max_cloud_fraction=1.0, max_nodata_fraction=0.5)
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
@@ -203,8 +203,9 @@ def test_progress_bar_counts_kept_samples_of_the_whole_run(run):
 
 def _offsets(item: dict) -> list[float]:
     from ofa.ingest.items import plan_item
+    from ofa.ingest.hrefs import LOCAL_FILES
 
-    return [round(c.offset, 12) for c in plan_item(item).channels]
+    return [round(c.offset, 12) for c in plan_item(item, policy=LOCAL_FILES).channels]
 
 
 def test_l1c_offset_from_baseline_04_and_earth_search_flags():

@@ -15,6 +15,7 @@ import pytest
 from ingest_fixtures import CLOUDY_LANDSAT, ES_S2, STAC_DIR, load_item
 
 from ofa.ingest.chips import BandStats, ChipOptions, _masks, encode_npy, process_item
+from ofa.ingest.hrefs import LOCAL_FILES
 from ofa.ingest.items import ItemError, clean_href, item_etag, plan_item
 from ofa.ingest.sensors import SENSORS, BandSpec, SensorSpec, sensor_for_collection
 from ofa.ingest.dataset.shard_writer import ShardWriter, tar_bytes
@@ -57,7 +58,7 @@ def test_every_shared_real_item_resolves(real_data, collection):
 
 
 def _check_plan(item: dict) -> None:
-    plan = plan_item(item)
+    plan = plan_item(item, policy=LOCAL_FILES)
     spec = sensor_for_collection(item["collection"])
     assert [c.name for c in plan.channels] == spec.band_names
     assert all("?" not in c.href for c in plan.channels)
@@ -96,12 +97,12 @@ def _expected_s2_offset(item: dict, asset: str) -> float:
 
 def test_bands_option_and_hrefs_without_secrets():
     item = load_item("sentinel-2-l2a", ES_S2)
-    plan = plan_item(item, bands=["B04", "nir08"])   # the sensor's 12 channels stay; the others are invalid
+    plan = plan_item(item, bands=["B04", "nir08"], policy=LOCAL_FILES)   # the sensor's 12 channels stay; the others are invalid
     assert [c.name for c in plan.channels] == SENSORS["sentinel-2"].band_names
     assert [c.name for c in plan.channels if c.valid] == ["B04", "B8A"]
     assert all(c.href == "" for c in plan.channels if not c.valid)
     with pytest.raises(ItemError, match="none of the requested bands"):
-        plan_item(item, bands=["VV"])
+        plan_item(item, bands=["VV"], policy=LOCAL_FILES)
     assert clean_href("https://user:pw@host.net/a/b.tif?se=2024&sig=abc#x") == "https://host.net/a/b.tif"
     assert clean_href("/data/x.tif?sig=1") == "/data/x.tif"
     signed = json.loads(json.dumps(item))
@@ -184,7 +185,7 @@ def test_a_new_sensor_is_a_registry_entry_real_pixels_with_a_collar(real_data):
     item = {"id": "LE07_RGB", "collection": "landsat-7-test", "properties": {"datetime": "2000-01-01T00:00:00Z"},
             "geometry": {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]},
             "assets": {"data": {"href": href + "?token=x"}}}
-    plan = plan_item(item, sensor=etm)
+    plan = plan_item(item, sensor=etm, policy=LOCAL_FILES)
     result = process_item(plan, ChipOptions(chip_size=128, max_nodata=0.05))
     n_chips = (718 // 128) * (791 // 128)
     assert result.kept + sum(result.dropped.values()) == n_chips
@@ -280,7 +281,7 @@ def test_sar_border_zeros_are_named(tmp_path):
         assets[pol] = {"href": str(path), "raster:bands": [{"nodata": 0, "data_type": "uint16"}]}
     item = {"id": "S1_test", "collection": "sentinel-1-grd", "assets": assets, "geometry": None,
             "properties": {"datetime": "2024-01-01T00:00:00Z", "proj:epsg": 4326}}
-    result = process_item(plan_item(item), ChipOptions(chip_size=64))
+    result = process_item(plan_item(item, policy=LOCAL_FILES), ChipOptions(chip_size=64))
     assert result.dropped["sar_border"] == 2 and result.kept == 2 and result.dropped["nodata"] == 0
     meta = json.loads(result.samples[0][2])
     assert meta["gsd"] == 10.0 and meta["crs"] == "EPSG:4326" and meta["wavelengths"] == [5.405, 5.405]

@@ -23,6 +23,7 @@ from zarr_fixtures import write_datacube
 from support.eopf_scene import eopf_item, write_eopf_product
 from ofa.infra.localstack import s3_server, stac_server
 from ofa.ingest.chips import ChipOptions, process_item
+from ofa.ingest.hrefs import LOCAL_FILES
 from ofa.ingest.items import plan_item
 from ofa.ingest.job import IngestConfig, run_ingest
 from ofa.ingest.sensors import SENSORS
@@ -100,7 +101,7 @@ COLLECTIONS = ("sentinel-2-l2a", "landsat-c2-l2", "naip")
 
 
 def _ingest(url: str, out: Path, ids: list[str], **extra) -> dict:
-    return run_ingest(IngestConfig(catalog=url, collections=list(COLLECTIONS), out=str(out), chip_size=80, workers=2,
+    return run_ingest(IngestConfig(catalog=url, allow_local_hrefs=True, collections=list(COLLECTIONS), out=str(out), chip_size=80, workers=2,
                                    progress=False, shard_max_samples=5, ids=ids, **extra))
 
 
@@ -182,7 +183,7 @@ def test_reads_are_chunk_aligned_and_each_chunk_is_read_once(scenes, tmp_path, m
         return await real(self, key, *args, **kwargs)
 
     monkeypatch.setattr(zarr.storage.LocalStore, "get", get)
-    plan = plan_item(eopf_item(scenes["cogs"][S2_EOPF_V2], str(product), "product"))
+    plan = plan_item(eopf_item(scenes["cogs"][S2_EOPF_V2], str(product), "product"), policy=LOCAL_FILES)
     result = process_item(plan, ChipOptions(80, max_nodata=1.0, max_cloud=1.0))
     assert result.kept == 9
     chunks = [k for k in gets if "/c/" in k]
@@ -207,7 +208,7 @@ def test_reads_are_chunk_aligned_and_each_chunk_is_read_once(scenes, tmp_path, m
 
 def _cmd(url: str, out: str, kill_at: str | None = None) -> list[str]:
     run = [sys.executable, KILL, kill_at] if kill_at else [sys.executable, "-m", "ofa.pipeline.cli"]
-    cmd = [*run, "ingest", "--catalog", url, "--out", out, "--chip-size", "80",
+    cmd = [*run, "ingest", "--catalog", url, "--allow-local-hrefs", "--out", out, "--chip-size", "80",
            "--workers", "2", "--shard-max-samples", "5", "--no-progress"]
     for c in COLLECTIONS:
         cmd += ["--collection", c]

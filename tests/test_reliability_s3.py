@@ -173,7 +173,7 @@ def test_server_restart_during_multipart_shard_upload():
 
 # ------------------------------------------------------------------ a whole ingest run
 def _ingest(url: str, out: str, options: dict | None = None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "ofa.pipeline.cli", "ingest", "--catalog", url, "--out", out, "--chip-size", "80",
+    cmd = [sys.executable, "-m", "ofa.pipeline.cli", "ingest", "--catalog", url, "--allow-local-hrefs", "--out", out, "--chip-size", "80",
            "--workers", "2", "--shard-max-samples", "6", "--no-progress"]
     for c in COLLECTIONS:
         cmd += ["--collection", c]

@@ -16,6 +16,7 @@ import rasterio
 from ingest_fixtures import ES_S2, _write_cog, localized_items
 
 from ofa.ingest.chips import ChipOptions, process_item
+from ofa.ingest.hrefs import LOCAL_FILES
 from ofa.ingest.items import plan_item
 
 
@@ -49,14 +50,14 @@ def test_wrong_dtype_and_nodata_do_not_break(s2_item, dtype, nodata, caplog):
 
     item, root = s2_item
     caplog.set_level(logging.WARNING, logger="ofa.ingest")
-    result = process_item(plan_item(_variant(item, root, dtype, nodata)), ChipOptions(80))
+    result = process_item(plan_item(_variant(item, root, dtype, nodata), policy=LOCAL_FILES), ChipOptions(80))
     assert result.kept > 0
     lines = [r.getMessage() for r in caplog.records if "nodata" in r.getMessage()]
     assert len(lines) == 1 and f"WRONG_{dtype}" in lines[0] and "'red'" in lines[0], lines
     caplog.clear()
-    process_item(plan_item(item), ChipOptions(80))                # the good item: no such line
+    process_item(plan_item(item, policy=LOCAL_FILES), ChipOptions(80))                # the good item: no such line
     assert not [r for r in caplog.records if "nodata" in r.getMessage()]
-    stream = Stream(dataset="x", sensor="sentinel-2", shards=[], count=0, bands=[c.name for c in plan_item(item).channels],
+    stream = Stream(dataset="x", sensor="sentinel-2", shards=[], count=0, bands=[c.name for c in plan_item(item, policy=LOCAL_FILES).channels],
                     mean=np.zeros(12, np.float32), std=np.ones(12, np.float32))
     for key, pixels, meta in result.samples:
         arr = np.load(io.BytesIO(pixels), allow_pickle=False)

@@ -84,7 +84,7 @@ def test_no_secret_in_ingest_outputs(setup, tmp_path):
     s3, catalog, port = setup
     env = _env(s3, port)
     opts = json.dumps(_options(s3))
-    run = _ofa(["ingest", "--catalog", catalog, "--collection", "naip", "--out", "s3://sec/ds", "--chip-size", "80",
+    run = _ofa(["ingest", "--catalog", catalog, "--allow-local-hrefs", "--collection", "naip", "--out", "s3://sec/ds", "--chip-size", "80",
                 "--workers", "2", "--storage-options", opts, "--sign-href", "test_security_secrets:sign_planted"], env)
     assert run.returncode == 0, run.stderr[-3000:]
     outputs = {"ingest stdout": run.stdout, "ingest stderr": run.stderr}
@@ -109,7 +109,7 @@ def test_no_secret_in_ingest_outputs(setup, tmp_path):
 def test_no_secret_in_a_failing_run(setup):
     s3, catalog, port = setup
     with FaultProxy(s3.port, FaultPlan(mode="reset", max_faults=10**6)) as proxy:
-        run = _ofa(["ingest", "--catalog", catalog, "--collection", "naip", "--out", "s3://sec/dead", "--chip-size", "80",
+        run = _ofa(["ingest", "--catalog", catalog, "--allow-local-hrefs", "--collection", "naip", "--out", "s3://sec/dead", "--chip-size", "80",
                     "--workers", "1", "--no-progress", "--storage-options", json.dumps(_options(s3, proxy.url))],
                    _env(s3, port))
     assert run.returncode != 0 and "s3://sec/dead" in run.stderr
@@ -145,7 +145,7 @@ def test_no_secret_in_what_a_killed_run_leaves(setup, tmp_path):
     """A run killed mid-way leaves its staging files (search record, per-item tars) in the dataset folder."""
     s3, catalog, port = setup
     out = tmp_path / "killed"
-    run = _ofa(["ingest", "--catalog", catalog, "--collection", "naip", "--out", str(out), "--chip-size", "80",
+    run = _ofa(["ingest", "--catalog", catalog, "--allow-local-hrefs", "--collection", "naip", "--out", str(out), "--chip-size", "80",
                 "--workers", "1", "--sign-href", "test_security_secrets:sign_planted"], _env(s3, port), kill_at="tasks")
     assert run.returncode < 0, run.stderr[-2000:]                     # SIGKILLed
     files = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from ingest_fixtures import REAL_ITEMS, load_item
 
+from ofa.ingest.hrefs import LOCAL_FILES
 from ofa.ingest.items import ItemError, plan_item
 
 BASES = [load_item(c, s) for c, s in REAL_ITEMS]
@@ -92,7 +93,7 @@ def test_asset_with_unknown_media_type_is_refused_at_read(tmp_path):
     blob = tmp_path / "image.xyz"
     blob.write_bytes(b"\x00not a raster at all\x00" * 100)
     item["assets"]["image"].update(href=str(blob), type="application/x-unknown-thing")
-    plan = plan_item(item)
+    plan = plan_item(item, policy=LOCAL_FILES)
     with pytest.raises(ItemError) as info:
         process_item(plan, ChipOptions(64))
     message = str(info.value)

@@ -83,6 +83,7 @@ MANIFEST_KEYS = (
     "search",           # collections, bbox/intersects, datetime, max_cloud, max_items, ...
     "items",            # [{"id", "collection", "updated", "etag"}] selected items, in order
     "chips",            # chip parameters: chip_size, bands, thresholds, ...
+    "reads",            # what the run was allowed to read: {"hrefs": href policy, "limits": size limits}
     "shards",           # [{"path" (relative), "sensor", "count", "bytes", "sha256"}]
     "statistics",       # {statistics_key: {"bands", "quantity", "count", "mean", "std", "min", "max"}} (lists per band)
     "skipped",          # [{"item_id", "collection", "reason"}]

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import rasterio
 
+from ofa.ingest.hrefs import LOCAL_FILES
 from ofa.ingest.items import plan_item
 from ofa.ingest.sensors import SENSORS
 
@@ -103,7 +104,7 @@ def write_eopf_product(item: dict, path: str, zarr_format: int = 2, chunks_per_s
         meta["other_metadata"]["horizontal_CRS_code"] = f"EPSG:{epsg}"
         meta["stac_discovery"]["properties"]["proj:code"] = f"EPSG:{epsg}"
     root = zarr.open_group(_store(path), mode="w", zarr_format=zarr_format, attributes=meta)
-    channels = {c.name: c for c in plan_item(item).channels}
+    channels = {c.name: c for c in plan_item(item, policy=LOCAL_FILES).channels}
     for band in s2.bands:
         key = next(k for k in band.keys if k in item["assets"])
         data, t, _ = _cog(item["assets"][key]["href"])
