@@ -119,11 +119,12 @@ class _Windows:
 def _item_windows(item: dict, chip: int) -> _Windows:
     from ofa.ingest.chips import _Chipper, chip_grid, open_grid
     from ofa.ingest.config import ChipOptions
+    from ofa.ingest.hrefs import LOCAL_FILES
     from ofa.ingest.items import plan_item
     from ofa.ingest.plans import identity_href
     from ofa.ingest.formats import reader_for
 
-    plan = plan_item(item)
+    plan = plan_item(item, policy=LOCAL_FILES)
     with reader_for(plan, identity_href) as reader:
         plan, grid = open_grid(plan, reader)
         rows, cols = chip_grid(plan, grid, chip)
