@@ -33,7 +33,8 @@ class DemoConfig:
     size: str = "tiny"
     embedding: str = "ofa"
     seed: int = 0
-    workers: int = 2
+    workers: int | None = None   # ingest workers; None: one per CPU of the thread budget
+    threads: int | None = None   # CPU budget (pipeline.threads); None: OMP_NUM_THREADS, else the CPUs this process may use
     progress: bool = True
 
 
@@ -53,6 +54,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
     from ofa.ingest.job import IngestConfig, run_ingest
     from ofa.ingest.manifest import verify_dataset
     from ofa.pipeline.plots import plot_loss_curve, plot_reconstructions
+    from ofa.pipeline.threads import cpu_budget
     from ofa.pipeline.train import TrainConfig, train
 
     out = Path(cfg.out).resolve()
@@ -78,7 +80,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
             print(f"      catalog served at {url}")
             manifest = run_ingest(IngestConfig(
                 catalog=url, collections=list(DEMO_COLLECTIONS), out=str(paths["dataset"]),
-                chip_size=cfg.chip_size, workers=cfg.workers, progress=cfg.progress,
+                chip_size=cfg.chip_size, workers=cfg.workers or cpu_budget(cfg.threads)[0], progress=cfg.progress,
             ))
         ok, problems = verify_dataset(str(paths["dataset"]))
         if not ok:
@@ -91,7 +93,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
     summary = train(TrainConfig(
         data=[str(paths["dataset"])], size=cfg.size, embedding=cfg.embedding, steps=cfg.steps,
         batch_size=cfg.batch_size, img_size=cfg.img_size, patch_size=cfg.patch_size, lr=cfg.lr, seed=cfg.seed, save_every=max(cfg.steps // 2, 1),
-        out=str(paths["train"]), resume="auto", cpu=True,
+        out=str(paths["train"]), resume="auto", cpu=True, threads=cfg.threads,
     ))
     _done(t, f"final loss {summary.get('loss')}")
 
@@ -109,10 +111,14 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
 
 def _main(args: argparse.Namespace) -> int:
     from ofa.ingest.options import from_args
+    from ofa.pipeline.threads import use_cpu_threads
 
+    cfg = from_args(DemoConfig, args)
+    threads = use_cpu_threads(cfg.threads)  # before anything loads torch
+    print(f"CPU threads: {threads.intra_op} for torch, from {threads.source}")
     if args.fresh and Path(args.out).exists():
         shutil.rmtree(args.out)
-    run_demo(from_args(DemoConfig, args))
+    run_demo(cfg)
     return 0
 
 
@@ -128,7 +134,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "out": Flag("folder for everything the demo makes"),
         **{k: TRAIN_FLAGS[k] for k in ("steps", "batch_size", "img_size", "patch_size", "lr", "size", "embedding", "seed")},
         "chip_size": Flag("chip size in pixels"),
-        "workers": Flag("ingest workers"),
+        "workers": Flag("ingest workers", default_text="one per CPU of --threads"),
+        "threads": TRAIN_FLAGS["threads"],
         "progress": Flag("no progress bars"),
     })
     p.add_argument("--fresh", action="store_true", help="delete --out first instead of reusing it")

@@ -36,16 +36,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preview", default="", metavar="PNG",
                    help="where the PCA map goes (default: OUT.preview.png; 'none' for no map)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch's CPU threads (OMP_NUM_THREADS, when set, wins; default: the CPUs this process may use)")
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ofa.pipeline.threads import use_cpu_threads
+
+    use_cpu_threads(args.threads)  # before torch loads
     from ofa.pipeline.embed.job import EmbedConfig, run_embed
 
     fmt = args.format or ("geoparquet" if args.out.rstrip("/").endswith(".parquet") else "zarr")
     cfg = EmbedConfig(checkpoint=args.checkpoint, data=args.data, out=args.out, format=fmt, pool=args.pool,
                       batch_size=args.batch_size, chunk_size=args.chunk_size, storage_options=args.storage_options,
                       cpu=args.cpu, preview=None if args.preview == "none" else args.preview,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, threads=args.threads)
     summary = run_embed(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         if summary["status"] == "already done":

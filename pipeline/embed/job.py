@@ -38,6 +38,7 @@ class EmbedConfig:
     cpu: bool = False
     preview: str | None = ""   # "" = OUT.preview.png, None = no preview
     progress: bool = True
+    threads: int | None = None  # CPU budget for torch (pipeline.threads), set by the command before torch loads
 
 
 def preview_url(cfg: EmbedConfig) -> str | None:

@@ -55,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "finetune_epochs": Flag("fine-tuning epochs", flag="--epochs"),
         "lr": Flag("fine-tuning backbone learning rate"),
         "max_samples": Flag("use at most N samples per split (quick runs)"),
+        "threads": Flag("torch's CPU threads (OMP_NUM_THREADS, when set, wins)", default_text="the CPUs this process may use"),
     })
     p.add_argument("--storage-options", default=None, help="JSON dict of fsspec options for s3:// checkpoints")
     p.set_defaults(func=run_geobench)
@@ -122,6 +123,9 @@ def _sources(args: argparse.Namespace) -> list[tuple[str, object]]:
 
 def run_geobench(args: argparse.Namespace) -> int:
     """``ofa eval geobench``: bad options, folders and checkpoints stop it with one line before any task."""
+    from ofa.pipeline.threads import use_cpu_threads
+
+    use_cpu_threads(args.threads)  # before torch loads
     from tqdm import tqdm
 
     from .geobench import GeoBenchError

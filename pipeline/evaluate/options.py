@@ -24,6 +24,7 @@ class EvalOptions:
     finetune_epochs: int = 10
     lr: float = 1e-4
     max_samples: int | None = None   # cap per split (quick runs); None = the whole partition
+    threads: int | None = None       # CPU budget for torch (pipeline.threads); None: OMP_NUM_THREADS, else the CPUs allowed
 
 
 @dataclass
