@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 import yaml
@@ -95,19 +96,23 @@ def setup(tmp_path_factory):
 
 
 def kill_after_checkpoint(cmd: list[str], out: Path, step: int, timeout: float = 300) -> None:
-    """Start the launcher and its 2 ranks; SIGKILL all of them once checkpoint ``step`` is complete."""
+    """Start the launcher and its 2 ranks; SIGKILL all of them once checkpoint ``step`` is complete (each rank
+    runs in a session of its own, so the launcher's process group alone would leave them training)."""
     done = out / "checkpoints" / f"step-{step:08d}"
-    proc = subprocess.Popen(cmd, env=train_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, env=train_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline and proc.poll() is None and not done.exists():
             time.sleep(0.005)
         assert done.exists(), f"checkpoint {step} never appeared (exit {proc.poll()})"
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        tree = [psutil.Process(proc.pid)] if proc.poll() is None else []
+        tree += [child for p in tree for child in p.children(recursive=True)]
+        for p in reversed(tree):  # the ranks first, then the launcher
+            p.send_signal(signal.SIGKILL)
+        gone, alive = psutil.wait_procs(tree, timeout=30)
         proc.wait(timeout=30)
+        assert not alive, alive
 
 
 def test_fsdp_checkpoints_hold_one_optimiser_shard_per_rank(setup):
