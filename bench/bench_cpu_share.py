@@ -115,17 +115,23 @@ def builds(args: argparse.Namespace, work: Path) -> list[dict]:
 
 
 def summarise(rows: list[dict], args: argparse.Namespace) -> str:
-    """The last line: the ratios of the medians (a timed-out run counts as ``--timeout`` seconds: a lower bound)."""
+    """The last line: ratios of the medians. A timed-out run counts as ``--timeout`` seconds, so a ratio over
+    one is a bound (``>=`` when it is the numerator, ``<=`` when the denominator)."""
     def median(build: str, loaded: bool) -> tuple[float, bool]:
         picked = [r for r in rows if r["build"] == build and r["loaded"] == loaded]
         return statistics.median(r["wall_s"] for r in picked), any(r["timed_out"] for r in picked)
 
-    (oq, _), (nq, _) = median("old", False), median("new", False)
-    (ol, old_cut), (nl, new_cut) = median("old", True), median("new", True)
-    more = lambda cut: ">=" if cut else ""  # noqa: E731
-    return (f"{args.busy} busy loops: new loaded/quiet {more(new_cut)}{nl / nq:.2f}x (goal <= 3x); "
-            f"quiet new/old {nq / oq:.2f}x (goal <= 1.0x); loaded old/new {more(old_cut)}{ol / nl:.1f}x; "
-            f"medians old {oq:.1f} s / {more(old_cut)}{ol:.1f} s, new {nq:.1f} s / {more(new_cut)}{nl:.1f} s (quiet / loaded)")
+    def ratio(top: tuple[float, bool], bottom: tuple[float, bool], digits: int = 2) -> str:
+        bound = {(True, False): ">=", (False, True): "<=", (True, True): "~"}.get((top[1], bottom[1]), "")
+        return f"{bound}{top[0] / bottom[0]:.{digits}f}x"
+
+    def secs(m: tuple[float, bool]) -> str:
+        return f"{'>=' if m[1] else ''}{m[0]:.1f} s"
+
+    oq, nq, ol, nl = median("old", False), median("new", False), median("old", True), median("new", True)
+    return (f"{args.busy} busy loops: new loaded/quiet {ratio(nl, nq)} (goal <= 3x); quiet new/old {ratio(nq, oq)} "
+            f"(goal <= 1.0x); loaded old/new {ratio(ol, nl, 1)}; medians quiet / loaded: old {secs(oq)} / {secs(ol)}, "
+            f"new {secs(nq)} / {secs(nl)}")
 
 
 def main(argv: list[str] | None = None) -> int:
