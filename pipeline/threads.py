@@ -9,9 +9,11 @@ worker per CPU of the budget.
 
 OpenMP's waiting threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``, unless the environment
 chooses a policy): torch's intra-op threads meet at a barrier after every parallel op, and with other
-processes on the cores a thread spinning there burns the time slice its peer needs to reach it; a 2-core
-run under 2 busy loops went from minutes per 100 steps to seconds (bench/bench_cpu_share.py). libgomp reads
-the policy once, when torch loads it, so ``use_cpu_threads`` must run before the first ``import torch``.
+processes on the cores a thread spinning there (libgomp's default: up to 300,000 rounds) burns the time
+slice its peer needs to reach it. On the 2-core dev machine at load average 12, 60 demo training steps
+took 300-470 s spinning and 31-35 s waiting passively (bench/bench_cpu_share.py runs the whole demo).
+libgomp reads the policy once, when torch loads it, so ``use_cpu_threads`` must run before the first
+``import torch``.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ log = logging.getLogger("ofa.threads")
 #: the environment variables through which a user picks OpenMP's waiting behaviour (then left alone)
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")
 
 
 @dataclass(frozen=True)
@@ -47,13 +50,16 @@ def _positive_int(text: str | None) -> int | None:
     return value if value > 0 else None
 
 
-def cgroup_quota(path: Path = CGROUP_CPU_MAX) -> int | None:
-    """CPUs the cgroup (v2) quota allows, rounded up; None without a quota."""
+def cgroup_quota(path: Path = CGROUP_CPU_MAX, v1: Path = CGROUP_V1_CPU) -> int | None:
+    """CPUs the cgroup's quota allows, rounded up (v2 ``cpu.max``, else v1 ``cpu.cfs_quota_us``); None without one."""
     try:
         quota, period = path.read_text().split()[:2]
     except (OSError, ValueError):
-        return None
-    if quota == "max" or not _positive_int(period) or not _positive_int(quota):
+        try:
+            quota, period = ((v1 / f"cpu.cfs_{name}_us").read_text().strip() for name in ("quota", "period"))
+        except OSError:
+            return None
+    if not _positive_int(period) or not _positive_int(quota):  # "max" (v2) or -1 (v1): no quota
         return None
     return max(1, math.ceil(int(quota) / int(period)))
 

@@ -49,8 +49,15 @@ def test_budget_order(monkeypatch):
 def test_cgroup_quota(tmp_path, text, cpus):
     path = tmp_path / "cpu.max"
     path.write_text(text)
-    assert cgroup_quota(path) == cpus
-    assert cgroup_quota(tmp_path / "missing") is None
+    assert cgroup_quota(path, tmp_path / "no-v1") == cpus
+    assert cgroup_quota(tmp_path / "missing", tmp_path / "no-v1") is None
+
+
+@pytest.mark.parametrize("quota,cpus", [("-1", None), ("250000", 3), ("100000", 1)])
+def test_cgroup_v1_quota(tmp_path, quota, cpus):
+    (tmp_path / "cpu.cfs_quota_us").write_text(quota + "\n")
+    (tmp_path / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_quota(tmp_path / "no-cpu.max", tmp_path) == cpus
 
 
 def test_libgomp_waits_passively_when_the_command_sets_it_first():
