@@ -124,6 +124,19 @@ def load_optimizer_shard(checkpoint_url: str, rank: int, storage_options: dict[s
         return torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
 
 
+def optimizer_layout_problem(state: dict[str, Any], sharded: bool, world: int) -> str | None:
+    """Why a run (FSDP or not, ``world`` processes) cannot load the optimiser state of the checkpoint whose
+    ``train_state`` is ``state``, or None: FSDP shards load only into FSDP over as many processes, a whole
+    state only into a run that does not shard it."""
+    saved_world = (state.get("data") or {}).get("world_size")
+    if bool(state.get("sharded_optimizer")) != sharded:
+        saved = f"sharded over {saved_world} FSDP processes" if not sharded else "whole (a run without FSDP)"
+        return f"its optimiser state is {saved}; this run {'shards it (FSDP)' if sharded else 'does not use FSDP'}"
+    if sharded and saved_world != world:
+        return f"its optimiser state is sharded over {saved_world} FSDP processes; this run has {world}"
+    return None
+
+
 def model_dir(url: str, storage_options: dict[str, Any] | None = None) -> str:
     """The ``save_pretrained`` folder behind ``url``: a training run folder (its last complete
     checkpoint), a ``step-NNNNNNNN`` folder, or that folder's ``model/`` folder itself (one resolver for

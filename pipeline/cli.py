@@ -20,6 +20,7 @@ from ofa.ingest.version import package_version
 
 from ofa.pipeline.errors import EXIT_USAGE, run_command
 from ofa.pipeline.options import add_field_options, normalise_argv, option_fields, repeated_flags
+from ofa.pipeline.threads import use_cpu_threads
 
 DESCRIPTION = """One-for-All Earth observation foundation model: STAC ingest, shards, pretraining, evaluation.
 
@@ -155,6 +156,18 @@ def _resolve(path: str) -> Any:
     return getattr(importlib.import_module(module), func)
 
 
+def _runner(cmd: Command) -> Any:
+    """What runs ``cmd``: for a command with a ``threads`` option, its CPU threads are set first, before the
+    command's module can load torch (OpenMP reads its wait policy once, when torch loads it)."""
+
+    def run(args: argparse.Namespace) -> int | None:
+        if "threads" in vars(args):
+            use_cpu_threads(args.threads)
+        return _resolve(cmd.run)(args)
+
+    return run
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     """What ``ofa ARGV`` asks for: ``command`` (its name, or a group's when no action follows it) and the
     command's option values, typed, from flags, ``--config`` files and the environment. A bad option or
@@ -189,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         build_parser()[1][args.command].print_help()
         return EXIT_USAGE
     args.debug = debug
-    return run_command(_resolve(cmd.run), args)
+    return run_command(_runner(cmd), args)
 
 
 def launch_main(name: str, argv: list[str] | None = None) -> int:

@@ -104,6 +104,8 @@ class TrainConfig:
     log_dir: str | None = None
     """local folder for log.jsonl and TensorBoard, copied to OUT at each checkpoint (null: OUT itself; for an
     s3:// OUT, ofa-logs/s3/BUCKET/PREFIX)"""
+    threads: int | None = None
+    """torch's CPU threads (OMP_NUM_THREADS, when set, wins; null: the CPUs this process may use)"""
 
     def model_config(self, modalities: dict[str, int]) -> ModelConfig:
         """The model this run trains, for the data's ``modalities`` (sensor -> channels): every ``ModelConfig``
@@ -151,8 +153,11 @@ class DemoConfig:
     """patch embedding: per sensor (ofa) or wavelength-conditioned"""
     seed: int = 0
     """random seed"""
-    workers: int = 2
-    """ingest workers"""
+    workers: int | None = None
+    """ingest workers (null: one per CPU of the thread budget)"""
+    threads: int | None = None
+    """CPU budget: torch's threads and the ingest's workers (OMP_NUM_THREADS, when set, wins; null: the CPUs this
+    process may use)"""
     progress: bool = True
     """progress bars"""
     fresh: bool = False

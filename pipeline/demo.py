@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from ofa.pipeline.config import DemoConfig
+from ofa.pipeline.threads import cpu_budget
 
 
 def _stage(number: int, title: str) -> float:
@@ -59,7 +60,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
             print(f"      catalog served at {url}")
             manifest = run_ingest(IngestConfig(   # the loopback catalog names files of this machine: allowed here
                 catalog=url, allow_local_hrefs=True, collections=list(DEMO_COLLECTIONS), out=str(paths["dataset"]),
-                chip_size=cfg.chip_size, workers=cfg.workers, progress=cfg.progress,
+                chip_size=cfg.chip_size, workers=cfg.workers or cpu_budget(cfg.threads)[0], progress=cfg.progress,
             ))
         ok, problems = verify_dataset(str(paths["dataset"]))
         if not ok:
@@ -72,7 +73,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
     summary = train(TrainConfig(
         data=[str(paths["dataset"])], size=cfg.size, embedding=cfg.embedding, steps=cfg.steps,
         batch_size=cfg.batch_size, img_size=cfg.img_size, patch_size=cfg.patch_size, lr=cfg.lr, seed=cfg.seed, save_every=max(cfg.steps // 2, 1),
-        out=str(paths["train"]), resume="auto", cpu=True,
+        out=str(paths["train"]), resume="auto", cpu=True, threads=cfg.threads,
     ))
     _done(t, f"final loss {summary.get('loss')}")
 
@@ -89,10 +90,14 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """``ofa demo``: ``args`` holds ``DemoConfig``'s options."""
+    """``ofa demo``: ``args`` holds ``DemoConfig``'s options (the ``ofa`` command set the CPU threads already)."""
+    import torch
+
     from ofa.pipeline.options import build
 
     cfg = build(DemoConfig, vars(args))
+    budget, source = cpu_budget(cfg.threads)
+    print(f"CPU threads: {torch.get_num_threads()} for torch, budget {budget} from {source}")
     if cfg.fresh and Path(cfg.out).exists():
         shutil.rmtree(cfg.out)
     run_demo(cfg)

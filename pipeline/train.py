@@ -234,6 +234,22 @@ def setup(cfg: TrainConfig, accelerator: Any, resume: Resume) -> Run:
     return Run(cfg, accelerator, mcfg, model, unwrapped, optimizer, scheduler, batches, sharded, metadata)
 
 
+def _check_layout(resume: Resume, accelerator: Any) -> None:
+    """Refuse, in one line, a checkpoint whose optimiser state this run's distribution cannot load."""
+    from accelerate.utils import DistributedType
+
+    from ofa.pipeline.checkpoint import optimizer_layout_problem
+    from ofa.pipeline.runs import RunConflictError
+
+    if resume.state is None:
+        return
+    problem = optimizer_layout_problem(resume.state, accelerator.distributed_type == DistributedType.FSDP,
+                                       accelerator.num_processes)
+    if problem:
+        raise RunConflictError(f"cannot resume from {resume.url}: {problem}; resume it as it was launched, "
+                               f"or give this run another --out")
+
+
 def _optimizer(cfg: TrainConfig, model: Any, world: int) -> tuple[Any, Any]:
     """AdamW at ``lr * global batch / 256`` with linear warmup (default 5 % of steps) and cosine decay."""
     import torch
@@ -427,7 +443,7 @@ def save(run: Run, step: int, loss: float | None) -> str:
         rngs = [rng_state()]
     to_save = run.unwrapped
     if run.sharded:  # FSDP: gathering the full weights is collective; each rank keeps its optimiser shard
-        full = acc.get_state_dict(run.model)
+        full = _gather_weights(run)
         if run.main:
             to_save = _full_model(run.mcfg, full)
         save_optimizer_shard(cfg.out, step, run.rank, run.optimizer.state_dict(), cfg.storage_options)
@@ -440,6 +456,15 @@ def save(run: Run, step: int, loss: float | None) -> str:
         url = save_checkpoint(cfg.out, step, to_save, state, cfg.storage_options, run.metadata)
     acc.wait_for_everyone()
     return url if run.main else latest_checkpoint(cfg.out, cfg.storage_options)[1]
+
+
+def _gather_weights(run: Run) -> dict:
+    """FSDP: the full weights on the main process (collective). Offloaded to host memory when they live on an
+    accelerator; not on a CPU run, where torch 2.13's FSDP1 offload of CPU tensors crashes (segfault in clone)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    offload = run.accelerator.device.type != "cpu"
+    return get_model_state_dict(run.model, options=StateDictOptions(full_state_dict=True, cpu_offload=offload))
 
 
 def _full_model(mcfg: Any, state_dict: dict) -> Any:
@@ -471,6 +496,7 @@ def train(cfg: TrainConfig, on_step: Callable[[int, dict[str, Any]], bool | None
     check_config(cfg)
     accelerator = make_accelerator(cfg)
     resume = find_resume(cfg)
+    _check_layout(resume, accelerator)
     if resume.state is not None and resume.step >= cfg.steps:
         log.info("%s finished already at step %d; nothing to do (raise --steps to train on)", cfg.out, resume.step)
         return _summary(cfg, resume.step, resume.loss, resume.url, accelerator.num_processes, resumed=True)

@@ -40,6 +40,8 @@ class EmbedConfig:
     """where the PCA map goes ('': OUT.preview.png; 'none' or null: no map)"""
     progress: bool = True
     """progress bar"""
+    threads: int | None = None
+    """torch's CPU threads (OMP_NUM_THREADS, when set, wins; null: the CPUs this process may use)"""
 
     def __post_init__(self) -> None:
         if self.format is None:

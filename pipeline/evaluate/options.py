@@ -61,6 +61,8 @@ class EvalOptions:
     """fine-tuning backbone learning rate"""
     max_samples: int | None = None   # cap per split (quick runs); None = the whole partition
     """use at most N samples per split (quick runs)"""
+    threads: int | None = None
+    """torch's CPU threads (OMP_NUM_THREADS, when set, wins; null: the CPUs this process may use)"""
 
 
 @dataclass
