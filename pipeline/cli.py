@@ -67,7 +67,7 @@ def commands() -> list[Command]:
         Command("manifest stac", "write the dataset's index.parquet (GeoParquet sample index) and stac/collection.json",
                 (ManifestStacOptions,), "ofa.ingest.cli:stac_command"),
         Command("train", "pretrain the MAE on WebDataset shards (Accelerate)", (TrainConfig,),
-                "ofa.pipeline.train:run_command"),
+                "ofa.pipeline.trainer:run_command"),
         Command("eval geobench", "GEO-Bench classification and segmentation tasks",
                 (GeoBenchOptions, EvalOptions, BackboneSpec), "ofa.pipeline.evaluate.cli:run_geobench"),
         Command("model info", "parameter counts of a configuration, or what a checkpoint says about itself",

@@ -15,8 +15,17 @@ import shutil
 import time
 from pathlib import Path
 
+import torch
+
+from ofa.infra.demo_catalog import DEMO_COLLECTIONS, write_demo_catalog
+from ofa.infra.localstack import stac_server
+from ofa.ingest.dataset.manifest import verify_dataset
+from ofa.ingest.job import IngestConfig, run_ingest
 from ofa.pipeline.config import DemoConfig
+from ofa.pipeline.options import build
+from ofa.pipeline.plots import plot_loss_curve, plot_reconstructions
 from ofa.pipeline.threads import cpu_budget
+from ofa.pipeline.trainer import TrainConfig, train
 
 
 def _stage(number: int, title: str) -> float:
@@ -30,13 +39,6 @@ def _done(start: float, what: str) -> None:
 
 def run_demo(cfg: DemoConfig) -> dict[str, Path]:
     """Run the demo; return the paths of what it made."""
-    from ofa.infra.demo_catalog import DEMO_COLLECTIONS, write_demo_catalog
-    from ofa.infra.localstack import stac_server
-    from ofa.ingest.dataset.manifest import verify_dataset
-    from ofa.ingest.job import IngestConfig, run_ingest
-    from ofa.pipeline.plots import plot_loss_curve, plot_reconstructions
-    from ofa.pipeline.train import TrainConfig, train
-
     out = Path(cfg.out).resolve()
     paths = {
         "catalog": out / "catalog",
@@ -91,10 +93,6 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
 
 def run_command(args: argparse.Namespace) -> int:
     """``ofa demo``: ``args`` holds ``DemoConfig``'s options (the ``ofa`` command set the CPU threads already)."""
-    import torch
-
-    from ofa.pipeline.options import build
-
     cfg = build(DemoConfig, vars(args))
     budget, source = cpu_budget(cfg.threads)
     print(f"CPU threads: {torch.get_num_threads()} for torch, budget {budget} from {source}")

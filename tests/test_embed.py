@@ -59,7 +59,7 @@ def _metas(fs: s3fs.S3FileSystem, dataset: str, manifest: dict) -> dict[str, dic
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """The demo catalog ingested into s3://, and the demo's tiny MAE trained on it for a few steps."""
-    from ofa.pipeline.train import TrainConfig, train
+    from ofa.pipeline.trainer import TrainConfig, train
 
     root = tmp_path_factory.mktemp("embed")
     collections, items = write_demo_catalog(root / "catalog")

@@ -11,7 +11,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from ofa.model import read_info
 from ofa.pipeline.cli import main
-from ofa.pipeline.train import TrainConfig, train
+from ofa.pipeline.trainer import TrainConfig, train
 
 from pipeline_fixtures import write_dataset
 

@@ -6,7 +6,7 @@ import matplotlib.image as mpimg
 import pytest
 
 from ofa.pipeline.plots import plot_loss_curve, plot_reconstructions
-from ofa.pipeline.train import TrainConfig, train
+from ofa.pipeline.trainer import TrainConfig, train
 
 from pipeline_fixtures import write_dataset
 

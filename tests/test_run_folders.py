@@ -16,7 +16,7 @@ import yaml
 from ofa.model import normalise, read_info
 from ofa.pipeline.cli import main, parse
 from ofa.pipeline.options import build
-from ofa.pipeline.train import TrainConfig, train
+from ofa.pipeline.trainer import TrainConfig, train
 
 from pipeline_fixtures import write_dataset
 

@@ -119,7 +119,7 @@ def test_no_secret_in_a_failing_run(setup):
 def test_no_secret_in_training_outputs(setup, tmp_path, caplog):
     import logging
 
-    from ofa.pipeline.train import TrainConfig, train
+    from ofa.pipeline.trainer import TrainConfig, train
 
     s3, _, _ = setup
     caplog.set_level(logging.INFO)                  # everything at INFO, and the project's own loggers at DEBUG

@@ -9,7 +9,7 @@ import pytest
 
 from ofa.model import from_pretrained
 from ofa.pipeline.checkpoint import latest_checkpoint
-from ofa.pipeline.train import NonFiniteLossError, TrainConfig, train
+from ofa.pipeline.trainer import NonFiniteLossError, TrainConfig, train
 
 from pipeline_fixtures import write_dataset
 

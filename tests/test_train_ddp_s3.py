@@ -56,7 +56,7 @@ def test_two_process_ddp_from_s3_with_damaged_shard(tmp_path):
 
 def test_checkpoints_to_s3_resume_in_process(tmp_path):
     from ofa.pipeline.checkpoint import latest_checkpoint
-    from ofa.pipeline.train import TrainConfig, train
+    from ofa.pipeline.trainer import TrainConfig, train
 
     data = str(tmp_path / "ds")
     write_dataset(data, {"naip": (2, 4)}, size=32)

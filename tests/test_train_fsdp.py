@@ -145,7 +145,7 @@ def test_sigkill_after_checkpoint_then_resume_auto_is_exact(setup, tmp_path):
 
 def test_a_sharded_checkpoint_is_refused_by_a_run_without_fsdp(setup, tmp_path):
     from ofa.pipeline.runs import RunConflictError
-    from ofa.pipeline.train import TrainConfig, train
+    from ofa.pipeline.trainer import TrainConfig, train
 
     data, _, ref = setup
     out = tmp_path / "copy"

@@ -17,12 +17,13 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
-import ofa.pipeline.train as train
+import ofa.pipeline.trainer as trainer
+from ofa.pipeline.train import main
 
-_make_accelerator = train.make_accelerator
+_make_accelerator = trainer.make_accelerator
 
 
-def make_fsdp_accelerator(cfg: train.TrainConfig):
+def make_fsdp_accelerator(cfg: trainer.TrainConfig):
     accelerator = _make_accelerator(cfg)
     if accelerator.distributed_type != DistributedType.MULTI_CPU or os.environ.get("ACCELERATE_USE_FSDP") != "true":
         raise RuntimeError(f"expected a multi-process CPU run launched with an FSDP config, got "
@@ -36,5 +37,5 @@ def make_fsdp_accelerator(cfg: train.TrainConfig):
 
 
 if __name__ == "__main__":
-    train.make_accelerator = make_fsdp_accelerator
-    sys.exit(train.main())
+    trainer.make_accelerator = make_fsdp_accelerator
+    sys.exit(main())
