@@ -158,11 +158,12 @@ def _resolve(path: str) -> Any:
 
 def _runner(cmd: Command) -> Any:
     """What runs ``cmd``: for a command with a ``threads`` option, its CPU threads are set first, before the
-    command's module can load torch (OpenMP reads its wait policy once, when torch loads it)."""
+    command's module can load torch (OpenMP reads its wait policy once, when torch loads it); the choice is
+    passed on as ``args.cpu_threads`` for the command to report."""
 
     def run(args: argparse.Namespace) -> int | None:
         if "threads" in vars(args):
-            use_cpu_threads(args.threads)
+            args.cpu_threads = use_cpu_threads(args.threads)
         return _resolve(cmd.run)(args)
 
     return run

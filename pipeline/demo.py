@@ -15,8 +15,6 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
-
 from ofa.infra.demo_catalog import DEMO_COLLECTIONS, write_demo_catalog
 from ofa.infra.localstack import stac_server
 from ofa.ingest.dataset.manifest import verify_dataset
@@ -94,8 +92,10 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
 def run_command(args: argparse.Namespace) -> int:
     """``ofa demo``: ``args`` holds ``DemoConfig``'s options (the ``ofa`` command set the CPU threads already)."""
     cfg = build(DemoConfig, vars(args))
-    budget, source = cpu_budget(cfg.threads)
-    print(f"CPU threads: {torch.get_num_threads()} for torch, budget {budget} from {source}")
+    threads = getattr(args, "cpu_threads", None)
+    if threads is not None:
+        print(f"CPU threads: {threads.intra_op} for torch ({threads.budget} CPUs, from {threads.source}); "
+              f"OpenMP waits: {threads.wait}")
     if cfg.fresh and Path(cfg.out).exists():
         shutil.rmtree(cfg.out)
     run_demo(cfg)

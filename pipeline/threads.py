@@ -7,13 +7,16 @@ follows the affinity mask, capped by the quota; so the same arithmetic and the s
 inter-op pool one thread (these commands run no inter-op parallel work), and the demo's Dask ingest one
 worker per CPU of the budget.
 
-OpenMP's waiting threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``, unless the environment
-chooses a policy): torch's intra-op threads meet at a barrier after every parallel op, and with other
-processes on the cores a thread spinning there (libgomp's default: up to 300,000 rounds) burns the time
-slice its peer needs to reach it. On the 2-core dev machine at load average 12, 60 demo training steps
-took 300-470 s spinning and 31-35 s waiting passively (bench/bench_cpu_share.py runs the whole demo).
-libgomp reads the policy once, when torch loads it, so ``use_cpu_threads`` must run before the first
-``import torch``.
+How OpenMP's threads wait depends on whether the CPUs are shared (unless the environment chooses a policy:
+``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``). Torch's intra-op threads meet at a barrier after every parallel
+op. With other processes running on the cores, a thread spinning there (libgomp's default: up to 300,000
+rounds) burns the time slice its peer needs to reach it, so when other work already holds the CPUs this
+process may use, waiting threads sleep (``OMP_WAIT_POLICY=PASSIVE``): on the 2-core dev machine beside two
+busy loops the demo took 122 s spinning and 46-72 s sleeping. On idle CPUs sleeping costs a futex wake-up
+per op (the demo's 300 training steps: 41 s instead of 28 s), so there libgomp's default stays. The CPUs
+are sampled once, for 0.1 s, at start: work that starts later meets a spinning run (set
+``OMP_WAIT_POLICY=PASSIVE`` on machines known to be shared). libgomp reads the policy once, when torch
+loads it, so ``use_cpu_threads`` must run before the first ``import torch``.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import logging
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +34,7 @@ log = logging.getLogger("ofa.threads")
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")
+PROC_STAT = Path("/proc/stat")
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class CpuThreads:
     source: str    # where the budget came from: OMP_NUM_THREADS, --threads or affinity
     intra_op: int  # torch.get_num_threads()
     inter_op: int  # torch.get_num_interop_threads()
+    wait: str      # how OpenMP's threads wait, and why
 
 
 def _positive_int(text: str | None) -> int | None:
@@ -74,6 +80,58 @@ def available_cpus() -> int:
     return min(cpus, quota) if quota else cpus
 
 
+def cpu_times(path: Path = PROC_STAT) -> dict[int, tuple[int, int]]:
+    """Per CPU, ``(busy, total)`` clock ticks since boot from ``/proc/stat``; empty where it cannot be read."""
+    times = {}
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return times
+    for line in lines:
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and len(fields) >= 5:
+            ticks = [int(x) for x in fields[:8]]
+            idle = ticks[3] + ticks[4]  # idle + iowait
+            times[int(name[3:])] = (sum(ticks) - idle, sum(ticks))
+    return times
+
+
+def busy_cpus(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]], cpus: set[int]) -> float:
+    """CPUs' worth of work that ran on ``cpus`` between two ``cpu_times`` samples."""
+    busy = 0.0
+    for cpu in cpus & before.keys() & after.keys():
+        ticks = after[cpu][1] - before[cpu][1]
+        if ticks > 0:
+            busy += (after[cpu][0] - before[cpu][0]) / ticks
+    return busy
+
+
+def others_hold_cpus(budget: int, sample_s: float = 0.1) -> bool:
+    """Whether other work leaves fewer idle CPUs, of those this process may use, than ``budget`` threads need
+    (half a CPU of slack). Sampled while this process sleeps, so its own work does not count."""
+    try:
+        cpus = set(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux: no /proc/stat either
+        return False
+    before = cpu_times()
+    if not before:
+        return False
+    time.sleep(sample_s)
+    idle = len(cpus) - busy_cpus(before, cpu_times(), cpus)
+    return idle < min(budget, len(cpus)) - 0.5
+
+
+def _wait_policy(budget: int) -> str:
+    """Set OpenMP's wait policy for the torch about to load; say which and why."""
+    chosen = [f"{v}={os.environ[v]}" for v in WAIT_VARIABLES if v in os.environ]
+    if chosen:
+        return f"{', '.join(chosen)} (environment)"
+    if budget > 1 and others_hold_cpus(budget):
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        return "passive (other work holds the CPUs)"
+    return "spin, then sleep (libgomp's default: the CPUs are idle)"
+
+
 def cpu_budget(threads: int | None = None) -> tuple[int, str]:
     """``(CPUs, where that came from)``: OMP_NUM_THREADS, else ``threads`` (``--threads``), else the machine."""
     env = _positive_int(os.environ.get("OMP_NUM_THREADS"))
@@ -92,8 +150,7 @@ def use_cpu_threads(threads: int | None = None) -> CpuThreads:
     stay, unless ``threads`` asks for a count."""
     budget, source = cpu_budget(threads)
     loaded = "torch" in sys.modules
-    if not loaded and not any(v in os.environ for v in WAIT_VARIABLES):
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    wait = _wait_policy(budget) if not loaded else "as the host process loaded torch"
     import torch
 
     if not loaded or source == "--threads":
@@ -105,6 +162,6 @@ def use_cpu_threads(threads: int | None = None) -> CpuThreads:
             torch.set_num_interop_threads(1)
         except RuntimeError:  # the pool exists already (torch was used before in this process)
             pass
-    chosen = CpuThreads(budget, source, torch.get_num_threads(), torch.get_num_interop_threads())
+    chosen = CpuThreads(budget, source, torch.get_num_threads(), torch.get_num_interop_threads(), wait)
     log.debug("CPU threads: %s", chosen)
     return chosen

@@ -1,6 +1,6 @@
 """``pipeline.threads``: one CPU budget (OMP_NUM_THREADS > --threads > affinity and cgroup quota) for torch's
-pools, and OpenMP's passive waiting set before torch loads libgomp (checked in libgomp's own report of its
-settings, ``OMP_DISPLAY_ENV=VERBOSE``)."""
+pools, and OpenMP's passive waiting, when other work holds the CPUs, set before torch loads libgomp (checked in
+libgomp's own report of its settings, ``OMP_DISPLAY_ENV=VERBOSE``)."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,11 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
-from ofa.pipeline.threads import cgroup_quota, cpu_budget
+from ofa.pipeline.threads import busy_cpus, cgroup_quota, cpu_budget, cpu_times
 
 REPO_ENV = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
 
@@ -60,19 +61,43 @@ def test_cgroup_v1_quota(tmp_path, quota, cpus):
     assert cgroup_quota(tmp_path / "no-cpu.max", tmp_path) == cpus
 
 
-def test_libgomp_waits_passively_when_the_command_sets_it_first():
+def test_busy_cpus_from_two_samples_of_proc_stat(tmp_path):
+    def sample(name: str, *cpus: tuple[int, int]) -> dict:
+        lines = ["cpu  0 0 0 0 0 0 0 0 0 0"]  # the machine's total line is not a CPU
+        lines += [f"cpu{i} {busy} 0 0 {idle} 0 0 0 0 0 0" for i, (busy, idle) in enumerate(cpus)]
+        (tmp_path / name).write_text("\n".join(lines + ["intr 1 2 3"]) + "\n")
+        return cpu_times(tmp_path / name)
+
+    before = sample("a", (100, 100), (100, 100), (0, 0))
+    after = sample("b", (110, 100), (105, 105), (10, 0))    # cpu0 all busy, cpu1 half, cpu2 all busy
+    assert before[0] == (100, 200) and set(before) == {0, 1, 2}
+    assert busy_cpus(before, after, {0, 1}) == pytest.approx(1.5)
+    assert busy_cpus(before, after, {0, 1, 2, 7}) == pytest.approx(2.5)   # a CPU not sampled counts nothing
+    assert cpu_times(tmp_path / "missing") == {}
+
+
+def test_libgomp_waits_passively_when_other_work_holds_the_cpus():
     before = fresh("import torch\nprint(torch.get_num_threads())")
     assert "GOMP_SPINCOUNT = '300000'" in before.stderr   # torch's default: spin before sleeping
-    after = fresh(CHOSEN.format(threads=None))
+    loops = [subprocess.Popen(["bash", "-c", "while :; do :; done"]) for _ in os.sched_getaffinity(0)]
+    try:
+        time.sleep(0.5)
+        after = fresh(CHOSEN.format(threads=None))
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
     assert "GOMP_SPINCOUNT = '0'" in after.stderr          # what the helper set reached libgomp
     got = chosen(after)
-    assert got["source"] == "affinity" and got["intra_op"] == int(before.stdout.split()[-1])  # torch's own count
+    assert got["wait"].startswith("passive") and got["source"] == "affinity"
+    assert got["intra_op"] == int(before.stdout.split()[-1])  # torch's own count
     assert got["inter_op"] == 1
 
 
 def test_a_wait_policy_in_the_environment_is_kept():
     proc = fresh(CHOSEN.format(threads=None), OMP_WAIT_POLICY="ACTIVE")
     assert "OMP_WAIT_POLICY = 'ACTIVE'" in proc.stderr
+    assert chosen(proc)["wait"] == "OMP_WAIT_POLICY=ACTIVE (environment)"
 
 
 @pytest.mark.skipif(not shutil.which("taskset"), reason="needs taskset (util-linux)")
