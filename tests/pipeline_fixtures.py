@@ -4,7 +4,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import tarfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -90,3 +92,19 @@ def write_dataset(url: str, sensors: dict[str, tuple[int, int]], size: int = 48,
     with fs.open(join(root, MANIFEST_NAME), "wb") as f:
         f.write(json.dumps(manifest, indent=1).encode())
     return manifest
+
+
+def train_env() -> dict[str, str]:
+    """The environment of a training subprocess whose losses are compared: one CPU thread per process."""
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def logged_losses(out: Path, world_size: int | None = None) -> dict[int, float]:
+    """step -> loss from a run's ``log.jsonl``; no step logged twice, and every line from ``world_size``
+    processes when given."""
+    recs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+    steps = [r["step"] for r in recs]
+    assert len(steps) == len(set(steps)), f"duplicate steps in the log: {steps}"
+    if world_size is not None:
+        assert {r["world_size"] for r in recs} == {world_size}
+    return {r["step"]: r["loss"] for r in recs if "loss" in r}

@@ -2,9 +2,7 @@
 checkpoint and the loss curve continues exactly where an uninterrupted run goes."""
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
 import signal
 import subprocess
@@ -14,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_fixtures import write_dataset
+from pipeline_fixtures import logged_losses, train_env, write_dataset
 
 from ofa.pipeline.checkpoint import latest_checkpoint
 
@@ -33,17 +31,6 @@ def train_cmd(data: str, out: Path, steps: int = STEPS) -> list[str]:
     return [sys.executable, "-m", "ofa.pipeline.cli", "train", "--data", data, "--out", str(out), "--steps", str(steps),
             "--save-every", "1", "--size", "tiny", "--batch-size", "4", "--img-size", "32", "--seed", "0", "--cpu",
             "--resume", "auto", "--no-tensorboard"]
-
-
-def train_env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def losses(out: Path) -> dict[int, float]:
-    recs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
-    steps = [r["step"] for r in recs]
-    assert len(steps) == len(set(steps)), f"duplicate steps in the log: {steps}"
-    return {r["step"]: r["loss"] for r in recs if "loss" in r}
 
 
 def kill_during_checkpoint(cmd: list[str], out: Path, step: int, timeout: float = 120) -> str:
@@ -70,7 +57,7 @@ def test_sigkill_during_checkpoint_write_then_resume_auto(dataset, tmp_path):
     ref = tmp_path / "ref"
     done = subprocess.run(train_cmd(dataset, ref), env=train_env(), capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
-    expected = losses(ref)
+    expected = logged_losses(ref)
     assert sorted(expected) == list(range(1, STEPS + 1))
 
     rng = random.Random(0)
@@ -83,7 +70,7 @@ def test_sigkill_during_checkpoint_write_then_resume_auto(dataset, tmp_path):
         assert found[0] in (step - 1, step), (where, found)       # the last complete one, never a partial one
         again = subprocess.run(train_cmd(dataset, out), env=train_env(), capture_output=True, text=True, timeout=240)
         assert again.returncode == 0, again.stderr[-3000:]
-        got = losses(out)
+        got = logged_losses(out)
         assert sorted(got) == list(range(1, STEPS + 1)), (where, sorted(got))
         for s in range(1, STEPS + 1):
             assert math.isclose(got[s], expected[s], rel_tol=1e-4, abs_tol=1e-6), (where, s, got[s], expected[s])

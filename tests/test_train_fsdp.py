@@ -7,8 +7,6 @@ position all come back. accelerate 1.16 runs FSDP on GPUs only; tests/support/fs
 gate (see there) and runs the production ``ofa train`` otherwise unchanged."""
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import signal
 import socket
@@ -22,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline_fixtures import write_dataset
+from pipeline_fixtures import logged_losses, train_env, write_dataset
 
 from ofa.model import from_pretrained
 from ofa.pipeline.checkpoint import latest_checkpoint, load_optimizer_shard, load_state, optimizer_layout_problem
@@ -63,18 +61,6 @@ def train_cmd(config: Path, data: str, out: Path) -> list[str]:
             "--dynamo_backend", "no", str(WRAPPER), "--cpu", "--data", data, "--out", str(out), "--steps", str(STEPS),
             "--save-every", "1", "--size", "tiny", "--batch-size", "4", "--img-size", "32", "--seed", "0",
             "--resume", "auto", "--no-tensorboard"]
-
-
-def train_env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def losses(out: Path) -> dict[int, float]:
-    recs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
-    steps = [r["step"] for r in recs]
-    assert len(steps) == len(set(steps)), f"duplicate steps in the log: {steps}"
-    assert {r["world_size"] for r in recs} == {2}
-    return {r["step"]: r["loss"] for r in recs}
 
 
 def run(cmd: list[str]) -> subprocess.CompletedProcess:
@@ -129,15 +115,15 @@ def test_fsdp_checkpoints_hold_one_optimiser_shard_per_rank(setup):
 
 def test_sigkill_after_checkpoint_then_resume_auto_is_exact(setup, tmp_path):
     data, config, ref = setup
-    expected = losses(ref)
+    expected = logged_losses(ref, 2)
     assert sorted(expected) == list(range(1, STEPS + 1))
     out = tmp_path / "killed"
     kill_after_checkpoint(train_cmd(config, data, out), out, 2)
     found = latest_checkpoint(str(out))
     assert found is not None and found[0] in (2, 3), found       # 3 when the kill met the next write finished
-    assert len(losses(out)) < STEPS
+    assert len(logged_losses(out, 2)) < STEPS
     run(train_cmd(config, data, out))
-    assert losses(out) == expected                                 # bit for bit, every step
+    assert logged_losses(out, 2) == expected                                 # bit for bit, every step
     want = from_pretrained(f"{latest_checkpoint(str(ref))[1]}/model").state_dict()
     got = from_pretrained(f"{latest_checkpoint(str(out))[1]}/model").state_dict()
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
