@@ -16,7 +16,7 @@ def real_data_root() -> Path:
     """The folder ``OFA_REAL_DATA`` names; skips the calling test (one line, the reason) when unset or absent."""
     value = os.environ.get(ENV)
     if not value:
-        pytest.skip(f"{ENV} is not set: real-pixel tests need the shared data folder (e.g. {ENV}=../shared/data)")
+        pytest.skip(f"{ENV} is not set: real-pixel tests need it to name the shared data folder (holding real/)")
     root = Path(value).expanduser().resolve()
     if not (root / "real").is_dir():
         pytest.skip(f"{ENV}={value} holds no real/ folder")

@@ -6,7 +6,7 @@ is the product's (within 0.001), transform/CRS/bbox are the chip's, ``cloud_frac
 ``nodata_fraction`` are the SCL / QA_PIXEL / nodata counts made here, ``quantity`` and ``band_valid`` are
 the product's. Each trap of the set (README's last column) is handled or refused with its reason.
 
-Runs with ``OFA_REAL_DATA=../shared/data pytest -q -rs -m real``; skipped, with the reason, without it."""
+Runs with ``OFA_REAL_DATA=<the shared data folder> pytest -q -rs -m real``; skipped, with the reason, without it."""
 from __future__ import annotations
 
 import contextlib

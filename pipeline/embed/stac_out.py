@@ -82,11 +82,6 @@ def geoemb_attrs(manifests: list[Manifest], model_url: str, dim: int, storage_op
     return attrs
 
 
-def geoemb_only(attrs: dict[str, Any]) -> dict[str, Any]:
-    """The ``geoemb:*`` entries of ``attrs``."""
-    return {k: v for k, v in attrs.items() if k.startswith("geoemb:")}
-
-
 def output_extent(fmt: str, url: str, storage_options: dict | None) -> tuple[list[float] | None, list[str] | None]:
     """``(bbox, [start, end])`` of the written samples (their WGS84 boxes and datetimes)."""
     target = Target(url, storage_options)
